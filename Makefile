@@ -1,0 +1,95 @@
+# quota-milter - monthly plan quotas for outgoing mail, as a milter
+#
+#   make run      install what is missing, build, run on the shipped conf
+#   make check    install what is missing, build, run every test (also
+#                 under AddressSanitizer + UndefinedBehaviorSanitizer)
+#   make install  DESTDIR=... PREFIX=...
+#
+# Honours CC, CFLAGS, CPPFLAGS, LDFLAGS, DESTDIR and PREFIX. Objects go to
+# $(B) (default build/), so a sanitizer build can sit beside the normal one.
+
+PREFIX	?= /usr/local
+SBINDIR	?= $(PREFIX)/sbin
+BINDIR	?= $(PREFIX)/bin
+MANDIR	?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+B	?= build
+
+CC	?= cc
+CFLAGS	?= -O2 -g
+WERROR	?= -Werror
+PKGS	= hiredis libconfuse
+QM_CPPFLAGS = -D_GNU_SOURCE -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+QM_CFLAGS = -std=c11 -Wall -Wextra $(WERROR) -pthread
+QM_LIBS	= -lmilter $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lhiredis -lconfuse) -pthread
+CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lm -lrt)
+
+ALL_CFLAGS = $(QM_CPPFLAGS) $(CPPFLAGS) $(QM_CFLAGS) $(CFLAGS)
+
+LIB_SRCS = conf/cidr.c conf/conf.c \
+	counters/month.c counters/keys.c counters/redis.c counters/counters.c \
+	milter/policy.c milter/log.c
+LIB_OBJS = $(LIB_SRCS:%.c=$(B)/%.o)
+
+DAEMON	= $(B)/quota-milter
+UNIT_TESTS = $(B)/tests/check_conf $(B)/tests/check_month $(B)/tests/check_policy
+REDIS_TESTS = $(B)/tests/check_counters
+TEST_HELPERS = $(B)/tests/redis_helper.o
+
+.PHONY: all run check check-unit check-asan test-run install clean deps
+all: $(DAEMON) $(UNIT_TESTS) $(REDIS_TESTS)
+
+$(B)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(B)/tests/%.o: tests/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -MMD -MP -c -o $@ $<
+
+# The Lua script is compiled into the binary from counters/quota.lua.
+counters/quota_lua.h: counters/quota.lua
+	{ echo '/* generated from counters/quota.lua by make; do not edit */'; \
+	  echo 'static const char quota_lua[] ='; \
+	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $<; \
+	  echo ';'; } > $@
+$(B)/counters/counters.o: counters/quota_lua.h
+
+$(B)/libqm.a: $(LIB_OBJS)
+	rm -f $@
+	$(AR) rcs $@ $(LIB_OBJS)
+
+$(DAEMON): $(B)/milter/quota-milter.o $(B)/libqm.a
+	$(CC) $(QM_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(QM_LIBS)
+
+$(B)/tests/check_%: $(B)/tests/check_%.o $(TEST_HELPERS) $(B)/libqm.a
+	$(CC) $(QM_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(QM_LIBS)
+
+deps:
+	@sh tests/deps.sh
+
+run: deps
+	$(MAKE) $(DAEMON)
+	sh tests/run-local.sh $(DAEMON) conf/quota-milter.conf
+
+# check: the whole suite, then again built with ASan+UBSan.
+check: deps
+	$(MAKE) all
+	$(MAKE) check-asan
+	sh tests/run.sh $(B)
+
+check-asan:
+	$(MAKE) B=build-asan CC=$(or $(ASAN_CC),$(CC)) \
+		CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
+		LDFLAGS="-fsanitize=address,undefined" all
+
+install: $(DAEMON)
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/quota-milter
+	install -m 755 $(DAEMON) $(DESTDIR)$(SBINDIR)/quota-milter
+	install -m 644 conf/quota-milter.conf $(DESTDIR)$(SYSCONFDIR)/quota-milter/quota-milter.conf
+
+clean:
+	rm -rf build build-asan counters/quota_lua.h
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -1,0 +1,192 @@
+/*
+ * cidr.c - lists of IPv4/IPv6 networks and membership tests
+ *
+ * Networks are kept in network byte order with the host bits zero, so a
+ * membership test compares the first prefix bits and nothing else. An
+ * IPv4-mapped network (::ffff:192.0.2.0/120) is stored as the IPv4
+ * network it names, and an IPv4-mapped client address is tested as IPv4,
+ * so either spelling matches either kind of client.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "cidr.h"
+
+#define CIDR_TEXT_MAX	(INET6_ADDRSTRLEN + 4)	/* address, '/', 3 digits */
+
+static const unsigned char cidr_v4mapped[12] = {
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff,
+};
+
+/* cidr_bits_equal - do the first prefix bits of a and b agree? */
+static bool
+cidr_bits_equal(const unsigned char *a, const unsigned char *b, int prefix)
+{
+	int	whole = prefix / 8;
+	int	rest = prefix % 8;
+	unsigned char mask;
+
+	if (memcmp(a, b, (size_t) whole) != 0)
+		return false;
+	if (rest == 0)
+		return true;
+	mask = (unsigned char) (0xff << (8 - rest));
+	return ((a[whole] ^ b[whole]) & mask) == 0;
+}
+
+/* cidr_host_bits - are any bits after the prefix set? */
+static bool
+cidr_host_bits(const unsigned char *addr, int size, int prefix)
+{
+	int	i;
+
+	for (i = prefix; i < size * 8; i++)
+		if (addr[i / 8] & (0x80 >> (i % 8)))
+			return true;
+	return false;
+}
+
+/* cidr_parse - parse one network; returns false with a reason in err */
+bool
+cidr_parse(const char *text, struct cidr *out, char *err, size_t errlen)
+{
+	char	buf[CIDR_TEXT_MAX + 1];
+	char   *slash;
+	int	size;
+	int	prefix;
+
+	if (strlen(text) > CIDR_TEXT_MAX) {
+		snprintf(err, errlen, "network \"%.*s...\" is too long", CIDR_TEXT_MAX, text);
+		return false;
+	}
+	strcpy(buf, text);
+	memset(out, 0, sizeof(*out));
+	if ((slash = strchr(buf, '/')) != NULL)
+		*slash++ = 0;
+
+	if (strchr(buf, ':') != NULL) {
+		out->family = AF_INET6;
+		size = 16;
+	} else {
+		out->family = AF_INET;
+		size = 4;
+	}
+	if (inet_pton(out->family, buf, out->addr) != 1) {
+		snprintf(err, errlen, "\"%s\" is not an IP%s address or network",
+			 text, out->family == AF_INET ? "v4" : "v6");
+		return false;
+	}
+
+	if (slash == NULL) {
+		prefix = size * 8;
+	} else {
+		size_t	digits = strspn(slash, "0123456789");
+
+		if (digits == 0 || digits > 3 || slash[digits] != 0
+		    || (prefix = atoi(slash)) > size * 8) {
+			snprintf(err, errlen, "bad prefix length in \"%s\" (0 to %d)",
+				 text, size * 8);
+			return false;
+		}
+	}
+	if (cidr_host_bits(out->addr, size, prefix)) {
+		snprintf(err, errlen, "\"%s\" has host bits set after /%d", text, prefix);
+		return false;
+	}
+	out->prefix = prefix;
+
+	/* Keep ::ffff:a.b.c.d/96+n as a.b.c.d/n: it matches the same clients. */
+	if (out->family == AF_INET6 && prefix >= 96
+	    && memcmp(out->addr, cidr_v4mapped, sizeof(cidr_v4mapped)) == 0) {
+		memmove(out->addr, out->addr + 12, 4);
+		memset(out->addr + 4, 0, 12);
+		out->family = AF_INET;
+		out->prefix = prefix - 96;
+	}
+	return true;
+}
+
+/* cidr_list_add - append a parsed network; aborts on out of memory */
+void
+cidr_list_add(struct cidr_list *list, const struct cidr *net)
+{
+	struct cidr *items;
+
+	items = realloc(list->items, (list->count + 1) * sizeof(*items));
+	if (items == NULL) {
+		fprintf(stderr, "cidr_list_add: out of memory\n");
+		abort();
+	}
+	items[list->count++] = *net;
+	list->items = items;
+}
+
+/* cidr_list_free - release the list's storage; the list becomes empty */
+void
+cidr_list_free(struct cidr_list *list)
+{
+	free(list->items);
+	list->items = NULL;
+	list->count = 0;
+}
+
+/* cidr_match_raw - is the address of that family inside any network? */
+static bool
+cidr_match_raw(const struct cidr_list *list, int family, const unsigned char *addr)
+{
+	size_t	i;
+
+	/* An IPv4-mapped IPv6 address is tested as the IPv4 address inside. */
+	if (family == AF_INET6 && memcmp(addr, cidr_v4mapped, sizeof(cidr_v4mapped)) == 0) {
+		family = AF_INET;
+		addr += 12;
+	}
+	for (i = 0; i < list->count; i++)
+		if (list->items[i].family == family
+		    && cidr_bits_equal(list->items[i].addr, addr, list->items[i].prefix))
+			return true;
+	return false;
+}
+
+/* cidr_match_sockaddr - is the address (AF_INET/AF_INET6) inside any network? */
+bool
+cidr_match_sockaddr(const struct cidr_list *list, const struct sockaddr *sa)
+{
+	if (sa == NULL)
+		return false;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *) sa;
+
+		return cidr_match_raw(list, AF_INET, (const unsigned char *) &sin->sin_addr);
+	}
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *) sa;
+
+		return cidr_match_raw(list, AF_INET6, sin6->sin6_addr.s6_addr);
+	}
+	return false;
+}
+
+/*
+ * cidr_match_text - same for an address in text form; false if unparsable.
+ * Sendmail's "IPv6:" prefix ({client_addr}) is accepted.
+ */
+bool
+cidr_match_text(const struct cidr_list *list, const char *addr)
+{
+	unsigned char raw[16];
+
+	if (addr == NULL)
+		return false;
+	if (strncasecmp(addr, "IPv6:", 5) == 0)
+		addr += 5;
+	if (inet_pton(AF_INET, addr, raw) == 1)
+		return cidr_match_raw(list, AF_INET, raw);
+	if (inet_pton(AF_INET6, addr, raw) == 1)
+		return cidr_match_raw(list, AF_INET6, raw);
+	return false;
+}

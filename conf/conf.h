@@ -1,0 +1,138 @@
+/*
+ * conf.h - the quota-milter configuration, parsed once and then immutable
+ *
+ * conf_load() reads a libconfuse file, checks every value and copies it
+ * into a struct qm_conf that nothing modifies afterwards, so that many
+ * milter threads can read it without locks. Errors name file, line and
+ * reason. libconfuse's lexer has global state: call conf_load() from one
+ * thread at a time (the daemon does it from main and from its reload
+ * thread only, under a mutex).
+ */
+#ifndef QM_CONF_H
+#define QM_CONF_H
+
+#include <regex.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "cidr.h"
+
+#define QM_DEFAULT_CONF		"/etc/quota-milter/quota-milter.conf"
+#define QM_UNLIMITED		(-1LL)
+#define QM_ACCOUNT_MAX		128	/* longest valid account id */
+#define QM_NAME_MAX		64	/* longest plan or category name */
+
+enum qm_mode { QM_MODE_ENFORCE, QM_MODE_MONITOR };
+enum qm_unit { QM_UNIT_RECIPIENTS, QM_UNIT_MESSAGES };
+enum qm_on_error { QM_ON_ERROR_TEMPFAIL, QM_ON_ERROR_ACCEPT };
+enum qm_source { QM_SOURCE_HEADER, QM_SOURCE_SASL, QM_SOURCE_SENDER_DOMAIN };
+
+/*
+ * Every reply the milter can give, by the name used in the conf's
+ * "reply NAME { code xcode text }" sections. Texts may use the variables
+ * $account $plan $limit $used $category $header $reason ($$ is a dollar).
+ */
+enum qm_reply_id {
+	QM_REPLY_EXHAUSTED,		/* 550 5.7.1 monthly quota used up */
+	QM_REPLY_NO_MAIL,		/* 550 5.7.1 plan allows 0 */
+	QM_REPLY_SUSPENDED,		/* 550 5.7.1 account suspended */
+	QM_REPLY_NO_ACCOUNT,		/* 550 5.7.1 counted mail without account */
+	QM_REPLY_BAD_ACCOUNT,		/* 550 5.7.1 account id fails validation */
+	QM_REPLY_UNTRUSTED,		/* 550 5.7.1 account header from untrusted client */
+	QM_REPLY_CONFLICT,		/* 550 5.7.1 two different account headers */
+	QM_REPLY_NO_PLAN,		/* 550 5.7.1 no plan in Redis, default_plan "" */
+	QM_REPLY_UNKNOWN_PLAN,		/* 451 4.3.5 plan in Redis not in the conf */
+	QM_REPLY_RACE,			/* 451 4.7.1 quota taken between RCPT and EOM */
+	QM_REPLY_UNAVAILABLE,		/* 451 4.3.0 Redis unreachable, tempfail */
+	QM_REPLY_COUNT
+};
+
+struct qm_reply {
+	char	code[4];		/* "550" */
+	char	xcode[12];		/* "5.7.1" */
+	char   *text;			/* template, see above */
+};
+
+struct qm_plan {
+	char   *name;
+	long long monthly;		/* QM_UNLIMITED or >= 0 */
+};
+
+/*
+ * A category holds when every matcher it has holds. A header matcher
+ * holds when any occurrence of the header matches (or, without "match",
+ * when the header is present at all).
+ */
+struct qm_category {
+	char   *name;			/* also the usage hash field */
+	char   *header;			/* NULL: no header matcher */
+	regex_t	match;			/* valid if has_match */
+	bool	has_match;
+	regex_t	sasl;			/* on {auth_authen}; valid if has_sasl */
+	bool	has_sasl;
+	regex_t	sender;			/* on the envelope sender; if has_sender */
+	bool	has_sender;
+	struct cidr_list client;	/* client address; empty: any */
+	char   *daemon;			/* {daemon_name}; NULL: any */
+};
+
+struct qm_redis_conf {
+	char   *address;		/* "host:port", "[v6]:port", "/path.sock" or "unix:/path" */
+	char   *password;		/* "" : no AUTH */
+	int	database;
+	int	timeout_ms;		/* bound for every Redis call */
+	char   *prefix;			/* "qm:" */
+	int	pool_size;		/* most connections one milter process opens */
+	char  **sentinels;		/* "host:port" each; empty: no Sentinel */
+	size_t	sentinel_count;
+	char   *master;			/* Sentinel master name */
+};
+
+struct qm_account_conf {
+	enum qm_source source;
+	char   *header;			/* source header */
+	regex_t	pattern;		/* one capture group; valid if has_pattern */
+	bool	has_pattern;
+	struct cidr_list trusted;	/* trusted_networks */
+	bool	strip_headers;
+};
+
+struct qm_conf {
+	char   *path;			/* file it came from */
+	char   *socket;
+	char   *user;			/* "" : keep the starting user */
+	enum qm_mode mode;
+	enum qm_unit unit;
+	char   *timezone;
+	int	keep_months;
+	enum qm_on_error on_redis_error;
+	char   *journal;
+	int    *warn_percent;		/* ascending, no duplicates, 1..1000 */
+	size_t	warn_count;
+	char   *default_plan;		/* NULL when "" (unknown accounts refused) */
+	struct qm_redis_conf redis;
+	struct qm_account_conf account;
+	struct qm_category *categories;	/* in file order: first match wins */
+	size_t	category_count;
+	struct qm_plan *plans;		/* in file order */
+	size_t	plan_count;
+	struct qm_reply replies[QM_REPLY_COUNT];
+};
+
+/*
+ * conf_load - parse and check a configuration file. Returns NULL on any
+ * error and puts one line "FILE:LINE: reason" (or "FILE: reason" when no
+ * line applies) into err.
+ */
+struct qm_conf *conf_load(const char *path, char *err, size_t errlen);
+
+/* conf_free - release a configuration; NULL is allowed */
+void	conf_free(struct qm_conf *conf);
+
+/* conf_plan - the plan of that name, or NULL */
+const struct qm_plan *conf_plan(const struct qm_conf *conf, const char *name);
+
+/* conf_reply_name - the conf name of a reply ("exhausted", ...) */
+const char *conf_reply_name(enum qm_reply_id id);
+
+#endif

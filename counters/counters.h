@@ -1,0 +1,85 @@
+/*
+ * counters.h - the account's plan, limit and monthly usage, in Redis
+ *
+ * All accounting is one Lua script (counters/quota.lua) run with EVALSHA
+ * (EVAL once on NOSCRIPT), so the check and the increment are atomic
+ * across every milter sharing the Redis. A message costs at most one
+ * round trip before DATA (counters_peek) and one at end of message
+ * (counters_charge).
+ *
+ * A struct counters holds a bounded pool of Redis connections and the
+ * month table of the conf's time zone. It is thread-safe. It keeps a
+ * pointer to the conf it was made from: free it before that conf.
+ */
+#ifndef QM_COUNTERS_H
+#define QM_COUNTERS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+#include "../conf/conf.h"
+
+enum qm_status {
+	QM_STATUS_OK,			/* fits (charge: counted) */
+	QM_STATUS_OVER,			/* monitor mode: did not fit, counted anyway */
+	QM_STATUS_EXHAUSTED,		/* does not fit the monthly limit */
+	QM_STATUS_NO_MAIL,		/* the plan allows 0 and no override */
+	QM_STATUS_SUSPENDED,		/* suspended = 1 */
+	QM_STATUS_NO_PLAN,		/* no plan in Redis and no default_plan */
+	QM_STATUS_UNKNOWN_PLAN,		/* plan in Redis not in the conf */
+	QM_STATUS_UNAVAILABLE		/* Redis could not answer in time */
+};
+
+struct qm_quota {
+	enum qm_status status;
+	char	plan[QM_NAME_MAX + 1];	/* plan name in force ("" if none) */
+	long long limit;		/* effective limit, QM_UNLIMITED for none */
+	long long used;			/* month's total: before (peek), after (charge) */
+	char	month[8];		/* "YYYY-MM" the call used */
+};
+
+struct counters;
+
+/*
+ * counters_create - make the pool and month table for a conf. Does not
+ * connect yet: connections are made on first use, so a milter can start
+ * while Redis is down. NULL with a reason in err on a bad time zone.
+ */
+struct counters *counters_create(const struct qm_conf *conf, char *err, size_t errlen);
+
+/* counters_free - close every connection and free; NULL is allowed */
+void	counters_free(struct counters *ctr);
+
+/*
+ * counters_peek - read plan, limit, suspension and this month's total of
+ * an account, writing nothing. Returns 0 with the result in out, or -1
+ * (out->status QM_STATUS_UNAVAILABLE) when Redis failed; err says why.
+ */
+int	counters_peek(struct counters *ctr, const char *account, time_t now,
+		struct qm_quota *out, char *err, size_t errlen);
+
+/*
+ * counters_charge - atomically: if `units` more fit the account's limit
+ * (or monitor is true), add them to total and to the category field, add
+ * one to messages, and announce thresholds crossed in the events stream,
+ * each at most once per account and month. If they do not fit (enforce),
+ * add them to refused instead. `refused` extra units refused earlier at
+ * RCPT stage are added to refused in the same call. Returns as
+ * counters_peek().
+ */
+int	counters_charge(struct counters *ctr, const char *account, const char *category,
+		long long units, long long refused, bool monitor, time_t now,
+		struct qm_quota *out, char *err, size_t errlen);
+
+/*
+ * counters_refused - record units refused at RCPT stage for a message that
+ * never reached end of message. Returns 0 or -1 with err.
+ */
+int	counters_refused(struct counters *ctr, const char *account, long long units,
+		time_t now, char *err, size_t errlen);
+
+/* counters_status_name - "ok", "exhausted", ... for logs */
+const char *counters_status_name(enum qm_status status);
+
+#endif

@@ -1,0 +1,47 @@
+/*
+ * keys.h - the one place where Redis key names are built
+ *
+ * The daemon and quota-milter-ctl both use these. The account id sits in
+ * braces so that Redis Cluster keeps all of an account's keys in one slot:
+ *
+ *	PREFIXaccount:{ACCOUNT}		hash: plan, limit, suspended
+ *	PREFIXusage:{ACCOUNT}:YYYY-MM	hash: total, messages, CATEGORY..., refused, would_refuse
+ *	PREFIXwarned:{ACCOUNT}:YYYY-MM	hash: thresholds already announced (internal)
+ *	PREFIXevents			stream: threshold and exhausted events
+ *
+ * Every builder refuses an invalid account id or month, so nothing that
+ * failed validation can become a key.
+ */
+#ifndef QM_KEYS_H
+#define QM_KEYS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define KEYS_MAX	512		/* large enough for any key built here */
+
+/*
+ * account_valid - 1 to 128 characters of A-Z a-z 0-9 . _ @ + -
+ * On failure *why (if not NULL) says what is wrong, as a fixed string.
+ */
+bool	account_valid(const char *account, const char **why);
+
+/*
+ * Each builder writes the key into buf (KEYS_MAX bytes) and returns its
+ * length, or 0 if the account, the month or the length is invalid.
+ */
+size_t	keys_account(char *buf, const char *prefix, const char *account);
+size_t	keys_usage(char *buf, const char *prefix, const char *account, const char *month);
+size_t	keys_warned(char *buf, const char *prefix, const char *account, const char *month);
+size_t	keys_events(char *buf, const char *prefix);
+
+/* The usage hash fields that are not categories. */
+#define USAGE_TOTAL		"total"
+#define USAGE_MESSAGES		"messages"
+#define USAGE_REFUSED		"refused"
+#define USAGE_WOULD_REFUSE	"would_refuse"
+
+/* keys_reserved_field - is the name one of the fixed usage fields? */
+bool	keys_reserved_field(const char *name);
+
+#endif

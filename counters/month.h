@@ -1,0 +1,49 @@
+/*
+ * month.h - calendar months of one time zone, without touching TZ later
+ *
+ * month_table_create() computes, once, the instant each month from 1970
+ * to 2199 begins in the given zone (honouring DST and historical offset
+ * changes). After that every lookup is a binary search in that table: no
+ * call to localtime(), no dependence on the process's TZ variable, safe
+ * from any thread.
+ */
+#ifndef QM_MONTH_H
+#define QM_MONTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+#define MONTH_KEY_LEN	8		/* "YYYY-MM" plus NUL */
+
+struct month_table;
+
+/*
+ * month_table_create - build the table for a zone name such as "UTC" or
+ * "Europe/Berlin". An unknown zone (no tzfile under /usr/share/zoneinfo
+ * or $TZDIR), or one with "..", is an error: NULL with a reason in err.
+ * Not thread-safe (it sets TZ briefly); call it where conf_load() runs.
+ */
+struct month_table *month_table_create(const char *zone, char *err, size_t errlen);
+
+/* month_table_free - release a table; NULL is allowed */
+void	month_table_free(struct month_table *table);
+
+/*
+ * month_of - the "YYYY-MM" of instant t into buf (MONTH_KEY_LEN bytes).
+ * Returns false when t lies outside the table.
+ */
+bool	month_of(const struct month_table *table, time_t t, char *buf);
+
+/*
+ * month_start - the instant the month "YYYY-MM" plus `add` months begins
+ * (add may be negative). Returns (time_t)-1 when outside the table or
+ * when the text is not a month. month_start(t, "2026-11", 1) is the end
+ * of November 2026.
+ */
+time_t	month_start(const struct month_table *table, const char *month, int add);
+
+/* month_valid - is the text a well-formed month "YYYY-MM" (1970-2199)? */
+bool	month_valid(const char *month);
+
+#endif

@@ -1,0 +1,79 @@
+/*
+ * log.c - syslog and stderr logging
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <syslog.h>
+
+#include "log.h"
+
+static bool log_stderr;
+static const char *log_ident = "quota-milter";
+
+/* log_open - start logging as ident; also to stderr if to_stderr */
+void
+log_open(const char *ident, bool to_stderr)
+{
+	log_ident = ident;
+	log_stderr = to_stderr;
+	openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
+}
+
+/* log_vsend - format once, then write the line to every destination */
+static void
+log_vsend(int prio, const char *tag, const char *fmt, va_list ap)
+{
+	char	line[2048];
+
+	vsnprintf(line, sizeof(line), fmt, ap);
+	syslog(prio, "%s%s", tag, line);
+	if (log_stderr)
+		fprintf(stderr, "%s: %s%s\n", log_ident, tag, line);
+}
+
+/* msg_info - routine event, such as a decision */
+void
+msg_info(const char *fmt, ...)
+{
+	va_list	ap;
+
+	va_start(ap, fmt);
+	log_vsend(LOG_INFO, "", fmt, ap);
+	va_end(ap);
+}
+
+/* msg_warn - a problem the milter recovers from */
+void
+msg_warn(const char *fmt, ...)
+{
+	va_list	ap;
+
+	va_start(ap, fmt);
+	log_vsend(LOG_WARNING, "warning: ", fmt, ap);
+	va_end(ap);
+}
+
+/* msg_fatal - bad environment or configuration: log and exit 1 */
+void
+msg_fatal(const char *fmt, ...)
+{
+	va_list	ap;
+
+	va_start(ap, fmt);
+	log_vsend(LOG_CRIT, "fatal: ", fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+/* msg_panic - internal inconsistency: log and abort */
+void
+msg_panic(const char *fmt, ...)
+{
+	va_list	ap;
+
+	va_start(ap, fmt);
+	log_vsend(LOG_CRIT, "panic: ", fmt, ap);
+	va_end(ap);
+	abort();
+}

@@ -1,0 +1,416 @@
+/*
+ * policy.c - classification, account extraction, fit and reply texts
+ *
+ * Nothing here talks to the MTA or to Redis: every function reads the
+ * immutable conf and the facts gathered about one message.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "../counters/keys.h"
+#include "policy.h"
+
+/* header_holds - does any occurrence of the header satisfy the matcher? */
+static bool
+header_holds(const struct qm_category *cat, const struct policy_msg *msg)
+{
+	size_t	i;
+
+	for (i = 0; i < msg->header_count; i++) {
+		const struct policy_header *h = &msg->headers[i];
+
+		if (strcasecmp(h->name, cat->header) != 0)
+			continue;
+		if (!cat->has_match || regexec(&cat->match, h->value, 0, NULL, 0) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* envelope_holds - do the matchers known before DATA all hold? */
+static bool
+envelope_holds(const struct qm_category *cat, const struct policy_msg *msg)
+{
+	const char *sasl = msg->sasl ? msg->sasl : "";
+	const char *sender = msg->sender ? msg->sender : "";
+
+	if (cat->has_sasl && (*sasl == 0 || regexec(&cat->sasl, sasl, 0, NULL, 0) != 0))
+		return false;
+	if (cat->has_sender && regexec(&cat->sender, sender, 0, NULL, 0) != 0)
+		return false;
+	if (cat->client.count > 0
+	    && (msg->client == NULL || !cidr_match_sockaddr(&cat->client, msg->client)))
+		return false;
+	if (cat->daemon != NULL
+	    && (msg->daemon == NULL || strcmp(cat->daemon, msg->daemon) != 0))
+		return false;
+	return true;
+}
+
+/* policy_classify - first category whose matchers all hold */
+int
+policy_classify(const struct qm_conf *conf, const struct policy_msg *msg)
+{
+	size_t	i;
+
+	for (i = 0; i < conf->category_count; i++) {
+		const struct qm_category *cat = &conf->categories[i];
+
+		if (!envelope_holds(cat, msg))
+			continue;
+		if (cat->header == NULL)
+			return (int) i;
+		if (msg->headers == NULL)
+			return POLICY_CLASS_LATER;
+		if (header_holds(cat, msg))
+			return (int) i;
+	}
+	return POLICY_CLASS_NONE;
+}
+
+/* policy_header_slot - which account/category header this is, or -1 */
+int
+policy_header_slot(const struct qm_conf *conf, const char *name)
+{
+	size_t	i;
+
+	for (i = 0; i < conf->category_count; i++)
+		if (conf->categories[i].header != NULL
+		    && strcasecmp(name, conf->categories[i].header) == 0)
+			return (int) i;
+	if (conf->account.header != NULL && strcasecmp(name, conf->account.header) == 0)
+		return (int) conf->category_count;
+	return -1;
+}
+
+/* policy_slot_header - the header name of a slot, or NULL */
+const char *
+policy_slot_header(const struct qm_conf *conf, int slot)
+{
+	if (slot < 0 || (size_t) slot > conf->category_count)
+		return NULL;
+	if ((size_t) slot == conf->category_count)
+		return conf->account.header;
+	return conf->categories[slot].header;
+}
+
+/* policy_account_early - is the account known before DATA? */
+bool
+policy_account_early(const struct qm_conf *conf)
+{
+	return conf->account.source != QM_SOURCE_HEADER;
+}
+
+/* client_trusted - may this client declare an account in a header? */
+static bool
+client_trusted(const struct qm_conf *conf, const struct policy_msg *msg)
+{
+	if (msg->sasl != NULL && *msg->sasl != 0)
+		return true;
+	return msg->client != NULL
+	    && cidr_match_sockaddr(&conf->account.trusted, msg->client);
+}
+
+/*
+ * header_account - the one value of the account header. Any account
+ * header from an untrusted client is refused first; two occurrences with
+ * the same value are one declaration, different values conflict.
+ */
+static enum policy_account
+header_account(const struct qm_conf *conf, const struct policy_msg *msg,
+	       const char **value, const char **reason)
+{
+	size_t	i;
+	bool	conflict = false;
+
+	*value = NULL;
+	for (i = 0; i < msg->header_count; i++) {
+		const struct policy_header *h = &msg->headers[i];
+
+		if (strcasecmp(h->name, conf->account.header) != 0)
+			continue;
+		if (*value != NULL && strcmp(*value, h->value) != 0)
+			conflict = true;
+		if (*value == NULL)
+			*value = h->value;
+	}
+	if (msg->headers_truncated) {
+		*reason = "account header too long or too many headers";
+		return POLICY_ACCOUNT_BAD;
+	}
+	if (*value == NULL) {
+		*reason = "no account header";
+		return POLICY_ACCOUNT_NONE;
+	}
+	if (!client_trusted(conf, msg)) {
+		*reason = "client is outside trusted_networks and not authenticated";
+		return POLICY_ACCOUNT_UNTRUSTED;
+	}
+	if (conflict) {
+		*reason = "more than one account header";
+		return POLICY_ACCOUNT_CONFLICT;
+	}
+	return POLICY_ACCOUNT_OK;
+}
+
+/* sender_domain - the domain of the envelope sender, or NULL */
+static const char *
+sender_domain(const char *sender)
+{
+	const char *at;
+
+	if (sender == NULL || (at = strrchr(sender, '@')) == NULL || at[1] == 0)
+		return NULL;
+	return at + 1;
+}
+
+/* policy_account - find and validate the sending account */
+enum policy_account
+policy_account(const struct qm_conf *conf, const struct policy_msg *msg,
+	       char *out, const char **reason)
+{
+	const char *value = NULL;
+	const char *why;
+	char	buf[POLICY_HEADER_MAX + 1];
+	regmatch_t m[2];
+	size_t	len;
+	enum policy_account res;
+
+	*out = 0;
+	switch (conf->account.source) {
+	case QM_SOURCE_HEADER:
+		if (msg->headers == NULL) {
+			*reason = "no account header";
+			return POLICY_ACCOUNT_NONE;
+		}
+		if ((res = header_account(conf, msg, &value, reason)) != POLICY_ACCOUNT_OK)
+			return res;
+		break;
+	case QM_SOURCE_SASL:
+		value = msg->sasl;
+		if (value == NULL || *value == 0) {
+			*reason = "client is not authenticated";
+			return POLICY_ACCOUNT_NONE;
+		}
+		break;
+	case QM_SOURCE_SENDER_DOMAIN:
+		if ((value = sender_domain(msg->sender)) == NULL) {
+			*reason = "envelope sender has no domain";
+			return POLICY_ACCOUNT_NONE;
+		}
+		break;
+	}
+
+	if (conf->account.has_pattern) {
+		if (regexec(&conf->account.pattern, value, 2, m, 0) != 0 || m[1].rm_so < 0) {
+			*reason = "account does not match the account pattern";
+			return POLICY_ACCOUNT_NONE;
+		}
+		len = (size_t) (m[1].rm_eo - m[1].rm_so);
+		if (len >= sizeof(buf))
+			len = sizeof(buf) - 1;
+		memcpy(buf, value + m[1].rm_so, len);
+		buf[len] = 0;
+		value = buf;
+	}
+	if (!account_valid(value, &why)) {
+		*reason = why;
+		return POLICY_ACCOUNT_BAD;
+	}
+	len = strlen(value);
+	memcpy(out, value, len + 1);
+	/* Domains are case-insensitive: one account, however it is spelled. */
+	if (conf->account.source == QM_SOURCE_SENDER_DOMAIN)
+		for (char *cp = out; *cp; cp++)
+			*cp = (char) tolower((unsigned char) *cp);
+	*reason = "";
+	return POLICY_ACCOUNT_OK;
+}
+
+/* policy_account_reply - the reply for an account result other than OK */
+enum qm_reply_id
+policy_account_reply(enum policy_account result)
+{
+	switch (result) {
+	case POLICY_ACCOUNT_BAD:
+		return QM_REPLY_BAD_ACCOUNT;
+	case POLICY_ACCOUNT_UNTRUSTED:
+		return QM_REPLY_UNTRUSTED;
+	case POLICY_ACCOUNT_CONFLICT:
+		return QM_REPLY_CONFLICT;
+	case POLICY_ACCOUNT_NONE:
+	case POLICY_ACCOUNT_OK:
+		break;
+	}
+	return QM_REPLY_NO_ACCOUNT;
+}
+
+/* policy_status_reply - the reply for a refused quota status */
+enum qm_reply_id
+policy_status_reply(enum qm_status status, bool race)
+{
+	switch (status) {
+	case QM_STATUS_EXHAUSTED:
+		return race ? QM_REPLY_RACE : QM_REPLY_EXHAUSTED;
+	case QM_STATUS_NO_MAIL:
+		return QM_REPLY_NO_MAIL;
+	case QM_STATUS_SUSPENDED:
+		return QM_REPLY_SUSPENDED;
+	case QM_STATUS_NO_PLAN:
+		return QM_REPLY_NO_PLAN;
+	case QM_STATUS_UNKNOWN_PLAN:
+		return QM_REPLY_UNKNOWN_PLAN;
+	case QM_STATUS_UNAVAILABLE:
+		return QM_REPLY_UNAVAILABLE;
+	case QM_STATUS_OK:
+	case QM_STATUS_OVER:
+		break;
+	}
+	return QM_REPLY_COUNT;
+}
+
+/* policy_rcpt_units - units one more recipient costs after `accepted` */
+long long
+policy_rcpt_units(const struct qm_conf *conf, long long accepted)
+{
+	if (conf->unit == QM_UNIT_RECIPIENTS)
+		return 1;
+	return accepted == 0 ? 1 : 0;
+}
+
+/* policy_message_units - units a whole message with nrcpt recipients costs */
+long long
+policy_message_units(const struct qm_conf *conf, long long nrcpt)
+{
+	return conf->unit == QM_UNIT_RECIPIENTS ? nrcpt : 1;
+}
+
+/* policy_fits - do `more` units fit, with `reserved` already promised? */
+bool
+policy_fits(const struct qm_quota *q, long long reserved, long long more)
+{
+	if (q->limit == QM_UNLIMITED)
+		return true;
+	return q->used + reserved + more <= q->limit;
+}
+
+/* Output of policy_format_reply(): stops at the first byte that does not fit. */
+struct reply_out {
+	char   *buf;
+	size_t	len;
+	size_t	pos;
+	bool	full;
+};
+
+/* put_char - append one output byte, escaped for smfi_setreply */
+static void
+put_char(struct reply_out *o, unsigned char c)
+{
+	size_t	need = (c == '%') ? 2 : 1;
+
+	if (o->full || o->pos + need >= o->len) {
+		o->full = true;
+		return;
+	}
+	if (c == '%')
+		o->buf[o->pos++] = '%';
+	else if (c < 0x20 || c == 0x7f)
+		c = ' ';
+	else if (c > 0x7f)
+		c = '?';
+	o->buf[o->pos++] = (char) c;
+}
+
+/* put_text - append a string, escaped */
+static void
+put_text(struct reply_out *o, const char *text)
+{
+	if (text == NULL)
+		text = "-";
+	while (*text)
+		put_char(o, (unsigned char) *text++);
+}
+
+/* put_number - append a count, or "unlimited" */
+static void
+put_number(struct reply_out *o, long long n)
+{
+	char	num[32];
+
+	if (n == QM_UNLIMITED)
+		put_text(o, "unlimited");
+	else {
+		snprintf(num, sizeof(num), "%lld", n);
+		put_text(o, num);
+	}
+}
+
+/* policy_format_reply - expand a template, safe for smfi_setreply() */
+size_t
+policy_format_reply(char *buf, size_t len, const char *tmpl,
+		    const struct policy_vars *v)
+{
+	static const struct {
+		const char *name;
+		size_t	size;
+	} names[] = {
+#define VAR(n) { n, sizeof(n) - 1 }
+		VAR("account"), VAR("plan"), VAR("category"), VAR("header"),
+		VAR("reason"), VAR("limit"), VAR("used"),
+#undef VAR
+	};
+	struct reply_out o = { buf, len, 0, false };
+	size_t	i;
+
+	if (len == 0)
+		return 0;
+	while (*tmpl && !o.full) {
+		if (*tmpl != '$') {
+			put_char(&o, (unsigned char) *tmpl++);
+			continue;
+		}
+		tmpl++;
+		if (*tmpl == '$') {
+			put_char(&o, '$');
+			tmpl++;
+			continue;
+		}
+		for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+			if (strncmp(tmpl, names[i].name, names[i].size) == 0)
+				break;
+		switch (i) {
+		case 0: put_text(&o, v->account); break;
+		case 1: put_text(&o, v->plan); break;
+		case 2: put_text(&o, v->category); break;
+		case 3: put_text(&o, v->header); break;
+		case 4: put_text(&o, v->reason); break;
+		case 5: put_number(&o, v->limit); break;
+		case 6: put_number(&o, v->used); break;
+		default:
+			/* conf_load() refuses unknown variables; print it as is. */
+			put_char(&o, '$');
+			continue;
+		}
+		tmpl += names[i].size;
+	}
+	buf[o.pos] = 0;
+	return o.pos;
+}
+
+/* policy_sanitize - copy text for a log line: printable ASCII only */
+void
+policy_sanitize(char *buf, size_t len, const char *text)
+{
+	size_t	pos = 0;
+
+	if (len == 0)
+		return;
+	for (; text != NULL && *text && pos + 1 < len; text++) {
+		unsigned char c = (unsigned char) *text;
+
+		buf[pos++] = (c >= 0x21 && c < 0x7f) ? (char) c : '?';
+	}
+	buf[pos] = 0;
+}

@@ -1,0 +1,801 @@
+/*
+ * quota-milter - enforce monthly plan quotas on outgoing mail
+ *
+ * The libmilter glue: each callback gathers facts about the message,
+ * asks milter/policy.c what they mean and counters/ what fits, and
+ * translates the answer into a milter reply. One line is logged per
+ * decision.
+ *
+ * Life of a counted message:
+ *	MAIL	sender, {auth_authen}; classify on the envelope if possible
+ *	RCPT	account known before DATA (sasl, sender-domain): one peek at
+ *		Redis at the first recipient, then each recipient is accepted
+ *		while it fits and refused one by one after that
+ *	header	keep the account and category headers
+ *	EOM	classify and find the account if not done; one atomic charge;
+ *		strip the internal headers; accept or refuse the message
+ */
+#include <errno.h>
+#include <grp.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libmilter/mfapi.h>
+
+#include "../conf/conf.h"
+#include "../counters/counters.h"
+#include "log.h"
+#include "policy.h"
+
+#define QM_VERSION	"0.1.0"
+#define QM_NAME		"quota-milter"
+
+ /*
+  * A runtime is a loaded conf with its Redis counters. It is immutable
+  * and refcounted: each connection pins the runtime it started with, a
+  * reload swaps the current pointer, the last user frees the old one.
+  */
+struct runtime {
+	struct qm_conf *conf;
+	struct counters *ctr;
+	int	refs;			/* under runtime_lock */
+};
+
+static pthread_mutex_t runtime_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct runtime *runtime_current;
+
+ /* Per-message state, reset at MAIL, end of message and abort. */
+struct msg_ctx {
+	bool	active;			/* MAIL seen, not yet finished */
+	bool	counted;		/* may be counted: a category matches or may */
+	char   *sender;			/* envelope sender without <> */
+	char   *sasl;			/* {auth_authen} */
+	int	category;		/* index, POLICY_CLASS_NONE or _LATER */
+	bool	rcpt_stage;		/* recipients are decided at RCPT */
+	enum policy_account acct_res;	/* early account result */
+	const char *acct_reason;
+	char	account[QM_ACCOUNT_MAX + 1];
+	bool	peeked;			/* quota read at the first RCPT */
+	struct qm_quota quota;		/* what the peek said */
+	long long rcpt_ok;		/* recipients accepted */
+	long long reserved;		/* units promised to them */
+	long long refused;		/* units refused at RCPT */
+	struct policy_header headers[POLICY_HEADERS_MAX];
+	size_t	header_count;
+	bool	headers_truncated;
+	unsigned *slot_seen;		/* occurrences per policy_header_slot() */
+};
+
+ /* Per-connection state. */
+struct conn_ctx {
+	struct runtime *rt;		/* pinned at connect */
+	struct sockaddr_storage client;
+	bool	has_client;
+	bool	non_smtp;		/* Postfix non_smtpd_milters: no RCPT refusals */
+	char   *daemon;			/* {daemon_name} */
+	struct msg_ctx msg;
+};
+
+static bool opt_foreground;
+
+/* runtime_acquire - pin the current runtime */
+static struct runtime *
+runtime_acquire(void)
+{
+	struct runtime *rt;
+
+	pthread_mutex_lock(&runtime_lock);
+	rt = runtime_current;
+	rt->refs++;
+	pthread_mutex_unlock(&runtime_lock);
+	return rt;
+}
+
+/* runtime_release - unpin; the last user frees */
+static void
+runtime_release(struct runtime *rt)
+{
+	bool	last;
+
+	pthread_mutex_lock(&runtime_lock);
+	last = (--rt->refs == 0);
+	pthread_mutex_unlock(&runtime_lock);
+	if (last) {
+		counters_free(rt->ctr);
+		conf_free(rt->conf);
+		free(rt);
+	}
+}
+
+/* runtime_load - load a conf and make its counters; NULL with err */
+static struct runtime *
+runtime_load(const char *path, char *err, size_t errlen)
+{
+	struct runtime *rt;
+	struct qm_conf *conf;
+	struct counters *ctr;
+
+	if ((conf = conf_load(path, err, errlen)) == NULL)
+		return NULL;
+	if ((ctr = counters_create(conf, err, errlen)) == NULL) {
+		conf_free(conf);
+		return NULL;
+	}
+	if ((rt = calloc(1, sizeof(*rt))) == NULL)
+		msg_fatal("out of memory");
+	rt->conf = conf;
+	rt->ctr = ctr;
+	rt->refs = 1;
+	return rt;
+}
+
+/* xstrdup - strdup or die */
+static char *
+xstrdup(const char *s)
+{
+	char   *p = strdup(s);
+
+	if (p == NULL)
+		msg_fatal("out of memory");
+	return p;
+}
+
+/* msg_reset - free per-message state */
+static void
+msg_reset(struct msg_ctx *m)
+{
+	size_t	i;
+
+	free(m->sender);
+	free(m->sasl);
+	for (i = 0; i < m->header_count; i++) {
+		free(m->headers[i].name);
+		free(m->headers[i].value);
+	}
+	free(m->slot_seen);
+	memset(m, 0, sizeof(*m));
+	m->category = POLICY_CLASS_NONE;
+}
+
+/* queue_id - the MTA's queue id, or NOQUEUE before it has one */
+static const char *
+queue_id(SMFICTX *ctx)
+{
+	const char *id = smfi_getsymval(ctx, "i");
+
+	return id != NULL && *id ? id : "NOQUEUE";
+}
+
+/* policy_view - the policy's view of the message so far */
+static void
+policy_view(const struct conn_ctx *cc, bool with_headers, struct policy_msg *pm)
+{
+	const struct msg_ctx *m = &cc->msg;
+
+	memset(pm, 0, sizeof(*pm));
+	pm->client = cc->has_client ? (const struct sockaddr *) &cc->client : NULL;
+	pm->sasl = m->sasl;
+	pm->sender = m->sender;
+	pm->daemon = cc->daemon;
+	if (with_headers) {
+		pm->headers = m->headers;
+		pm->header_count = m->header_count;
+		pm->headers_truncated = m->headers_truncated;
+	}
+}
+
+/* category_name - name of a category index, or "-" */
+static const char *
+category_name(const struct qm_conf *conf, int category)
+{
+	return category >= 0 ? conf->categories[category].name : "-";
+}
+
+/*
+ * decision_log - the one line per decision: queue id, account, plan,
+ * category, units, used/limit and what was decided.
+ */
+static void
+decision_log(SMFICTX *ctx, const struct conn_ctx *cc, long long units,
+	     const char *decision, const char *detail)
+{
+	const struct msg_ctx *m = &cc->msg;
+	char	plan[QM_NAME_MAX + 1];
+	char	limit[32];
+
+	policy_sanitize(plan, sizeof(plan), m->quota.plan[0] ? m->quota.plan : "-");
+	if (m->quota.limit == QM_UNLIMITED)
+		snprintf(limit, sizeof(limit), "unlimited");
+	else
+		snprintf(limit, sizeof(limit), "%lld", m->quota.limit);
+	msg_info("%s: account=%s plan=%s category=%s units=%lld used=%lld/%s decision=%s%s%s",
+		 queue_id(ctx), m->account[0] ? m->account : "-", plan,
+		 category_name(cc->rt->conf, m->category), units, m->quota.used,
+		 limit, decision, detail && *detail ? " reason=" : "",
+		 detail ? detail : "");
+}
+
+/*
+ * reply - set the SMTP reply of a conf reply and return the matching
+ * milter status: SMFIS_TEMPFAIL for 4xx, SMFIS_REJECT for 5xx.
+ */
+static sfsistat
+reply(SMFICTX *ctx, const struct conn_ctx *cc, enum qm_reply_id id, const char *reason)
+{
+	const struct qm_conf *conf = cc->rt->conf;
+	const struct qm_reply *r = &conf->replies[id];
+	const struct msg_ctx *m = &cc->msg;
+	struct policy_vars v = {
+		.account = m->account[0] ? m->account : NULL,
+		.plan = m->quota.plan[0] ? m->quota.plan : NULL,
+		.category = m->category >= 0 ? conf->categories[m->category].name : NULL,
+		.header = conf->account.header,
+		.reason = reason,
+		.limit = m->quota.limit,
+		.used = m->quota.used,
+	};
+	char	text[512];
+
+	policy_format_reply(text, sizeof(text), r->text, &v);
+	if (smfi_setreply(ctx, (char *) r->code, (char *) r->xcode, text) != MI_SUCCESS)
+		msg_warn("%s: smfi_setreply %s %s failed", queue_id(ctx), r->code, r->xcode);
+	return r->code[0] == '4' ? SMFIS_TEMPFAIL : SMFIS_REJECT;
+}
+
+/* unavailable - Redis failed: apply on_redis_error */
+static sfsistat
+unavailable(SMFICTX *ctx, struct conn_ctx *cc, long long units, const char *err)
+{
+	if (cc->rt->conf->on_redis_error == QM_ON_ERROR_ACCEPT) {
+		decision_log(ctx, cc, units, "accept-uncounted", err);
+		return SMFIS_CONTINUE;
+	}
+	decision_log(ctx, cc, units, "tempfail", err);
+	return reply(ctx, cc, QM_REPLY_UNAVAILABLE, err);
+}
+
+/* conn_get - the connection state, made on demand (connect may be skipped) */
+static struct conn_ctx *
+conn_get(SMFICTX *ctx)
+{
+	struct conn_ctx *cc = smfi_getpriv(ctx);
+
+	if (cc == NULL) {
+		if ((cc = calloc(1, sizeof(*cc))) == NULL)
+			return NULL;
+		cc->rt = runtime_acquire();
+		cc->msg.category = POLICY_CLASS_NONE;
+		smfi_setpriv(ctx, cc);
+	}
+	return cc;
+}
+
+/* msg_finish - end a message: record RCPT refusals that EOM did not */
+static void
+msg_finish(struct conn_ctx *cc)
+{
+	struct msg_ctx *m = &cc->msg;
+	char	err[256];
+
+	if (m->refused > 0 && m->account[0]) {
+		if (counters_refused(cc->rt->ctr, m->account, m->refused, time(NULL),
+				     err, sizeof(err)) < 0)
+			msg_warn("account %s: cannot record %lld refused: %s",
+				 m->account, m->refused, err);
+	}
+	msg_reset(m);
+}
+
+/* qm_connect - pin the runtime and remember the client */
+static sfsistat
+qm_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *hostaddr)
+{
+	struct conn_ctx *cc = conn_get(ctx);
+	const char *daemon;
+	socklen_t len = 0;
+
+	if (cc == NULL)
+		return SMFIS_TEMPFAIL;
+	if (hostaddr != NULL) {
+		if (hostaddr->sa_family == AF_INET)
+			len = sizeof(struct sockaddr_in);
+		else if (hostaddr->sa_family == AF_INET6)
+			len = sizeof(struct sockaddr_in6);
+		if (len > 0) {
+			memcpy(&cc->client, hostaddr, len);
+			cc->has_client = true;
+		}
+	}
+
+	/*
+	 * Postfix's non_smtpd_milters (sendmail(1), pickup) present a made-up
+	 * client "localhost" at 127.0.0.1 port 0; a real SMTP client never has
+	 * port 0. Such mail must never see a RCPT-stage refusal.
+	 */
+	if (cc->has_client && cc->client.ss_family == AF_INET
+	    && ((struct sockaddr_in *) &cc->client)->sin_port == 0
+	    && hostname != NULL && strcmp(hostname, "localhost") == 0)
+		cc->non_smtp = true;
+	if ((daemon = smfi_getsymval(ctx, "{daemon_name}")) != NULL)
+		cc->daemon = xstrdup(daemon);
+	return SMFIS_CONTINUE;
+}
+
+/* qm_envfrom - start a message; classify on the envelope */
+static sfsistat
+qm_envfrom(SMFICTX *ctx, char **argv)
+{
+	struct conn_ctx *cc = conn_get(ctx);
+	struct msg_ctx *m;
+	const struct qm_conf *conf;
+	struct policy_msg pm;
+	const char *sender;
+	const char *sasl;
+	size_t	len;
+
+	if (cc == NULL)
+		return SMFIS_TEMPFAIL;
+	conf = cc->rt->conf;
+	m = &cc->msg;
+	msg_finish(cc);
+	m->active = true;
+
+	sender = argv[0] != NULL ? argv[0] : "";
+	len = strlen(sender);
+	if (len >= 2 && sender[0] == '<' && sender[len - 1] == '>')
+		m->sender = strndup(sender + 1, len - 2);
+	else
+		m->sender = strdup(sender);
+	sasl = smfi_getsymval(ctx, "{auth_authen}");
+	m->sasl = sasl != NULL ? strdup(sasl) : NULL;
+	if (m->sender == NULL || (sasl != NULL && m->sasl == NULL))
+		return SMFIS_TEMPFAIL;
+
+	policy_view(cc, false, &pm);
+	m->category = policy_classify(conf, &pm);
+	if (m->category == POLICY_CLASS_NONE) {
+		/* Not counted mail: let it pass untouched, Redis never asked. */
+		msg_reset(m);
+		return SMFIS_ACCEPT;
+	}
+	m->counted = true;
+	if (policy_account_early(conf)) {
+		m->acct_res = policy_account(conf, &pm, m->account, &m->acct_reason);
+		m->rcpt_stage = m->category >= 0 && !cc->non_smtp
+		    && conf->mode == QM_MODE_ENFORCE;
+	}
+	return SMFIS_CONTINUE;
+}
+
+/* qm_envrcpt - with an early account, accept recipients while they fit */
+static sfsistat
+qm_envrcpt(SMFICTX *ctx, char **argv)
+{
+	struct conn_ctx *cc = conn_get(ctx);
+	struct msg_ctx *m;
+	enum qm_reply_id id;
+	long long units;
+	char	err[256];
+
+	(void) argv;
+	if (cc == NULL)
+		return SMFIS_TEMPFAIL;
+	m = &cc->msg;
+	if (!m->counted)
+		return SMFIS_CONTINUE;
+	if (!m->rcpt_stage) {
+		m->rcpt_ok++;
+		return SMFIS_CONTINUE;
+	}
+	units = policy_rcpt_units(cc->rt->conf, m->rcpt_ok);
+	if (m->acct_res != POLICY_ACCOUNT_OK) {
+		decision_log(ctx, cc, units, "refuse", m->acct_reason);
+		return reply(ctx, cc, policy_account_reply(m->acct_res), m->acct_reason);
+	}
+	if (!m->peeked) {
+		if (counters_peek(cc->rt->ctr, m->account, time(NULL), &m->quota,
+				  err, sizeof(err)) < 0) {
+			if (cc->rt->conf->on_redis_error == QM_ON_ERROR_ACCEPT) {
+				/* Decide at end of message; count it then or journal it. */
+				m->rcpt_stage = false;
+				m->rcpt_ok++;
+				return SMFIS_CONTINUE;
+			}
+			return unavailable(ctx, cc, units, err);
+		}
+		m->peeked = true;
+	}
+	if (m->quota.status != QM_STATUS_OK || !policy_fits(&m->quota, m->reserved, units)) {
+		enum qm_status st = m->quota.status == QM_STATUS_OK
+		    ? QM_STATUS_EXHAUSTED : m->quota.status;
+
+		id = policy_status_reply(st, false);
+		m->refused += units;
+		decision_log(ctx, cc, units, "refuse-rcpt", counters_status_name(st));
+		return reply(ctx, cc, id, counters_status_name(st));
+	}
+	m->rcpt_ok++;
+	m->reserved += units;
+	return SMFIS_CONTINUE;
+}
+
+/* qm_header - keep the headers the policy reads */
+static sfsistat
+qm_header(SMFICTX *ctx, char *name, char *value)
+{
+	struct conn_ctx *cc = conn_get(ctx);
+	struct msg_ctx *m;
+	struct policy_header *h;
+	size_t	len;
+	int	slot;
+
+	if (cc == NULL)
+		return SMFIS_TEMPFAIL;
+	m = &cc->msg;
+	if (!m->counted || name == NULL || value == NULL
+	    || (slot = policy_header_slot(cc->rt->conf, name)) < 0)
+		return SMFIS_CONTINUE;
+	if (m->slot_seen == NULL
+	    && (m->slot_seen = calloc(cc->rt->conf->category_count + 1, sizeof(unsigned))) == NULL)
+		return SMFIS_TEMPFAIL;
+	m->slot_seen[slot]++;
+	while (*value == ' ' || *value == '\t')
+		value++;
+	len = strlen(value);
+	while (len > 0 && strchr(" \t\r\n", value[len - 1]) != NULL)
+		len--;
+	if (len > POLICY_HEADER_MAX || m->header_count >= POLICY_HEADERS_MAX) {
+		m->headers_truncated = true;
+		return SMFIS_CONTINUE;
+	}
+	h = &m->headers[m->header_count];
+	if ((h->name = strdup(name)) == NULL || (h->value = strndup(value, len)) == NULL) {
+		free(h->name);
+		h->name = NULL;
+		return SMFIS_TEMPFAIL;
+	}
+	m->header_count++;
+	return SMFIS_CONTINUE;
+}
+
+/*
+ * strip_headers - remove every account and category header. Deleting
+ * from the last occurrence down keeps the indexes of the others valid.
+ */
+static void
+strip_headers(SMFICTX *ctx, struct conn_ctx *cc)
+{
+	const struct qm_conf *conf = cc->rt->conf;
+	char	name[256];
+	int	slot;
+	int	idx;
+
+	if (!conf->account.strip_headers || cc->msg.slot_seen == NULL)
+		return;
+	for (slot = 0; (size_t) slot <= conf->category_count; slot++) {
+		if (cc->msg.slot_seen[slot] == 0)
+			continue;
+		snprintf(name, sizeof(name), "%s", policy_slot_header(conf, slot));
+		for (idx = (int) cc->msg.slot_seen[slot]; idx >= 1; idx--)
+			if (smfi_chgheader(ctx, name, idx, NULL) != MI_SUCCESS)
+				msg_warn("%s: cannot remove header %s", queue_id(ctx), name);
+	}
+}
+
+/* qm_eom - decide the message: one atomic charge */
+static sfsistat
+qm_eom(SMFICTX *ctx)
+{
+	struct conn_ctx *cc = conn_get(ctx);
+	struct msg_ctx *m;
+	const struct qm_conf *conf;
+	struct policy_msg pm;
+	enum policy_account res;
+	const char *reason;
+	long long units;
+	bool	monitor;
+	sfsistat rc;
+	char	err[256];
+
+	if (cc == NULL)
+		return SMFIS_TEMPFAIL;
+	m = &cc->msg;
+	conf = cc->rt->conf;
+	if (!m->counted)
+		return SMFIS_CONTINUE;
+	monitor = conf->mode == QM_MODE_MONITOR;
+	policy_view(cc, true, &pm);
+	if (m->category < 0 && (m->category = policy_classify(conf, &pm)) < 0) {
+		msg_reset(m);
+		return SMFIS_CONTINUE;
+	}
+	units = policy_message_units(conf, m->rcpt_ok);
+	if (policy_account_early(conf)) {
+		res = m->acct_res;
+		reason = m->acct_reason;
+	} else {
+		res = policy_account(conf, &pm, m->account, &reason);
+	}
+	if (res != POLICY_ACCOUNT_OK) {
+		if (monitor) {
+			decision_log(ctx, cc, units, "monitor-pass-uncounted", reason);
+			rc = SMFIS_CONTINUE;
+		} else {
+			decision_log(ctx, cc, units, "refuse", reason);
+			rc = reply(ctx, cc, policy_account_reply(res), reason);
+		}
+		m->account[0] = 0;
+		msg_reset(m);
+		return rc;
+	}
+
+	if (counters_charge(cc->rt->ctr, m->account, conf->categories[m->category].name,
+			    units, m->refused, monitor, time(NULL), &m->quota,
+			    err, sizeof(err)) < 0) {
+		rc = unavailable(ctx, cc, units, err);
+		msg_reset(m);
+		return rc;
+	}
+	m->refused = 0;			/* recorded by the charge */
+	switch (m->quota.status) {
+	case QM_STATUS_OK:
+		strip_headers(ctx, cc);
+		decision_log(ctx, cc, units, "accept", NULL);
+		rc = SMFIS_CONTINUE;
+		break;
+	case QM_STATUS_OVER:
+		strip_headers(ctx, cc);
+		decision_log(ctx, cc, units, "accept", "monitor: would refuse");
+		rc = SMFIS_CONTINUE;
+		break;
+	default:
+		decision_log(ctx, cc, units, m->peeked ? "tempfail-race" : "refuse",
+			     counters_status_name(m->quota.status));
+		rc = reply(ctx, cc, policy_status_reply(m->quota.status, m->peeked),
+			   counters_status_name(m->quota.status));
+		break;
+	}
+	msg_reset(m);
+	return rc;
+}
+
+/* qm_data - nothing to decide at DATA; registered so Postfix gets a reply */
+static sfsistat
+qm_data(SMFICTX *ctx)
+{
+	(void) ctx;
+	return SMFIS_CONTINUE;
+}
+
+/* qm_abort - the message ended without EOM (RSET, refusal, disconnect) */
+static sfsistat
+qm_abort(SMFICTX *ctx)
+{
+	struct conn_ctx *cc = smfi_getpriv(ctx);
+
+	if (cc != NULL)
+		msg_finish(cc);
+	return SMFIS_CONTINUE;
+}
+
+/* qm_close - end of connection; may come without connect */
+static sfsistat
+qm_close(SMFICTX *ctx)
+{
+	struct conn_ctx *cc = smfi_getpriv(ctx);
+
+	if (cc == NULL)
+		return SMFIS_CONTINUE;
+	msg_finish(cc);
+	runtime_release(cc->rt);
+	free(cc->daemon);
+	free(cc);
+	smfi_setpriv(ctx, NULL);
+	return SMFIS_CONTINUE;
+}
+
+static struct smfiDesc qm_desc = {
+	.xxfi_name = QM_NAME,
+	.xxfi_version = SMFI_VERSION,
+	.xxfi_flags = SMFIF_CHGHDRS,
+	.xxfi_connect = qm_connect,
+	.xxfi_envfrom = qm_envfrom,
+	.xxfi_envrcpt = qm_envrcpt,
+	.xxfi_header = qm_header,
+	.xxfi_eom = qm_eom,
+	.xxfi_abort = qm_abort,
+	.xxfi_close = qm_close,
+	.xxfi_data = qm_data,
+};
+
+/* reload_thread - SIGUSR1 reloads the conf; a bad one keeps the old */
+static void *
+reload_thread(void *arg)
+{
+	const char *path = arg;
+	sigset_t set;
+	int	sig;
+	char	err[512];
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	for (;;) {
+		struct runtime *rt;
+		struct runtime *old;
+
+		if (sigwait(&set, &sig) != 0)
+			continue;
+		if ((rt = runtime_load(path, err, sizeof(err))) == NULL) {
+			msg_warn("reload failed, keeping the running configuration: %s", err);
+			continue;
+		}
+		pthread_mutex_lock(&runtime_lock);
+		old = runtime_current;
+		runtime_current = rt;
+		pthread_mutex_unlock(&runtime_lock);
+		if (strcmp(old->conf->socket, rt->conf->socket) != 0
+		    || strcmp(old->conf->user, rt->conf->user) != 0)
+			msg_warn("socket and user changes take effect at restart only");
+		msg_info("reloaded %s", path);
+		runtime_release(old);
+	}
+	return NULL;
+}
+
+/* drop_privileges - become the configured user, each step checked */
+static void
+drop_privileges(const char *user)
+{
+	struct passwd *pw;
+
+	if (*user == 0)
+		return;
+	if ((pw = getpwnam(user)) == NULL)
+		msg_fatal("unknown user \"%s\" (set user = \"\" to keep the starting user)", user);
+	if (getuid() == pw->pw_uid)
+		return;
+	if (setgid(pw->pw_gid) < 0)
+		msg_fatal("setgid(%ld): %m", (long) pw->pw_gid);
+	if (initgroups(user, pw->pw_gid) < 0)
+		msg_fatal("initgroups(%s): %m", user);
+	if (setuid(pw->pw_uid) < 0)
+		msg_fatal("setuid(%ld): %m", (long) pw->pw_uid);
+}
+
+/* socket_path - the file of a unix socket spec, or NULL */
+static const char *
+socket_path(const char *spec)
+{
+	if (strncmp(spec, "unix:", 5) == 0)
+		return spec + 5;
+	if (strncmp(spec, "local:", 6) == 0)
+		return spec + 6;
+	if (spec[0] == '/')
+		return spec;
+	return NULL;
+}
+
+/* socket_prepare - let the MTA (in the user's group) reach a unix socket */
+static void
+socket_prepare(const struct qm_conf *conf)
+{
+	const char *path = socket_path(conf->socket);
+	struct passwd *pw;
+
+	if (path == NULL)
+		return;
+	if (chmod(path, 0660) < 0)
+		msg_fatal("chmod %s: %m", path);
+	if (*conf->user && geteuid() == 0 && (pw = getpwnam(conf->user)) != NULL
+	    && chown(path, pw->pw_uid, pw->pw_gid) < 0)
+		msg_fatal("chown %s: %m", path);
+}
+
+/* usage - say how to call and exit */
+static void __attribute__((noreturn))
+usage(int status)
+{
+	fprintf(status ? stderr : stdout,
+		"usage: %s [-c FILE] [-f] [-t] [-V]\n"
+		"  -c FILE  configuration (default %s)\n"
+		"  -f       stay in the foreground, log to stderr too\n"
+		"  -t       check the configuration and exit (0 good, 1 bad)\n"
+		"  -V       print the version and exit\n", QM_NAME, QM_DEFAULT_CONF);
+	exit(status);
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *path = QM_DEFAULT_CONF;
+	bool	test_only = false;
+	struct runtime *rt;
+	pthread_t tid;
+	sigset_t set;
+	char	err[512];
+	int	ch;
+	int	rc;
+
+	while ((ch = getopt(argc, argv, "c:fthV")) != -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'f':
+			opt_foreground = true;
+			break;
+		case 't':
+			test_only = true;
+			break;
+		case 'V':
+			printf("%s %s (libmilter, hiredis, libconfuse)\n", QM_NAME, QM_VERSION);
+			return 0;
+		case 'h':
+			usage(0);
+			/* NOTREACHED */
+		default:
+			usage(2);
+		}
+	}
+	if (optind != argc)
+		usage(2);
+
+	if ((rt = runtime_load(path, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "%s: %s\n", QM_NAME, err);
+		return 1;
+	}
+	if (test_only) {
+		printf("%s: %s: configuration OK\n", QM_NAME, path);
+		runtime_release(rt);
+		return 0;
+	}
+	log_open(QM_NAME, opt_foreground);
+	runtime_current = rt;
+
+	if (smfi_setconn(rt->conf->socket) != MI_SUCCESS)
+		msg_fatal("bad socket \"%s\"", rt->conf->socket);
+	if (smfi_register(qm_desc) != MI_SUCCESS)
+		msg_fatal("smfi_register failed");
+	if (smfi_opensocket(true) != MI_SUCCESS)
+		msg_fatal("cannot open socket %s (in use, or a missing folder?)", rt->conf->socket);
+	socket_prepare(rt->conf);
+	drop_privileges(rt->conf->user);
+	if (!opt_foreground && daemon(0, 0) < 0)
+		msg_fatal("daemon: %m");
+
+	/*
+	 * SIGUSR1 goes to the reload thread only; libmilter's own signal
+	 * thread takes HUP, INT and TERM. All are blocked before any thread
+	 * starts, so that no other thread dies of them.
+	 */
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	if ((errno = pthread_create(&tid, NULL, reload_thread, (void *) path)) != 0)
+		msg_fatal("pthread_create: %m");
+	pthread_detach(tid);
+
+	msg_info("starting %s %s on %s, mode %s, unit %s", QM_NAME, QM_VERSION,
+		 rt->conf->socket, rt->conf->mode == QM_MODE_MONITOR ? "monitor" : "enforce",
+		 rt->conf->unit == QM_UNIT_MESSAGES ? "messages" : "recipients");
+	rc = smfi_main();
+	msg_info("stopping");
+	pthread_mutex_lock(&runtime_lock);
+	rt = runtime_current;
+	runtime_current = NULL;
+	pthread_mutex_unlock(&runtime_lock);
+	runtime_release(rt);
+	return rc == MI_SUCCESS ? 0 : 1;
+}

@@ -1,0 +1,360 @@
+/*
+ * check_policy.c - classification, account extraction and reply texts,
+ * driven through the real conf parser with no MTA and no Redis.
+ */
+#include <arpa/inet.h>
+#include <check.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conf/conf.h"
+#include "milter/policy.h"
+
+static const char base_conf[] =
+	"default_plan = \"free\"\n"
+	"plan free { monthly = 0 }\n"
+	"account { source = \"header\" header = \"X-Quota-Account\"\n"
+	"  trusted_networks = { \"127.0.0.0/8\", \"::1/128\", \"10.1.0.0/16\" } }\n"
+	"category crm { header = \"X-Quota-Category\" match = \"^crm$\" }\n"
+	"category marketing { header = \"X-Quota-Category\" match = \"^marketing$\" }\n"
+	"category automation { header = \"X-Quota-Category\" match = \"^(automation|workflow)$\" }\n";
+
+/* load - write text to a temporary file and parse it; fails the test on error */
+static struct qm_conf *
+load(const char *text)
+{
+	char	path[] = "/tmp/check_policy.XXXXXX";
+	char	err[512] = "";
+	struct qm_conf *conf;
+	int	fd = mkstemp(path);
+	FILE   *fp;
+
+	ck_assert_int_ge(fd, 0);
+	fp = fdopen(fd, "w");
+	ck_assert_ptr_nonnull(fp);
+	fputs(text, fp);
+	fclose(fp);
+	conf = conf_load(path, err, sizeof(err));
+	unlink(path);
+	ck_assert_msg(conf != NULL, "conf_load: %s", err);
+	return conf;
+}
+
+/* set_v4 - fill a sockaddr_in */
+static const struct sockaddr *
+set_v4(struct sockaddr_in *sin, const char *addr)
+{
+	memset(sin, 0, sizeof(*sin));
+	sin->sin_family = AF_INET;
+	sin->sin_port = htons(40000);
+	ck_assert_int_eq(inet_pton(AF_INET, addr, &sin->sin_addr), 1);
+	return (const struct sockaddr *) sin;
+}
+
+START_TEST(classify_header_categories)
+{
+	static const struct {
+		const char *value;	/* X-Quota-Category, NULL: none */
+		int	expect;
+	} cases[] = {
+		{ "crm", 0 }, { "marketing", 1 }, { "automation", 2 }, { "workflow", 2 },
+		{ "CRM", POLICY_CLASS_NONE }, { "crm2", POLICY_CLASS_NONE },
+		{ "", POLICY_CLASS_NONE }, { NULL, POLICY_CLASS_NONE },
+	};
+	struct qm_conf *conf = load(base_conf);
+	struct policy_msg pm = { .sender = "a@example.com" };
+	struct policy_header h;
+	size_t	i;
+
+	/* Before the headers arrive, a header matcher cannot decide yet. */
+	ck_assert_int_eq(policy_classify(conf, &pm), POLICY_CLASS_LATER);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		h.name = "x-quota-category";	/* header names are case-insensitive */
+		h.value = (char *) cases[i].value;
+		pm.headers = &h;
+		pm.header_count = cases[i].value != NULL;
+		ck_assert_msg(policy_classify(conf, &pm) == cases[i].expect,
+			      "case %zu (%s)", i, cases[i].value ? cases[i].value : "none");
+	}
+	conf_free(conf);
+}
+END_TEST
+
+START_TEST(classify_envelope_matchers)
+{
+	struct qm_conf *conf = load(
+		"default_plan = \"\"\n"
+		"category api { sasl = \"^api-\" client = { \"10.0.0.0/8\" } daemon = \"submission\" }\n"
+		"category bounces { sender = \"^bounce@\" }\n"
+		"category any_from_crm { sender = \"@crm\\\\.example$\" header = \"X-Kind\" }\n"
+		"category also_bounces { sender = \"^bounce@\" }\n");
+	struct sockaddr_in sin;
+	struct policy_msg pm = { .sender = "someone@example.com" };
+	struct policy_header h = { "X-Kind", "anything" };
+
+	/* All of sasl, client and daemon must hold. */
+	pm.sasl = "api-7";
+	pm.client = set_v4(&sin, "10.2.3.4");
+	pm.daemon = "submission";
+	ck_assert_int_eq(policy_classify(conf, &pm), 0);
+	pm.daemon = "smtpd";
+	ck_assert_int_eq(policy_classify(conf, &pm), POLICY_CLASS_NONE);
+	pm.daemon = "submission";
+	pm.client = set_v4(&sin, "192.0.2.1");
+	ck_assert_int_eq(policy_classify(conf, &pm), POLICY_CLASS_NONE);
+	pm.client = set_v4(&sin, "10.2.3.4");
+	pm.sasl = NULL;
+	ck_assert_int_eq(policy_classify(conf, &pm), POLICY_CLASS_NONE);
+
+	/* First match wins: "bounces" before "also_bounces". */
+	pm.sender = "bounce@example.com";
+	ck_assert_int_eq(policy_classify(conf, &pm), 1);
+
+	/* A header matcher without match holds when the header is present. */
+	pm.sender = "x@crm.example";
+	ck_assert_int_eq(policy_classify(conf, &pm), POLICY_CLASS_LATER);
+	pm.headers = &h;
+	pm.header_count = 1;
+	ck_assert_int_eq(policy_classify(conf, &pm), 2);
+	pm.header_count = 0;
+	ck_assert_int_eq(policy_classify(conf, &pm), POLICY_CLASS_NONE);
+	conf_free(conf);
+}
+END_TEST
+
+START_TEST(account_from_header)
+{
+	struct qm_conf *conf = load(base_conf);
+	struct sockaddr_in sin;
+	struct policy_header hs[3];
+	struct policy_msg pm = { .sender = "a@b.example", .headers = hs };
+	char	out[QM_ACCOUNT_MAX + 1];
+	const char *why;
+
+	pm.client = set_v4(&sin, "127.0.0.1");
+	hs[0] = (struct policy_header) { "X-Quota-Account", "acme-42" };
+	hs[1] = (struct policy_header) { "X-Quota-Account", "acme-42" };
+	hs[2] = (struct policy_header) { "X-Quota-Account", "other" };
+
+	pm.header_count = 0;
+	ck_assert_int_eq(policy_account(conf, &pm, out, &why), POLICY_ACCOUNT_NONE);
+	pm.header_count = 1;
+	ck_assert_int_eq(policy_account(conf, &pm, out, &why), POLICY_ACCOUNT_OK);
+	ck_assert_str_eq(out, "acme-42");
+	/* The same account twice is one declaration; two different ones conflict. */
+	pm.header_count = 2;
+	ck_assert_int_eq(policy_account(conf, &pm, out, &why), POLICY_ACCOUNT_OK);
+	pm.header_count = 3;
+	ck_assert_int_eq(policy_account(conf, &pm, out, &why), POLICY_ACCOUNT_CONFLICT);
+	ck_assert_int_eq(policy_account_reply(POLICY_ACCOUNT_CONFLICT), QM_REPLY_CONFLICT);
+
+	/* Outside trusted_networks: refused, unless the client authenticated. */
+	pm.header_count = 1;
+	pm.client = set_v4(&sin, "192.0.2.7");
+	ck_assert_int_eq(policy_account(conf, &pm, out, &why), POLICY_ACCOUNT_UNTRUSTED);
+	ck_assert_str_eq(out, "");
+	ck_assert_int_eq(policy_account_reply(POLICY_ACCOUNT_UNTRUSTED), QM_REPLY_UNTRUSTED);
+	pm.header_count = 3;
+	ck_assert_int_eq(policy_account(conf, &pm, out, &why), POLICY_ACCOUNT_UNTRUSTED);
+	pm.header_count = 1;
+	pm.sasl = "someone";
+	ck_assert_int_eq(policy_account(conf, &pm, out, &why), POLICY_ACCOUNT_OK);
+	pm.sasl = NULL;
+	pm.client = set_v4(&sin, "10.1.200.3");
+	ck_assert_int_eq(policy_account(conf, &pm, out, &why), POLICY_ACCOUNT_OK);
+	pm.client = NULL;
+	ck_assert_int_eq(policy_account(conf, &pm, out, &why), POLICY_ACCOUNT_UNTRUSTED);
+
+	/* A dropped (oversized) account header never lets a message through. */
+	pm.client = set_v4(&sin, "127.0.0.1");
+	pm.headers_truncated = true;
+	ck_assert_int_eq(policy_account(conf, &pm, out, &why), POLICY_ACCOUNT_BAD);
+	conf_free(conf);
+}
+END_TEST
+
+START_TEST(account_ids_validated)
+{
+	static const char *bad[] = {
+		"", "acme{1}", "acme 1", "acme\t1", "acme\x01", "acme%s", "100%",
+		"caf\xc3\xa9", "a/b", "a:b", "a*", "a\\b",
+	};
+	static const char *good[] = { "a", "Acme.Corp_1@x+y-z", "0" };
+	struct qm_conf *conf = load(base_conf);
+	struct sockaddr_in sin;
+	struct policy_header h = { "X-Quota-Account", NULL };
+	struct policy_msg pm = { .headers = &h, .header_count = 1 };
+	char	out[QM_ACCOUNT_MAX + 1];
+	char	longid[QM_ACCOUNT_MAX + 2];
+	const char *why;
+	size_t	i;
+
+	pm.client = set_v4(&sin, "127.0.0.1");
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		h.value = (char *) bad[i];
+		ck_assert_msg(policy_account(conf, &pm, out, &why) == POLICY_ACCOUNT_BAD,
+			      "bad id %zu accepted", i);
+		ck_assert_str_eq(out, "");
+	}
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		h.value = (char *) good[i];
+		ck_assert_int_eq(policy_account(conf, &pm, out, &why), POLICY_ACCOUNT_OK);
+		ck_assert_str_eq(out, good[i]);
+	}
+	memset(longid, 'a', sizeof(longid) - 1);
+	longid[QM_ACCOUNT_MAX] = 0;		/* 128 characters: valid */
+	h.value = longid;
+	ck_assert_int_eq(policy_account(conf, &pm, out, &why), POLICY_ACCOUNT_OK);
+	longid[QM_ACCOUNT_MAX] = 'a';		/* 129: invalid */
+	longid[QM_ACCOUNT_MAX + 1] = 0;
+	ck_assert_int_eq(policy_account(conf, &pm, out, &why), POLICY_ACCOUNT_BAD);
+	conf_free(conf);
+}
+END_TEST
+
+START_TEST(account_from_sasl_and_sender)
+{
+	struct qm_conf *sasl = load(
+		"default_plan = \"\"\n"
+		"account { source = \"sasl\" pattern = \"^([^@]+)@tenants\\\\.example$\" }\n"
+		"category crm { sender = \".\" }\n");
+	struct qm_conf *dom = load(
+		"default_plan = \"\"\n"
+		"account { source = \"sender-domain\" }\n"
+		"category crm { sender = \".\" }\n");
+	struct policy_msg pm = { .sender = "news@Mail.Acme.EXAMPLE" };
+	char	out[QM_ACCOUNT_MAX + 1];
+	const char *why;
+
+	ck_assert(policy_account_early(sasl));
+	ck_assert(policy_account_early(dom));
+	ck_assert_int_eq(policy_account(sasl, &pm, out, &why), POLICY_ACCOUNT_NONE);
+	pm.sasl = "acme@tenants.example";
+	ck_assert_int_eq(policy_account(sasl, &pm, out, &why), POLICY_ACCOUNT_OK);
+	ck_assert_str_eq(out, "acme");
+	pm.sasl = "acme@elsewhere.example";
+	ck_assert_int_eq(policy_account(sasl, &pm, out, &why), POLICY_ACCOUNT_NONE);
+	pm.sasl = "ac me@tenants.example";
+	ck_assert_int_eq(policy_account(sasl, &pm, out, &why), POLICY_ACCOUNT_BAD);
+
+	ck_assert_int_eq(policy_account(dom, &pm, out, &why), POLICY_ACCOUNT_OK);
+	ck_assert_str_eq(out, "mail.acme.example");
+	pm.sender = "";
+	ck_assert_int_eq(policy_account(dom, &pm, out, &why), POLICY_ACCOUNT_NONE);
+	pm.sender = "user@";
+	ck_assert_int_eq(policy_account(dom, &pm, out, &why), POLICY_ACCOUNT_NONE);
+	conf_free(sasl);
+	conf_free(dom);
+}
+END_TEST
+
+START_TEST(reply_escaping)
+{
+	struct policy_vars v = {
+		.account = "acme", .plan = "basic", .limit = 10000, .used = 10000,
+		.reason = "50% off\r\nInjected: yes",
+	};
+	char	buf[512];
+	char	small[8];
+	size_t	n;
+
+	policy_format_reply(buf, sizeof(buf),
+			    "Monthly sending limit of $limit emails reached for account $account (plan $plan)", &v);
+	ck_assert_str_eq(buf, "Monthly sending limit of 10000 emails reached for account acme (plan basic)");
+	policy_format_reply(buf, sizeof(buf), "$reason", &v);
+	ck_assert_str_eq(buf, "50%% off  Injected: yes");
+	ck_assert_ptr_null(strchr(buf, '\r'));
+	policy_format_reply(buf, sizeof(buf), "100% $$5 $category", &v);
+	ck_assert_str_eq(buf, "100%% $5 -");
+	v.limit = QM_UNLIMITED;
+	v.plan = "caf\xc3\xa9";
+	policy_format_reply(buf, sizeof(buf), "$limit/$plan", &v);
+	ck_assert_str_eq(buf, "unlimited/caf??");
+
+	/* Truncation never splits a "%%" pair nor overruns. */
+	n = policy_format_reply(small, sizeof(small), "abcdef%xy", &v);
+	ck_assert_uint_eq(n, strlen(small));
+	ck_assert_str_eq(small, "abcdef");
+	n = policy_format_reply(small, sizeof(small), "abcd%xyz", &v);
+	ck_assert_uint_eq(n, 7);
+	ck_assert_str_eq(small, "abcd%%x");
+}
+END_TEST
+
+START_TEST(units_and_fit)
+{
+	struct qm_conf *conf = load(base_conf);
+	struct qm_quota q = { .status = QM_STATUS_OK, .limit = 10, .used = 8 };
+
+	ck_assert_int_eq(policy_rcpt_units(conf, 0), 1);
+	ck_assert_int_eq(policy_rcpt_units(conf, 5), 1);
+	ck_assert_int_eq(policy_message_units(conf, 7), 7);
+	ck_assert(policy_fits(&q, 0, 1));
+	ck_assert(policy_fits(&q, 1, 1));
+	ck_assert(!policy_fits(&q, 2, 1));
+	q.limit = QM_UNLIMITED;
+	ck_assert(policy_fits(&q, 1000000, 1000000));
+	conf_free(conf);
+
+	conf = load("unit = \"messages\"\ndefault_plan = \"\"\n");
+	ck_assert_int_eq(policy_rcpt_units(conf, 0), 1);
+	ck_assert_int_eq(policy_rcpt_units(conf, 1), 0);
+	ck_assert_int_eq(policy_message_units(conf, 7), 1);
+	conf_free(conf);
+}
+END_TEST
+
+START_TEST(status_replies)
+{
+	ck_assert_int_eq(policy_status_reply(QM_STATUS_EXHAUSTED, false), QM_REPLY_EXHAUSTED);
+	ck_assert_int_eq(policy_status_reply(QM_STATUS_EXHAUSTED, true), QM_REPLY_RACE);
+	ck_assert_int_eq(policy_status_reply(QM_STATUS_NO_MAIL, true), QM_REPLY_NO_MAIL);
+	ck_assert_int_eq(policy_status_reply(QM_STATUS_SUSPENDED, false), QM_REPLY_SUSPENDED);
+	ck_assert_int_eq(policy_status_reply(QM_STATUS_NO_PLAN, false), QM_REPLY_NO_PLAN);
+	ck_assert_int_eq(policy_status_reply(QM_STATUS_UNKNOWN_PLAN, false), QM_REPLY_UNKNOWN_PLAN);
+	ck_assert_int_eq(policy_status_reply(QM_STATUS_UNAVAILABLE, false), QM_REPLY_UNAVAILABLE);
+	ck_assert_int_eq(policy_status_reply(QM_STATUS_OK, false), QM_REPLY_COUNT);
+	ck_assert_int_eq(policy_status_reply(QM_STATUS_OVER, false), QM_REPLY_COUNT);
+}
+END_TEST
+
+START_TEST(header_slots)
+{
+	struct qm_conf *conf = load(base_conf);
+
+	ck_assert_int_eq(policy_header_slot(conf, "x-quota-category"), 0);
+	ck_assert_int_eq(policy_header_slot(conf, "X-Quota-Account"), 3);
+	ck_assert_int_eq(policy_header_slot(conf, "Subject"), -1);
+	ck_assert_str_eq(policy_slot_header(conf, 3), "X-Quota-Account");
+	ck_assert_ptr_null(policy_slot_header(conf, 4));
+	conf_free(conf);
+}
+END_TEST
+
+int
+main(void)
+{
+	Suite  *s = suite_create("policy");
+	TCase  *tc = tcase_create("policy");
+	SRunner *sr;
+	int	failed;
+
+	tcase_add_test(tc, classify_header_categories);
+	tcase_add_test(tc, classify_envelope_matchers);
+	tcase_add_test(tc, account_from_header);
+	tcase_add_test(tc, account_ids_validated);
+	tcase_add_test(tc, account_from_sasl_and_sender);
+	tcase_add_test(tc, reply_escaping);
+	tcase_add_test(tc, units_and_fit);
+	tcase_add_test(tc, status_replies);
+	tcase_add_test(tc, header_slots);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

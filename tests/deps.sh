@@ -1,0 +1,27 @@
+#!/bin/sh
+# deps.sh - install with apt-get whatever the build and the tests need and
+# this machine lacks. Postfix is preseeded to "No configuration" so that no
+# system instance starts; the tests run their own.
+set -eu
+
+PKGS="gcc make pkg-config libc6-dev libmilter-dev libhiredis-dev libconfuse-dev
+check redis-server redis-tools postfix miltertest valgrind"
+
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+		missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" != 0 ]; then
+	echo "deps.sh: missing packages:$missing" >&2
+	echo "deps.sh: run as root, or: sudo apt-get install$missing" >&2
+	exit 1
+fi
+echo "deps.sh: installing$missing"
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq || true
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends $missing

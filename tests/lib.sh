@@ -1,0 +1,89 @@
+# lib.sh - shared by the shell tests: sourced, not run.
+#
+# Every test makes its own folder ($T), picks free loopback ports, starts
+# its own redis-server and quota-milter, and stops them on exit.
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/qm-test.XXXXXX")
+chmod 755 "$T"
+PIDS=""
+NFAIL=0
+
+cleanup() {
+	local p
+	for p in $PIDS; do kill "$p" 2>/dev/null; done
+	sleep 0.2
+	for p in $PIDS; do kill -9 "$p" 2>/dev/null; done
+	[ -n "${KEEP_TEST_DIR:-}" ] || rm -rf "$T"
+}
+trap cleanup EXIT
+
+ok() { echo "ok - $*"; }
+notok() { echo "not ok - $*"; NFAIL=$((NFAIL + 1)); }
+# check NAME COMMAND... - one case: ok if the command succeeds
+check() { local name=$1; shift; if "$@"; then ok "$name"; else notok "$name"; fi; }
+# check_eq NAME EXPECTED ACTUAL
+check_eq() {
+	if [ "$2" = "$3" ]; then ok "$1"; else notok "$1 (expected '$2', got '$3')"; fi
+}
+finish() { exit $((NFAIL > 0)); }
+
+# port_free PORT - nothing listens there
+port_free() { ! (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# free_port - a loopback port nothing listens on
+free_port() {
+	local p i
+	for i in $(seq 1 200); do
+		p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+		port_free "$p" && { echo "$p"; return 0; }
+	done
+	return 1
+}
+
+# wait_for NAME SECONDS COMMAND... - poll until the command succeeds
+wait_for() {
+	local name=$1 secs=$2 i
+	shift 2
+	for i in $(seq 1 $((secs * 20))); do
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 0.05
+	done
+	echo "# timed out waiting for $name" >&2
+	return 1
+}
+
+# redis_start - start a private redis-server; sets REDIS_PORT, REDIS_PID
+redis_start() {
+	REDIS_PORT=${1:-$(free_port)}
+	mkdir -p "$T/redis"
+	redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+		--dir "$T/redis" --logfile "$T/redis/redis.log" &
+	REDIS_PID=$!
+	PIDS="$PIDS $REDIS_PID"
+	wait_for redis-server 10 redis-cli -p "$REDIS_PORT" ping
+}
+
+# rcli ARGS... - redis-cli on the test's Redis, raw output
+rcli() { redis-cli -p "$REDIS_PORT" --raw "$@"; }
+
+# milter_start BUILD CONF [NAME] - run the daemon in the foreground; sets MILTER_PID
+milter_start() {
+	local build=$1 conf=$2 name=${3:-milter}
+	ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0} \
+		"$build/quota-milter" -f -c "$conf" >"$T/$name.log" 2>&1 &
+	MILTER_PID=$!
+	PIDS="$PIDS $MILTER_PID"
+}
+
+# milter_stop PID NAME - SIGTERM, wait, and report sanitizer findings
+milter_stop() {
+	local pid=$1 name=$2 rc=0
+	kill -TERM "$pid" 2>/dev/null
+	for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+	wait "$pid" 2>/dev/null || rc=$?
+	if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$T/$name.log"; then
+		grep -E -A5 'ERROR: |runtime error:' "$T/$name.log" | sed 's/^/# /' | head -40
+		return 1
+	fi
+	[ "$rc" = 0 ] || { echo "# $name exited $rc"; tail -5 "$T/$name.log" | sed 's/^/# /'; return 1; }
+}

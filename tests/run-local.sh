@@ -1,0 +1,29 @@
+#!/bin/sh
+# run-local.sh DAEMON CONF - what `make run` does: make sure a Redis answers
+# at the conf's address (starting a local redis-server on 127.0.0.1:6379 if
+# none does), then run the milter in the foreground on that conf. The
+# starting user is kept when the conf's user does not exist here.
+set -eu
+daemon=$1
+conf=$2
+
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+	echo "run-local: no Redis on 127.0.0.1:6379, starting one (data in a temporary folder)"
+	dir=$(mktemp -d)
+	redis-server --port 6379 --bind 127.0.0.1 --save "" --appendonly no \
+		--dir "$dir" --daemonize yes --logfile "$dir/redis.log" >/dev/null
+	i=0
+	until redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; do
+		i=$((i + 1)); [ $i -gt 50 ] && { echo "run-local: redis-server did not start" >&2; exit 1; }
+		sleep 0.1
+	done
+fi
+
+runconf=$conf
+if ! getent passwd quota-milter >/dev/null; then
+	runconf=$(mktemp)
+	sed 's/^\([[:space:]]*user[[:space:]]*=\).*/\1 ""/' "$conf" > "$runconf"
+	echo "run-local: no user quota-milter here, running as $(id -un)"
+fi
+echo "run-local: quota-milter on $(sed -n 's/^[[:space:]]*socket[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p' "$conf"), Ctrl-C stops it"
+exec "$daemon" -f -c "$runconf"
