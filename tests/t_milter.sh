@@ -76,4 +76,57 @@ miltertest -D sock="inet:$mport@127.0.0.1" -D rport="$REDIS_PORT" -D month="$mon
 check_eq "count after Redis came back" 1 "$(rcli HGET "qm:usage:{downco}:$month" total)"
 check "milter-a stops cleanly (no sanitizer report)" milter_stop "$pa" milter-a
 
+
+# 4. Monitor mode.
+rcli HSET 'qm:account:{mon-co}' plan basic limit 1 >/dev/null
+cport=$(free_port)
+write_conf "$T/c.conf" "inet:$cport@127.0.0.1" ""
+sed -i 's/^mode .*/mode = "monitor"/' "$T/c.conf"
+milter_start "$build" "$T/c.conf" milter-c
+pc=$MILTER_PID
+wait_for milter-c 20 bash -c "echo > /dev/tcp/127.0.0.1/$cport" || notok "milter-c started"
+miltertest -D sock="inet:$cport@127.0.0.1" -D rport="$REDIS_PORT" -D month="$month" \
+	-D lib=tests/milter/common.lua -s tests/milter/monitor.lua
+check "monitor decision logged" grep -q 'account=mon-co .*decision=accept reason=monitor: would refuse' "$T/milter-c.log"
+
+# 5. SIGUSR1 reload: a new reply text for new sessions; a bad file keeps the old.
+rcli HSET 'qm:account:{rl-co}' plan basic limit 0 >/dev/null
+mt_reload() {
+	miltertest -D sock="inet:$cport@127.0.0.1" -D rport="$REDIS_PORT" -D month="$month" \
+		-D expect="$1" -D lib=tests/milter/common.lua -s tests/milter/reload.lua
+}
+sed -i 's/^mode .*/mode = "enforce"/' "$T/c.conf"
+echo 'reply exhausted { text = "Reloaded: $account is over $limit" }' >> "$T/c.conf"
+kill -USR1 "$pc"
+wait_for "reload" 10 grep -q "reloaded $T/c.conf" "$T/milter-c.log" || notok "reload logged"
+mt_reload "Reloaded: rl-co is over 0"
+echo 'mode = "sideways"' >> "$T/c.conf"
+kill -USR1 "$pc"
+wait_for "failed reload" 10 grep -q "reload failed, keeping the running configuration: $T/c.conf:[0-9]*: " "$T/milter-c.log" ||
+	notok "bad reload logged with file and line"
+mt_reload "Reloaded: rl-co is over 0"
+check "milter-c survived reloads and stops cleanly" milter_stop "$pc" milter-c
+
+# 6. -t checks a file: 0 when good, 1 with FILE:LINE: reason when bad.
+check "-t accepts the shipped conf" "$build/quota-milter" -t -c conf/quota-milter.conf
+printf 'socket = "inet:1@127.0.0.1"\nunit = "parcels"\n' > "$T/bad.conf"
+out=$("$build/quota-milter" -t -c "$T/bad.conf" 2>&1); rc=$?
+check_eq "-t refuses a bad conf with exit 1" 1 "$rc"
+check "-t names file and line" grep -q "^quota-milter: $T/bad.conf:2: " <<<"$out"
+out=$("$build/quota-milter" -t -c "$T/missing.conf" 2>&1); rc=$?
+check "-t on a missing file exits 1 naming it" test "$rc" = 1 -a -n "$(grep -F "$T/missing.conf" <<<"$out")"
+
+# 7. Started as root with user = "nobody": privileges dropped after the socket is open.
+if [ "$(id -u)" = 0 ]; then
+	dport=$(free_port)
+	write_conf "$T/d.conf" "inet:$dport@127.0.0.1" ""
+	sed -i 's/^user .*/user = "nobody"/' "$T/d.conf"
+	milter_start "$build" "$T/d.conf" milter-d
+	pd=$MILTER_PID
+	wait_for milter-d 20 bash -c "echo > /dev/tcp/127.0.0.1/$dport" || notok "milter-d started"
+	check_eq "runs as nobody" "$(id -u nobody)" "$(awk '/^Uid:/ {print $3}' /proc/$pd/status)"
+	check_eq "with nobody's group only" "$(id -g nobody)" "$(awk '/^Gid:/ {print $3}' /proc/$pd/status)"
+	check "milter-d stops cleanly" milter_stop "$pd" milter-d
+fi
+
 finish

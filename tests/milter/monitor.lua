@@ -1,0 +1,22 @@
+-- monitor.lua - monitor mode never refuses: over the quota it counts and
+-- records would_refuse; account problems pass uncounted. mon-co has limit 1.
+dofile(lib)
+
+local function usage(acct, field)
+	return redis("HGET 'qm:usage:{" .. acct .. "}:" .. month .. "' " .. field)
+end
+
+run {
+{ "monitor mode", function()
+	local conn = open()
+	envelope(conn, "<crm@app.example>", { "<a@x.example>", "<b@x.example>" })
+	local r = content(conn, { { "X-Quota-Account", "mon-co" }, { "X-Quota-Category", "crm" } })
+	check(r == SMFIR_CONTINUE or r == SMFIR_ACCEPT, "over the quota, still accepted")
+	check(usage("mon-co", "total") == "2", "counted anyway")
+	check(usage("mon-co", "would_refuse") == "2", "would_refuse recorded")
+	envelope(conn, "<crm@app.example>", { "<a@x.example>" })
+	r = content(conn, { { "X-Quota-Account", "bad id" }, { "X-Quota-Category", "crm" } })
+	check(r == SMFIR_CONTINUE or r == SMFIR_ACCEPT, "bad account id passes in monitor mode")
+	mt.disconnect(conn)
+end },
+}
