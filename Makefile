@@ -29,6 +29,7 @@ ALL_CFLAGS = $(QM_CPPFLAGS) $(CPPFLAGS) $(QM_CFLAGS) $(CFLAGS)
 
 LIB_SRCS = conf/cidr.c conf/conf.c \
 	counters/month.c counters/keys.c counters/redis.c counters/counters.c \
+	counters/journal.c \
 	milter/policy.c milter/log.c
 LIB_OBJS = $(LIB_SRCS:%.c=$(B)/%.o)
 
@@ -37,6 +38,7 @@ UNIT_TESTS = $(B)/tests/check_conf $(B)/tests/check_month $(B)/tests/check_polic
 REDIS_TESTS = $(B)/tests/check_counters
 TEST_HELPERS = $(B)/tests/redis_helper.o
 
+.SECONDARY:
 .PHONY: all run check check-unit check-asan test-run install clean deps
 all: $(DAEMON) $(UNIT_TESTS) $(REDIS_TESTS)
 
@@ -54,7 +56,7 @@ counters/quota_lua.h: counters/quota.lua
 	  echo 'static const char quota_lua[] ='; \
 	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $<; \
 	  echo ';'; } > $@
-$(B)/counters/counters.o: counters/quota_lua.h
+$(B)/counters/counters.o $(B)/tests/check_counters.o: counters/quota_lua.h
 
 $(B)/libqm.a: $(LIB_OBJS)
 	rm -f $@
@@ -77,7 +79,7 @@ run: deps
 check: deps
 	$(MAKE) all
 	$(MAKE) check-asan
-	sh tests/run.sh $(B)
+	bash tests/run.sh $(B)
 
 check-asan:
 	$(MAKE) B=build-asan CC=$(or $(ASAN_CC),$(CC)) \

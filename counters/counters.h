@@ -79,6 +79,24 @@ int	counters_charge(struct counters *ctr, const char *account, const char *categ
 int	counters_refused(struct counters *ctr, const char *account, long long units,
 		time_t now, char *err, size_t errlen);
 
+/*
+ * counters_month - the "YYYY-MM" of instant t in the conf's time zone,
+ * into buf (8 bytes). Returns 0, or -1 when t is outside 1970-2199.
+ */
+int	counters_month(struct counters *ctr, time_t t, char *buf);
+
+struct journal_entry;
+
+/*
+ * counters_replay - apply a journal entry (a message accepted while Redis
+ * was away) to its month: counted whether it fits or not (what does not
+ * fit also goes to would_refuse), thresholds announced as by a charge.
+ * Redis remembers the entry's id until the usage hash expires, so an
+ * entry replayed twice is counted once. Returns 0, or -1 with err.
+ */
+int	counters_replay(struct counters *ctr, const struct journal_entry *entry,
+		char *err, size_t errlen);
+
 /* counters_status_name - "ok", "exhausted", ... for logs */
 const char *counters_status_name(enum qm_status status);
 

@@ -1,0 +1,356 @@
+/*
+ * counters.c - the account's plan, limit and monthly usage, in Redis
+ *
+ * Each call is one run of counters/quota.lua (see its header for the
+ * argument and reply layout) on a pooled connection. This file builds the
+ * keys and arguments, and checks the reply strictly: anything but
+ * {status, plan, limit, used} with known status and sane numbers is an
+ * error, so the caller applies the failure policy instead of guessing.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "counters.h"
+#include "journal.h"
+#include "keys.h"
+#include "month.h"
+#include "redis.h"
+#include "quota_lua.h"
+
+#define COUNTERS_KEYS	4		/* KEYS[] of quota.lua */
+#define COUNTERS_ARGS	11		/* ARGV[] before the plan table */
+#define COUNTERS_ID_MAX	63		/* longest journal entry id */
+#define COUNTERS_NUM	24		/* room for a long long in text */
+
+struct counters {
+	const struct qm_conf *conf;
+	struct month_table *months;
+	struct redis_pool *pool;
+	struct redis_script script;
+	char    events[KEYS_MAX];	/* PREFIXevents */
+	char   *warn;			/* "80,100" */
+	char  **monthly;		/* each plan's monthly, as text */
+	const char **plan_argv;		/* name, monthly, name, monthly, ... */
+	size_t	plan_argc;
+};
+
+static const char *const counters_status_names[] = {
+	[QM_STATUS_OK] = "ok",
+	[QM_STATUS_OVER] = "over",
+	[QM_STATUS_EXHAUSTED] = "exhausted",
+	[QM_STATUS_NO_MAIL] = "no_mail",
+	[QM_STATUS_SUSPENDED] = "suspended",
+	[QM_STATUS_NO_PLAN] = "no_plan",
+	[QM_STATUS_UNKNOWN_PLAN] = "unknown_plan",
+	[QM_STATUS_UNAVAILABLE] = "unavailable",
+};
+
+#define COUNTERS_STATUS_COUNT \
+	(sizeof(counters_status_names) / sizeof(counters_status_names[0]))
+
+/* counters_status_name - "ok", "exhausted", ... for logs */
+const char *
+counters_status_name(enum qm_status status)
+{
+	if ((size_t) status < COUNTERS_STATUS_COUNT && counters_status_names[status] != NULL)
+		return counters_status_names[status];
+	return "unknown";
+}
+
+/* counters_create - make the pool and month table for a conf */
+struct counters *
+counters_create(const struct qm_conf *conf, char *err, size_t errlen)
+{
+	struct counters *ctr;
+	size_t  len = 1;
+
+	if ((ctr = calloc(1, sizeof(*ctr))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	ctr->conf = conf;
+	redis_script_init(&ctr->script, quota_lua);
+	if (keys_events(ctr->events, conf->redis.prefix) == 0) {
+		snprintf(err, errlen, "Redis prefix \"%s\": up to 64 printable characters, "
+			 "no spaces or braces", conf->redis.prefix ? conf->redis.prefix : "");
+		goto fail;
+	}
+	if (conf->keep_months < 0) {
+		snprintf(err, errlen, "keep_months must not be negative");
+		goto fail;
+	}
+	if ((ctr->months = month_table_create(conf->timezone, err, errlen)) == NULL)
+		goto fail;
+	if ((ctr->pool = redis_pool_create(&conf->redis, err, errlen)) == NULL)
+		goto fail;
+
+	/* The parts of the script's arguments that only the conf decides. */
+	len += conf->warn_count * 12;
+	if ((ctr->warn = malloc(len)) == NULL)
+		goto oom;
+	ctr->warn[0] = 0;
+	for (size_t i = 0, pos = 0; i < conf->warn_count; i++)
+		pos += (size_t) snprintf(ctr->warn + pos, len - pos, "%s%d", i ? "," : "",
+					 conf->warn_percent[i]);
+	ctr->plan_argc = conf->plan_count * 2;
+	if ((ctr->monthly = calloc(conf->plan_count + 1, sizeof(*ctr->monthly))) == NULL
+	    || (ctr->plan_argv = calloc(ctr->plan_argc + 1, sizeof(*ctr->plan_argv))) == NULL)
+		goto oom;
+	for (size_t i = 0; i < conf->plan_count; i++) {
+		if ((ctr->monthly[i] = malloc(COUNTERS_NUM)) == NULL)
+			goto oom;
+		snprintf(ctr->monthly[i], COUNTERS_NUM, "%lld", conf->plans[i].monthly);
+		ctr->plan_argv[2 * i] = conf->plans[i].name;
+		ctr->plan_argv[2 * i + 1] = ctr->monthly[i];
+	}
+	return ctr;
+
+oom:
+	snprintf(err, errlen, "out of memory");
+fail:
+	counters_free(ctr);
+	return NULL;
+}
+
+/* counters_free - close every connection and free */
+void
+counters_free(struct counters *ctr)
+{
+	if (ctr == NULL)
+		return;
+	redis_pool_free(ctr->pool);
+	month_table_free(ctr->months);
+	redis_script_destroy(&ctr->script);
+	if (ctr->monthly != NULL)
+		for (size_t i = 0; i < ctr->conf->plan_count; i++)
+			free(ctr->monthly[i]);
+	free(ctr->monthly);
+	free(ctr->plan_argv);
+	free(ctr->warn);
+	free(ctr);
+}
+
+/* counters_pool - the pool inside, for stats */
+struct redis_pool *
+counters_pool(struct counters *ctr)
+{
+	return ctr->pool;
+}
+
+/* counters_status_parse - the status of a script reply, or -1 */
+static int
+counters_status_parse(const redisReply *r)
+{
+	for (size_t i = 0; i < COUNTERS_STATUS_COUNT; i++) {
+		if (i == QM_STATUS_UNAVAILABLE)
+			continue;
+		if (r->len == strlen(counters_status_names[i])
+		    && memcmp(r->str, counters_status_names[i], r->len) == 0)
+			return (int) i;
+	}
+	return -1;
+}
+
+/* counters_reply - check a script reply and copy it into out */
+static int
+counters_reply(const redisReply *r, struct qm_quota *out, char *err, size_t errlen)
+{
+	int     status;
+	size_t  len;
+
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 4
+	    || r->element[0]->type != REDIS_REPLY_STRING
+	    || r->element[1]->type != REDIS_REPLY_STRING
+	    || r->element[2]->type != REDIS_REPLY_INTEGER
+	    || r->element[3]->type != REDIS_REPLY_INTEGER
+	    || (status = counters_status_parse(r->element[0])) < 0
+	    || r->element[2]->integer < QM_UNLIMITED || r->element[3]->integer < 0) {
+		snprintf(err, errlen, "Redis: unexpected reply from the quota script");
+		return -1;
+	}
+	out->status = (enum qm_status) status;
+	/* A plan name longer than any in the conf is unknown: shortened, for logs. */
+	len = r->element[1]->len;
+	if (len > QM_NAME_MAX)
+		len = QM_NAME_MAX;
+	memcpy(out->plan, r->element[1]->str, len);
+	out->plan[len] = 0;
+	out->limit = r->element[2]->integer;
+	out->used = r->element[3]->integer;
+	return 0;
+}
+
+/* A call of the script: what varies from one to the next. */
+struct counters_args {
+	const char *op;			/* peek, charge, refused, replay */
+	const char *account;
+	const char *category;		/* NULL or "": none */
+	long long units;
+	long long refused;		/* RCPT-stage refusals */
+	bool	monitor;
+	const char *month;		/* NULL: the month of `now` */
+	time_t	now;
+	const char *replay_id;		/* "" unless op is replay */
+};
+
+/* counters_call - one run of the quota script */
+static int
+counters_call(struct counters *ctr, const struct counters_args *a, struct qm_quota *out,
+	      char *err, size_t errlen)
+{
+	char    kaccount[KEYS_MAX], kusage[KEYS_MAX], kwarned[KEYS_MAX];
+	char    units_text[COUNTERS_NUM], expire_text[COUNTERS_NUM], refused_text[COUNTERS_NUM];
+	const char *why, *category = a->category ? a->category : "";
+	const char **argv;
+	redisReply *reply;
+	time_t  expireat;
+	size_t  argc;
+	int     rc;
+
+	memset(out, 0, sizeof(*out));
+	out->status = QM_STATUS_UNAVAILABLE;
+	if (!account_valid(a->account, &why)) {
+		snprintf(err, errlen, "invalid account: %s", why);
+		return -1;
+	}
+	if (keys_reserved_field(category) || strlen(category) > QM_NAME_MAX) {
+		snprintf(err, errlen, "invalid category name \"%.64s\"", category);
+		return -1;
+	}
+	if (a->units < 0 || a->refused < 0) {
+		snprintf(err, errlen, "negative units");
+		return -1;
+	}
+	if (a->month != NULL) {
+		if (!month_valid(a->month)) {
+			snprintf(err, errlen, "invalid month \"%.16s\"", a->month);
+			return -1;
+		}
+		memcpy(out->month, a->month, MONTH_KEY_LEN);
+	} else if (!month_of(ctr->months, a->now, out->month)) {
+		snprintf(err, errlen, "time %lld outside the months 1970-2199", (long long) a->now);
+		return -1;
+	}
+	if ((expireat = month_start(ctr->months, out->month, ctr->conf->keep_months + 1))
+	    == (time_t) -1) {
+		snprintf(err, errlen, "month %s plus keep_months outside 1970-2199", out->month);
+		return -1;
+	}
+	if (keys_account(kaccount, ctr->conf->redis.prefix, a->account) == 0
+	    || keys_usage(kusage, ctr->conf->redis.prefix, a->account, out->month) == 0
+	    || keys_warned(kwarned, ctr->conf->redis.prefix, a->account, out->month) == 0) {
+		snprintf(err, errlen, "cannot build the Redis keys of account %s", a->account);
+		return -1;
+	}
+	snprintf(units_text, sizeof(units_text), "%lld", a->units);
+	snprintf(expire_text, sizeof(expire_text), "%lld", (long long) expireat);
+	snprintf(refused_text, sizeof(refused_text), "%lld", a->refused);
+
+	argc = COUNTERS_KEYS + COUNTERS_ARGS + ctr->plan_argc;
+	if ((argv = malloc(argc * sizeof(*argv))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	argv[0] = kaccount;
+	argv[1] = kusage;
+	argv[2] = kwarned;
+	argv[3] = ctr->events;
+	argv[4] = a->op;
+	argv[5] = units_text;
+	argv[6] = category;
+	argv[7] = a->monitor ? "1" : "0";
+	argv[8] = expire_text;
+	argv[9] = out->month;
+	argv[10] = a->account;
+	argv[11] = ctr->conf->default_plan ? ctr->conf->default_plan : "";
+	argv[12] = ctr->warn;
+	argv[13] = refused_text;
+	argv[14] = a->replay_id;
+	memcpy(argv + COUNTERS_KEYS + COUNTERS_ARGS, ctr->plan_argv,
+	       ctr->plan_argc * sizeof(*argv));
+
+	reply = redis_pool_eval(ctr->pool, &ctr->script, COUNTERS_KEYS, (int) argc, argv, NULL,
+				err, errlen);
+	free(argv);
+	if (reply == NULL)
+		return -1;
+	rc = counters_reply(reply, out, err, errlen);
+	freeReplyObject(reply);
+	if (rc < 0)
+		out->status = QM_STATUS_UNAVAILABLE;
+	return rc;
+}
+
+/* counters_peek - plan, limit, suspension and total, writing nothing */
+int
+counters_peek(struct counters *ctr, const char *account, time_t now,
+	      struct qm_quota *out, char *err, size_t errlen)
+{
+	struct counters_args a = {"peek", account, "", 0, 0, false, NULL, now, ""};
+
+	return counters_call(ctr, &a, out, err, errlen);
+}
+
+/* counters_charge - count units if they fit (or monitor), else record the refusal */
+int
+counters_charge(struct counters *ctr, const char *account, const char *category,
+		long long units, long long refused, bool monitor, time_t now,
+		struct qm_quota *out, char *err, size_t errlen)
+{
+	struct counters_args a = {"charge", account, category, units, refused, monitor, NULL,
+		now, ""};
+
+	return counters_call(ctr, &a, out, err, errlen);
+}
+
+/* counters_refused - record units refused at RCPT stage */
+int
+counters_refused(struct counters *ctr, const char *account, long long units,
+		 time_t now, char *err, size_t errlen)
+{
+	struct counters_args a = {"refused", account, "", units, 0, false, NULL, now, ""};
+	struct qm_quota out;
+
+	return counters_call(ctr, &a, &out, err, errlen);
+}
+
+/* counters_month - the month of an instant in the conf's time zone */
+int
+counters_month(struct counters *ctr, time_t t, char *buf)
+{
+	return month_of(ctr->months, t, buf) ? 0 : -1;
+}
+
+/* counters_replay - apply a journaled count once, to its own month */
+int
+counters_replay(struct counters *ctr, const struct journal_entry *entry,
+		char *err, size_t errlen)
+{
+	struct counters_args a = {"replay", entry->account, entry->category, entry->units,
+		entry->refused, true, entry->month, 0, entry->id};
+	struct qm_quota out;
+	time_t  expireat;
+	size_t  len = strnlen(entry->id, sizeof(entry->id));
+
+	if (len == 0 || len > COUNTERS_ID_MAX || len == sizeof(entry->id)) {
+		snprintf(err, errlen, "journal entry without a valid id");
+		return -1;
+	}
+	for (size_t i = 0; i < len; i++) {
+		if (entry->id[i] <= ' ' || entry->id[i] >= 0x7f) {
+			snprintf(err, errlen, "journal entry id with spaces or control characters");
+			return -1;
+		}
+	}
+
+	/*
+	 * A month whose usage hash has expired already: EXPIREAT in the past
+	 * would delete the hash with the rest of that month. Nothing to add to.
+	 */
+	if (month_valid(entry->month)
+	    && (expireat = month_start(ctr->months, entry->month, ctr->conf->keep_months + 1))
+	    != (time_t) -1 && expireat <= time(NULL))
+		return 0;
+	return counters_call(ctr, &a, &out, err, errlen);
+}

@@ -1,0 +1,149 @@
+/*
+ * keys.c - the one place where Redis key names are built
+ *
+ * Every builder checks what goes into a key: the account id against the
+ * account rules, the month against month_valid(), and the prefix against
+ * keys_prefix_valid() (no braces, which would move the cluster hash tag;
+ * no spaces or control bytes, which would confuse the people reading
+ * keys). A builder that refuses returns 0 and leaves "" in buf.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "keys.h"
+#include "month.h"
+
+#define KEYS_ACCOUNT_MAX	128	/* longest account id */
+#define KEYS_PREFIX_MAX		64	/* longest key prefix */
+
+/* account_char - may the byte appear in an account id? */
+static bool
+account_char(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+	    || c == '.' || c == '_' || c == '@' || c == '+' || c == '-';
+}
+
+/* account_valid - 1 to 128 characters of A-Z a-z 0-9 . _ @ + - */
+bool
+account_valid(const char *account, const char **why)
+{
+	const char *reason = NULL;
+	size_t  len;
+
+	if (account == NULL || *account == 0) {
+		reason = "empty";
+	} else if ((len = strnlen(account, KEYS_ACCOUNT_MAX + 1)) > KEYS_ACCOUNT_MAX) {
+		reason = "longer than 128 characters";
+	} else {
+		for (size_t i = 0; i < len; i++) {
+			if (!account_char((unsigned char) account[i])) {
+				reason = "characters outside A-Z a-z 0-9 . _ @ + -";
+				break;
+			}
+		}
+	}
+	if (why != NULL)
+		*why = reason != NULL ? reason : "";
+	return reason == NULL;
+}
+
+/* keys_prefix_valid - up to 64 printable ASCII bytes, no space or braces */
+static bool
+keys_prefix_valid(const char *prefix)
+{
+	size_t  len;
+
+	if (prefix == NULL || (len = strnlen(prefix, KEYS_PREFIX_MAX + 1)) > KEYS_PREFIX_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char) prefix[i];
+
+		if (c <= ' ' || c >= 0x7f || c == '{' || c == '}')
+			return false;
+	}
+	return true;
+}
+
+/* keys_build - format "PREFIXkind:{ACCOUNT}[:MONTH]" after checking its parts */
+static size_t
+keys_build(char *buf, const char *prefix, const char *kind, const char *account,
+	   const char *month)
+{
+	int     len;
+
+	buf[0] = 0;
+	if (!keys_prefix_valid(prefix) || !account_valid(account, NULL))
+		return 0;
+	if (month != NULL && !month_valid(month))
+		return 0;
+	if (month != NULL)
+		len = snprintf(buf, KEYS_MAX, "%s%s:{%s}:%s", prefix, kind, account, month);
+	else
+		len = snprintf(buf, KEYS_MAX, "%s%s:{%s}", prefix, kind, account);
+	if (len < 0 || len >= KEYS_MAX) {
+		buf[0] = 0;
+		return 0;
+	}
+	return (size_t) len;
+}
+
+/* keys_account - PREFIXaccount:{ACCOUNT} */
+size_t
+keys_account(char *buf, const char *prefix, const char *account)
+{
+	return keys_build(buf, prefix, "account", account, NULL);
+}
+
+/* keys_usage - PREFIXusage:{ACCOUNT}:YYYY-MM */
+size_t
+keys_usage(char *buf, const char *prefix, const char *account, const char *month)
+{
+	if (month == NULL) {
+		buf[0] = 0;
+		return 0;
+	}
+	return keys_build(buf, prefix, "usage", account, month);
+}
+
+/* keys_warned - PREFIXwarned:{ACCOUNT}:YYYY-MM */
+size_t
+keys_warned(char *buf, const char *prefix, const char *account, const char *month)
+{
+	if (month == NULL) {
+		buf[0] = 0;
+		return 0;
+	}
+	return keys_build(buf, prefix, "warned", account, month);
+}
+
+/* keys_events - PREFIXevents */
+size_t
+keys_events(char *buf, const char *prefix)
+{
+	int     len;
+
+	buf[0] = 0;
+	if (!keys_prefix_valid(prefix))
+		return 0;
+	len = snprintf(buf, KEYS_MAX, "%sevents", prefix);
+	if (len < 0 || len >= KEYS_MAX) {
+		buf[0] = 0;
+		return 0;
+	}
+	return (size_t) len;
+}
+
+/* keys_reserved_field - is the name one of the fixed usage fields? */
+bool
+keys_reserved_field(const char *name)
+{
+	static const char *const reserved[] = {
+		USAGE_TOTAL, USAGE_MESSAGES, USAGE_REFUSED, USAGE_WOULD_REFUSE,
+	};
+
+	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
+		if (strcmp(name, reserved[i]) == 0)
+			return true;
+	return false;
+}

@@ -1,0 +1,265 @@
+/*
+ * month.c - calendar months of one time zone, computed once
+ *
+ * The table holds the instant each month from January 1970 to December
+ * 2199 begins in the zone, plus one end sentinel (January 2200). It is
+ * built with mktime() while TZ names the zone's tzfile by absolute path,
+ * under a mutex, and TZ is put back afterwards. From then on a lookup is
+ * a binary search: no libc time zone state is read again, so changing the
+ * process's TZ later changes nothing here.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "month.h"
+
+#define MONTH_FIRST_YEAR	1970
+#define MONTH_LAST_YEAR		2199
+#define MONTH_COUNT		((MONTH_LAST_YEAR - MONTH_FIRST_YEAR + 1) * 12)
+#define MONTH_ZONE_MAX		200	/* longest zone name accepted */
+#define MONTH_ZONEINFO		"/usr/share/zoneinfo"
+
+struct month_table {
+	time_t	start[MONTH_COUNT + 1];	/* start[i]: month i begins; last: sentinel */
+};
+
+static pthread_mutex_t month_tz_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* month_days_from_civil - days since 1970-01-01 of a proleptic Gregorian date */
+static long long
+month_days_from_civil(long long y, int m, int d)
+{
+	long long era, yoe, doy, doe;
+
+	/* Howard Hinnant's algorithm: count years from March. */
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = y - era * 400;
+	doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
+/* month_zone_path - check a zone name and find its tzfile */
+static bool
+month_zone_path(const char *zone, char *path, size_t pathlen, char *err, size_t errlen)
+{
+	const char *dir;
+	unsigned char magic[4];
+	struct stat st;
+	ssize_t got;
+	int fd;
+
+	if (*zone == 0 || strlen(zone) > MONTH_ZONE_MAX) {
+		snprintf(err, errlen, "time zone \"%.40s\": empty or too long", zone);
+		return false;
+	}
+	if (zone[0] == '/' || strstr(zone, "..") != NULL) {
+		snprintf(err, errlen, "time zone \"%s\": must be a zone name such as Europe/Berlin, "
+			 "not a path", zone);
+		return false;
+	}
+	for (const char *cp = zone; *cp; cp++) {
+		if (!(*cp >= 'A' && *cp <= 'Z') && !(*cp >= 'a' && *cp <= 'z')
+		    && !(*cp >= '0' && *cp <= '9') && strchr("/_+-", *cp) == NULL) {
+			snprintf(err, errlen, "time zone \"%s\": unexpected character in zone name", zone);
+			return false;
+		}
+	}
+	dir = getenv("TZDIR");
+	if (dir == NULL || *dir == 0)
+		dir = MONTH_ZONEINFO;
+	if ((size_t) snprintf(path, pathlen, "%s/%s", dir, zone) >= pathlen) {
+		snprintf(err, errlen, "time zone \"%s\": path too long", zone);
+		return false;
+	}
+
+	/*
+	 * glibc treats a TZ it cannot load as UTC without a word, so the file
+	 * must exist and really be a tzfile (zoneinfo also holds zone.tab and
+	 * directories).
+	 */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+		snprintf(err, errlen, "unknown time zone \"%s\": %s: %s", zone, path, strerror(errno));
+		return false;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)
+	    || (got = read(fd, magic, sizeof(magic))) != (ssize_t) sizeof(magic)
+	    || memcmp(magic, "TZif", 4) != 0) {
+		close(fd);
+		snprintf(err, errlen, "unknown time zone \"%s\": %s is not a tzfile", zone, path);
+		return false;
+	}
+	close(fd);
+	return true;
+}
+
+/* month_table_fill - compute every month start with mktime() in the current TZ */
+static bool
+month_table_fill(struct month_table *table)
+{
+	struct tm tm;
+
+	for (int i = 0; i <= MONTH_COUNT; i++) {
+		memset(&tm, 0, sizeof(tm));
+		tm.tm_year = MONTH_FIRST_YEAR + i / 12 - 1900;
+		tm.tm_mon = i % 12;
+		tm.tm_mday = 1;
+		tm.tm_isdst = -1;
+		/* No month begins at 23:59:59 UTC, so -1 is always an error. */
+		if ((table->start[i] = mktime(&tm)) == (time_t) -1)
+			return false;
+		if (i > 0 && table->start[i] <= table->start[i - 1])
+			return false;
+	}
+	return true;
+}
+
+/* month_table_create - build the table for a zone */
+struct month_table *
+month_table_create(const char *zone, char *err, size_t errlen)
+{
+	struct month_table *table;
+	char    path[PATH_MAX], tzvalue[PATH_MAX + 2];
+	char   *saved = NULL;
+	const char *old;
+	bool    ok;
+
+	if (zone == NULL)
+		zone = "UTC";
+	if ((table = malloc(sizeof(*table))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+
+	/* UTC needs no tzfile: plain calendar arithmetic. */
+	if (strcmp(zone, "UTC") == 0) {
+		for (int i = 0; i <= MONTH_COUNT; i++)
+			table->start[i] = (time_t) (month_days_from_civil(MONTH_FIRST_YEAR + i / 12,
+							i % 12 + 1, 1) * 86400LL);
+		return table;
+	}
+	if (!month_zone_path(zone, path, sizeof(path), err, errlen)) {
+		free(table);
+		return NULL;
+	}
+	/* A leading ':' makes glibc read exactly this file, whatever TZDIR says. */
+	snprintf(tzvalue, sizeof(tzvalue), ":%s", path);
+
+	pthread_mutex_lock(&month_tz_lock);
+	if ((old = getenv("TZ")) != NULL && (saved = strdup(old)) == NULL) {
+		pthread_mutex_unlock(&month_tz_lock);
+		free(table);
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	if (setenv("TZ", tzvalue, 1) < 0) {
+		ok = false;
+	} else {
+		tzset();
+		ok = month_table_fill(table);
+	}
+	if (saved != NULL)
+		(void) setenv("TZ", saved, 1);
+	else
+		(void) unsetenv("TZ");
+	tzset();
+	pthread_mutex_unlock(&month_tz_lock);
+	free(saved);
+
+	if (!ok) {
+		free(table);
+		snprintf(err, errlen, "time zone \"%s\": cannot compute month starts 1970-2199", zone);
+		return NULL;
+	}
+	return table;
+}
+
+/* month_table_free - release a table */
+void
+month_table_free(struct month_table *table)
+{
+	free(table);
+}
+
+/* month_of - the month instant t falls in */
+bool
+month_of(const struct month_table *table, time_t t, char *buf)
+{
+	size_t  lo = 0, hi = MONTH_COUNT, mid;
+	int     year, mon;
+
+	if (t < table->start[0] || t >= table->start[MONTH_COUNT])
+		return false;
+	/* Invariant: start[lo] <= t < start[hi]. */
+	while (hi - lo > 1) {
+		mid = lo + (hi - lo) / 2;
+		if (table->start[mid] <= t)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	year = MONTH_FIRST_YEAR + (int) (lo / 12);
+	mon = (int) (lo % 12) + 1;
+	buf[0] = (char) ('0' + year / 1000);
+	buf[1] = (char) ('0' + year / 100 % 10);
+	buf[2] = (char) ('0' + year / 10 % 10);
+	buf[3] = (char) ('0' + year % 10);
+	buf[4] = '-';
+	buf[5] = (char) ('0' + mon / 10);
+	buf[6] = (char) ('0' + mon % 10);
+	buf[7] = 0;
+	return true;
+}
+
+/* month_index - table index of a month text, or -1 */
+static long long
+month_index(const char *month)
+{
+	int     year, mon;
+
+	if (month == NULL || !month_valid(month))
+		return -1;
+	year = (month[0] - '0') * 1000 + (month[1] - '0') * 100 + (month[2] - '0') * 10 + (month[3] - '0');
+	mon = (month[5] - '0') * 10 + (month[6] - '0');
+	return (long long) (year - MONTH_FIRST_YEAR) * 12 + (mon - 1);
+}
+
+/* month_start - the instant a month (plus add months) begins */
+time_t
+month_start(const struct month_table *table, const char *month, int add)
+{
+	long long idx;
+
+	if ((idx = month_index(month)) < 0)
+		return (time_t) -1;
+	idx += add;
+	/* The sentinel is the end of December 2199, so it is a valid answer. */
+	if (idx < 0 || idx > MONTH_COUNT)
+		return (time_t) -1;
+	return table->start[idx];
+}
+
+/* month_valid - is the text "YYYY-MM" within 1970-01..2199-12? */
+bool
+month_valid(const char *month)
+{
+	int     year, mon;
+
+	if (month == NULL || strlen(month) != 7 || month[4] != '-')
+		return false;
+	for (int i = 0; i < 7; i++)
+		if (i != 4 && (month[i] < '0' || month[i] > '9'))
+			return false;
+	year = (month[0] - '0') * 1000 + (month[1] - '0') * 100 + (month[2] - '0') * 10 + (month[3] - '0');
+	mon = (month[5] - '0') * 10 + (month[6] - '0');
+	return year >= MONTH_FIRST_YEAR && year <= MONTH_LAST_YEAR && mon >= 1 && mon <= 12;
+}

@@ -1,0 +1,220 @@
+-- quota.lua - quota-milter's one atomic accounting step
+--
+-- Run with EVALSHA by counters.c; Redis runs a script alone, so the check
+-- and the increment below cannot interleave with another milter's. Every
+-- key is checked before the first write, so a bad key makes the script
+-- fail without having written anything.
+--
+-- KEYS[1]  account hash  PREFIXaccount:{A}      plan, limit, suspended
+-- KEYS[2]  usage hash    PREFIXusage:{A}:M      total, messages, CATEGORY,
+--                                               refused, would_refuse
+-- KEYS[3]  warned hash   PREFIXwarned:{A}:M     percents announced, "exhausted",
+--                                               "replay:ID" of journal entries applied
+-- KEYS[4]  events stream PREFIXevents
+--
+-- ARGV[1]  op: "peek" (writes nothing), "charge", "refused", "replay"
+-- ARGV[2]  units, integer >= 0
+-- ARGV[3]  category field of the usage hash, "" for none
+-- ARGV[4]  monitor: "1" counts what does not fit (status "over"), "0" refuses
+-- ARGV[5]  expireat: unix time at which the usage and warned hashes go
+-- ARGV[6]  month "YYYY-MM" (for events)
+-- ARGV[7]  account (for events)
+-- ARGV[8]  default plan for accounts without one, "" for none
+-- ARGV[9]  warn percents, "80,100", "" for none
+-- ARGV[10] units refused earlier at RCPT stage, integer >= 0
+-- ARGV[11] replay: the journal entry's id, "" for the other ops
+-- ARGV[12], ARGV[13], ...  the plan table: name, monthly (-1 unlimited)
+--
+-- "replay" applies a count journaled while Redis was away: a charge in
+-- monitor mode (counted whether it fits or not), done only if the
+-- warned hash has no field "replay:ID" yet, which it then sets; so an
+-- entry replayed twice counts once while the month's hashes live.
+--
+-- Returns {status, plan, limit, used}:
+--   status  ok, over, exhausted, no_mail, suspended, no_plan, unknown_plan
+--           (a replay already applied answers as a peek would)
+--   plan    the plan in force, "" when there is none
+--   limit   the effective limit, -1 unlimited, 0 when no plan applies
+--   used    the month's total after a charge that counted, before otherwise
+--
+-- Numbers: Lua numbers are doubles, exact below 2^53; every count here is
+-- kept below 10^15, and numbers go back to Redis formatted with %d
+-- (a bare Lua number would print as 1e+15).
+
+local function int(s)
+  -- An optional '-' and 1 to 15 digits: exact as a double.
+  local digits = type(s) == 'string' and string.match(s, '^%-?(%d+)$')
+  if not digits or #digits > 15 then
+    return nil
+  end
+  return tonumber(s)
+end
+
+local function str(n)
+  return string.format('%d', n)
+end
+
+local op, units, category = ARGV[1], int(ARGV[2]), ARGV[3]
+local monitor, expireat, month, account = ARGV[4] == '1', int(ARGV[5]), ARGV[6], ARGV[7]
+local default_plan, percents, refused_extra = ARGV[8], ARGV[9], int(ARGV[10])
+local replay_id = ARGV[11]
+
+if (op ~= 'peek' and op ~= 'charge' and op ~= 'refused' and op ~= 'replay')
+    or #KEYS ~= 4 or #ARGV < 11 or (#ARGV - 11) % 2 ~= 0
+    or units == nil or units < 0 or refused_extra == nil or refused_extra < 0
+    or expireat == nil or (op == 'replay') ~= (replay_id ~= '') then
+  return redis.error_reply('ERR quota.lua: bad arguments')
+end
+
+local want = {'hash', 'hash', 'hash', 'stream'}
+for i = 1, 4 do
+  local t = redis.call('TYPE', KEYS[i])['ok']
+  if t ~= 'none' and t ~= want[i] then
+    return redis.error_reply('WRONGTYPE quota.lua: ' .. KEYS[i] .. ' is a ' .. t
+      .. ', not a ' .. want[i])
+  end
+end
+
+-- The plan, the limit, and any reason to refuse other than the quota.
+local plans = {}
+for i = 12, #ARGV, 2 do
+  plans[ARGV[i]] = int(ARGV[i + 1])
+end
+local acct = redis.call('HMGET', KEYS[1], 'plan', 'limit', 'suspended')
+local plan = acct[1]
+if not plan or plan == '' then
+  plan = default_plan
+end
+local monthly = plans[plan]
+local override = int(acct[2])
+if override ~= nil and override < -1 then
+  override = nil
+end
+local limit = override or monthly or 0
+
+local status = nil
+if acct[3] == '1' then
+  status = 'suspended'
+elseif plan == '' then
+  status = 'no_plan'
+elseif monthly == nil then
+  status = 'unknown_plan'
+elseif monthly == 0 and override == nil then
+  status = 'no_mail'
+end
+
+-- The month's usage; anything not an integer would stop HINCRBY half way.
+local fields = {'total', 'messages', 'refused', 'would_refuse'}
+if category ~= '' then
+  fields[5] = category
+end
+local usage = redis.call('HMGET', KEYS[2], unpack(fields))
+for i = 1, #fields do
+  if usage[i] and int(usage[i]) == nil then
+    return redis.error_reply('ERR quota.lua: ' .. KEYS[2] .. ' field ' .. fields[i]
+      .. ' is not an integer')
+  end
+end
+local used = int(usage[1]) or 0
+
+local function quota_status()
+  if status then
+    return status
+  end
+  if limit == -1 or used < limit then
+    return 'ok'
+  end
+  return 'exhausted'
+end
+
+local function add(field, n)
+  return redis.call('HINCRBY', KEYS[2], field, str(n))
+end
+
+-- The "exhausted" event: once per account and month, when quota refuses mail.
+local function exhausted(now_used)
+  if redis.call('HSETNX', KEYS[3], 'exhausted', '1') == 1 then
+    redis.call('EXPIREAT', KEYS[3], str(expireat))
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', '100000', '*', 'type', 'exhausted',
+      'account', account, 'month', month, 'used', str(now_used), 'limit', str(limit), 'plan', plan)
+  end
+end
+
+if op == 'peek' then
+  return {quota_status(), plan, limit, used}
+end
+
+if op == 'refused' then
+  if units > 0 then
+    add('refused', units)
+    redis.call('EXPIREAT', KEYS[2], str(expireat))
+    if status == nil and limit ~= -1 then
+      exhausted(used)
+    end
+  end
+  return {quota_status(), plan, limit, used}
+end
+
+if op == 'replay' then
+  if redis.call('HSETNX', KEYS[3], 'replay:' .. replay_id, '1') == 0 then
+    return {quota_status(), plan, limit, used}
+  end
+  redis.call('EXPIREAT', KEYS[3], str(expireat))
+  monitor = true
+end
+
+-- charge (and replay)
+local fits = status == nil and (limit == -1 or used + units <= limit)
+if not fits and not monitor then
+  if units + refused_extra > 0 then
+    add('refused', units + refused_extra)
+    redis.call('EXPIREAT', KEYS[2], str(expireat))
+  end
+  if status == nil then
+    exhausted(used)
+    status = 'exhausted'
+  end
+  return {status, plan, limit, used}
+end
+
+local total = add('total', units)
+add('messages', 1)
+if category ~= '' then
+  add(category, units)
+end
+if refused_extra > 0 then
+  add('refused', refused_extra)
+end
+if not fits then
+  add('would_refuse', units)
+end
+redis.call('EXPIREAT', KEYS[2], str(expireat))
+if refused_extra > 0 and status == nil and limit ~= -1 then
+  exhausted(total)
+end
+
+-- Thresholds: each percent once per account and month, however many race.
+local tlimit = limit
+if status == 'no_plan' or status == 'unknown_plan' then
+  tlimit = -1
+end
+if tlimit > 0 then
+  local warned = false
+  for p in string.gmatch(percents, '%d+') do
+    local threshold = math.floor((tlimit * tonumber(p) + 99) / 100)
+    if total >= threshold and redis.call('HSETNX', KEYS[3], p, '1') == 1 then
+      warned = true
+      redis.call('XADD', KEYS[4], 'MAXLEN', '~', '100000', '*', 'type', 'threshold',
+        'account', account, 'month', month, 'percent', p, 'used', str(total),
+        'limit', str(tlimit), 'plan', plan)
+    end
+  end
+  if warned then
+    redis.call('EXPIREAT', KEYS[3], str(expireat))
+  end
+end
+
+if fits then
+  return {'ok', plan, limit, total}
+end
+return {'over', plan, limit, total}

@@ -1,0 +1,977 @@
+/*
+ * redis.c - a bounded, thread-safe pool of Redis connections
+ *
+ * See redis.h for the contract. Inside, a call goes:
+ *
+ *	call_begin	deadline = now + 2 x timeout_ms; block SIGPIPE; wait at
+ *			most timeout_ms for a slot; take an idle connection
+ *	pool_exchange	check the connection (alive, same master generation),
+ *			connect if needed (backoff, Sentinel, AUTH/SELECT/ROLE),
+ *			pipeline the commands, read every reply; retry once
+ *			when the request provably never reached Redis
+ *	call_end	give the connection back (or close it), free the slot,
+ *			discard our SIGPIPE, restore the signal mask
+ *
+ * Every network step gets min(timeout_ms, time left before the deadline)
+ * through redisSetTimeout(), so no path can outlive the deadline by more
+ * than a scheduling delay. Only hiredis calls present in both 0.14 and
+ * 1.x are used.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <time.h>
+
+#include "redis.h"
+
+#define REDIS_BACKOFF_FIRST_MS	50	/* fail fast this long after a failed connect */
+#define REDIS_BACKOFF_MAX_MS	2000	/* ... doubling up to this */
+#define REDIS_HOST_MAX		256
+#define REDIS_ERR_MAX		256
+
+/* Where to connect: a TCP host and port, or a unix socket path (port 0). */
+struct redis_addr {
+	char	host[REDIS_HOST_MAX];	/* host name, IPv4/IPv6 address or socket path */
+	int	port;			/* 0: host is a unix socket path */
+};
+
+/* One connection and what was last set on it. */
+struct redis_conn {
+	redisContext *ctx;		/* NULL: not connected */
+	int	timeout_ms;		/* last redisSetTimeout() value */
+	unsigned long generation;	/* pool generation it was made in */
+	char	where[REDIS_HOST_MAX + 32];	/* "Redis HOST:PORT", for messages */
+};
+
+struct redis_pool {
+	/* Fixed at creation. */
+	struct redis_addr addr;		/* without Sentinel */
+	struct redis_addr *sentinels;	/* with Sentinel */
+	size_t	sentinel_count;
+	char   *master;			/* Sentinel master name */
+	char   *password;		/* NULL: no AUTH */
+	int	database;
+	int	timeout_ms;
+	size_t	size;			/* most connections */
+
+	/* Guarded by lock. */
+	pthread_mutex_t lock;
+	pthread_cond_t freed;		/* a slot became free */
+	size_t	busy;			/* slots taken by running calls */
+	struct redis_conn *idle;	/* `size` entries, idle_count used */
+	size_t	idle_count;
+	unsigned long generation;	/* bumped when the master moves */
+	struct redis_addr master_addr;	/* Sentinel: last master found */
+	bool	master_known;
+	struct timespec retry_after;	/* no connect attempt before this */
+	int	backoff_ms;		/* current backoff; 0 after a success */
+	char	last_error[REDIS_ERR_MAX];	/* why the last connect failed */
+	struct redis_pool_stats stats;
+};
+
+/* The state of one public call. */
+struct pool_call {
+	struct timespec deadline;	/* the whole call ends by then */
+	struct redis_conn conn;		/* the slot's connection */
+	int	retries_left;		/* transparent retries still allowed */
+	sigset_t oldmask;		/* caller's signal mask */
+	bool	pipe_pending;		/* SIGPIPE was pending before the call */
+};
+
+/* ts_now - the monotonic clock */
+static void
+ts_now(struct timespec *ts)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+}
+
+/* ts_after - now plus ms milliseconds */
+static void
+ts_after(struct timespec *ts, long ms)
+{
+	ts_now(ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+/* ts_ms_until - whole milliseconds from now to ts; 0 or less when past */
+static long
+ts_ms_until(const struct timespec *ts)
+{
+	struct timespec now;
+
+	ts_now(&now);
+	return (long) ((ts->tv_sec - now.tv_sec) * 1000
+		       + (ts->tv_nsec - now.tv_nsec) / 1000000L);
+}
+
+/* pool_step_ms - the timeout for the next network step of a call, 0 if none is left */
+static int
+pool_step_ms(const struct redis_pool *pool, const struct timespec *deadline)
+{
+	long    left = ts_ms_until(deadline);
+
+	if (left <= 0)
+		return 0;
+	return left < pool->timeout_ms ? (int) left : pool->timeout_ms;
+}
+
+/* ms_timeval - milliseconds as a struct timeval */
+static struct timeval
+ms_timeval(int ms)
+{
+	struct timeval tv;
+
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	return tv;
+}
+
+/* addr_parse - "host:port", "[v6]:port", "/path" or "unix:/path" */
+static bool
+addr_parse(const char *text, struct redis_addr *addr, char *err, size_t errlen)
+{
+	const char *host, *colon, *port;
+	size_t  hostlen;
+	long    num;
+	char   *end;
+
+	memset(addr, 0, sizeof(*addr));
+	if (text == NULL || *text == 0) {
+		snprintf(err, errlen, "empty Redis address");
+		return false;
+	}
+	if (strncmp(text, "unix:", 5) == 0 || text[0] == '/') {
+		const char *path = text[0] == '/' ? text : text + 5;
+
+		if (path[0] != '/') {
+			snprintf(err, errlen, "Redis address \"%s\": unix socket path must be absolute", text);
+			return false;
+		}
+		if (strlen(path) >= sizeof(((struct sockaddr_un *) 0)->sun_path)) {
+			snprintf(err, errlen, "Redis address \"%s\": unix socket path too long", text);
+			return false;
+		}
+		strcpy(addr->host, path);
+		addr->port = 0;
+		return true;
+	}
+	if (text[0] == '[') {
+		const char *close = strchr(text, ']');
+
+		if (close == NULL || close[1] != ':') {
+			snprintf(err, errlen, "Redis address \"%s\": expected [IPv6]:PORT", text);
+			return false;
+		}
+		host = text + 1;
+		hostlen = (size_t) (close - host);
+		port = close + 2;
+	} else {
+		if ((colon = strrchr(text, ':')) == NULL || memchr(text, ':', (size_t) (colon - text))) {
+			snprintf(err, errlen, "Redis address \"%s\": expected HOST:PORT, [IPv6]:PORT "
+				 "or a socket path", text);
+			return false;
+		}
+		host = text;
+		hostlen = (size_t) (colon - text);
+		port = colon + 1;
+	}
+	if (hostlen == 0 || hostlen >= sizeof(addr->host)) {
+		snprintf(err, errlen, "Redis address \"%s\": bad host", text);
+		return false;
+	}
+	errno = 0;
+	num = strtol(port, &end, 10);
+	if (*port < '0' || *port > '9' || *end != 0 || errno != 0 || num < 1 || num > 65535) {
+		snprintf(err, errlen, "Redis address \"%s\": bad port", text);
+		return false;
+	}
+	memcpy(addr->host, host, hostlen);
+	addr->host[hostlen] = 0;
+	addr->port = (int) num;
+	return true;
+}
+
+/* addr_name - the address as people write it, for messages */
+static const char *
+addr_name(const struct redis_addr *addr, char *buf, size_t len)
+{
+	if (addr->port == 0)
+		snprintf(buf, len, "unix:%s", addr->host);
+	else if (strchr(addr->host, ':') != NULL)
+		snprintf(buf, len, "[%s]:%d", addr->host, addr->port);
+	else
+		snprintf(buf, len, "%s:%d", addr->host, addr->port);
+	return buf;
+}
+
+/* addr_same - do two addresses name the same endpoint? */
+static bool
+addr_same(const struct redis_addr *a, const struct redis_addr *b)
+{
+	return a->port == b->port && strcmp(a->host, b->host) == 0;
+}
+
+/* ctx_error - describe the error of a context; saved_errno is errno right after it */
+static void
+ctx_error(const redisContext *c, int saved_errno, const char *where, char *err, size_t errlen)
+{
+	if (c == NULL)
+		snprintf(err, errlen, "%s: out of memory", where);
+	else if (c->err == REDIS_ERR_IO && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK))
+		snprintf(err, errlen, "%s: timed out", where);
+#ifdef REDIS_ERR_TIMEOUT
+	else if (c->err == REDIS_ERR_TIMEOUT)
+		snprintf(err, errlen, "%s: timed out", where);
+#endif
+	else if (c->err == REDIS_ERR_EOF)
+		snprintf(err, errlen, "%s: connection closed by the server", where);
+	else
+		snprintf(err, errlen, "%s: %s", where, c->errstr);
+}
+
+/* ctx_connect - open a connection with connect and I/O timeouts of ms */
+static redisContext *
+ctx_connect(const struct redis_addr *addr, int ms, char *err, size_t errlen)
+{
+	redisContext *c;
+	struct timeval tv = ms_timeval(ms);
+	char    name[REDIS_HOST_MAX + 16];
+	int     saved;
+
+	addr_name(addr, name, sizeof(name));
+	errno = 0;
+	if (addr->port == 0)
+		c = redisConnectUnixWithTimeout(addr->host, tv);
+	else
+		c = redisConnectWithTimeout(addr->host, addr->port, tv);
+	saved = errno;
+	if (c == NULL || c->err) {
+		char    where[sizeof(name) + 16];
+
+		snprintf(where, sizeof(where), "Redis %s", name);
+		ctx_error(c, saved, where, err, errlen);
+		if (c != NULL)
+			redisFree(c);
+		return NULL;
+	}
+	/* The connect timeout does not cover reads and writes: set that too. */
+	if (redisSetTimeout(c, tv) != REDIS_OK) {
+		snprintf(err, errlen, "Redis %s: cannot set timeout: %s", name, c->errstr);
+		redisFree(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* ctx_alive - is an idle connection still open? No round trip. */
+static bool
+ctx_alive(redisContext *c)
+{
+	struct pollfd pfd;
+	char    byte;
+	ssize_t got;
+	int     n;
+
+	if (c->err)
+		return false;
+	pfd.fd = c->fd;
+	pfd.events = POLLIN;
+	pfd.revents = 0;
+	if ((n = poll(&pfd, 1, 0)) == 0)
+		return true;
+	if (n < 0)
+		return errno == EINTR;
+	if (pfd.revents & (POLLERR | POLLHUP | POLLNVAL))
+		return false;
+
+	/*
+	 * Readable while idle: EOF or an error means the server closed it (a
+	 * restart, a client timeout, CLIENT KILL). Unasked-for bytes would put
+	 * the reply stream out of step: not usable either.
+	 */
+	got = recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (got < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+	return false;
+}
+
+/*
+ * ctx_exchange - append `count` commands, send them and read `count`
+ * replies. Returns 0 with every reply stored, or -1 with none stored and
+ * *unsent telling whether the failure proves that Redis never received
+ * or never answered any of them (write error, or EOF/ECONNRESET before a
+ * single reply byte).
+ */
+static int
+ctx_exchange(redisContext *c, const char *where, const struct redis_cmd *cmds, size_t count,
+	     redisReply **replies, bool *unsent, char *err, size_t errlen)
+{
+	size_t  before_len, before_pos, i;
+	void   *reply;
+	int     saved;
+
+	*unsent = false;
+	for (i = 0; i < count; i++)
+		replies[i] = NULL;
+	for (i = 0; i < count; i++) {
+		if (redisAppendCommandArgv(c, cmds[i].argc, cmds[i].argv, cmds[i].argvlen) != REDIS_OK) {
+			snprintf(err, errlen, "%s: cannot build command: %s", where,
+				 c->err ? c->errstr : "out of memory");
+			return -1;
+		}
+	}
+	/* Any byte read moves the reader's buffer length or cursor. */
+	before_len = c->reader->len;
+	before_pos = c->reader->pos;
+	for (i = 0; i < count; i++) {
+		reply = NULL;
+		errno = 0;
+		if (redisGetReply(c, &reply) != REDIS_OK || reply == NULL) {
+			saved = errno;
+			if (i == 0 && c->reader->len == before_len && c->reader->pos == before_pos
+			    && (c->err == REDIS_ERR_EOF
+				|| (c->err == REDIS_ERR_IO && (saved == EPIPE || saved == ECONNRESET))))
+				*unsent = true;
+			ctx_error(c, saved, where, err, errlen);
+			while (i > 0) {
+				freeReplyObject(replies[--i]);
+				replies[i] = NULL;
+			}
+			if (reply != NULL)
+				freeReplyObject(reply);
+			return -1;
+		}
+		replies[i] = reply;
+	}
+	return 0;
+}
+
+/* reply_is - is the reply of that type and exactly that text? */
+static bool
+reply_is(const redisReply *r, int type, const char *text)
+{
+	return r != NULL && r->type == type && r->len == strlen(text)
+	    && memcmp(r->str, text, r->len) == 0;
+}
+
+/* pool_conn_drop - close a connection and forget it */
+static void
+pool_conn_drop(struct redis_pool *pool, struct redis_conn *conn)
+{
+	if (conn->ctx == NULL)
+		return;
+	redisFree(conn->ctx);
+	conn->ctx = NULL;
+	pthread_mutex_lock(&pool->lock);
+	pool->stats.open--;
+	pthread_mutex_unlock(&pool->lock);
+}
+
+/* pool_master_lost - Sentinel: ask for the master again before the next connect */
+static void
+pool_master_lost(struct redis_pool *pool, bool demoted)
+{
+	if (pool->sentinel_count == 0)
+		return;
+	pthread_mutex_lock(&pool->lock);
+	pool->master_known = false;
+	/* A READONLY server is a replica now: no idle connection to it is any good. */
+	if (demoted)
+		pool->generation++;
+	pthread_mutex_unlock(&pool->lock);
+}
+
+/* pool_resolve - ask each sentinel in turn for the master's address */
+static int
+pool_resolve(struct redis_pool *pool, const struct timespec *deadline, struct redis_addr *out,
+	     char *err, size_t errlen)
+{
+	char    name[REDIS_HOST_MAX + 16], where[REDIS_HOST_MAX + 32];
+	const char *argv[3] = {"SENTINEL", "get-master-addr-by-name", pool->master};
+	struct redis_cmd cmd = {3, argv, NULL};
+	redisReply *reply;
+	redisContext *c;
+	bool    unsent;
+	int     ms;
+
+	snprintf(err, errlen, "Sentinel: no sentinel answered in time");
+	for (size_t i = 0; i < pool->sentinel_count; i++) {
+		if ((ms = pool_step_ms(pool, deadline)) == 0)
+			break;
+		addr_name(&pool->sentinels[i], name, sizeof(name));
+		snprintf(where, sizeof(where), "Sentinel %s", name);
+		if ((c = ctx_connect(&pool->sentinels[i], ms, err, errlen)) == NULL)
+			continue;
+		if (ctx_exchange(c, where, &cmd, 1, &reply, &unsent, err, errlen) < 0) {
+			redisFree(c);
+			continue;
+		}
+		redisFree(c);
+		if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+		    && reply->element[0]->type == REDIS_REPLY_STRING
+		    && reply->element[1]->type == REDIS_REPLY_STRING
+		    && reply->element[0]->len > 0 && reply->element[0]->len < REDIS_HOST_MAX
+		    && reply->element[1]->len > 0 && reply->element[1]->len < 6
+		    && strspn(reply->element[1]->str, "0123456789") == reply->element[1]->len) {
+			long    port = strtol(reply->element[1]->str, NULL, 10);
+
+			if (port >= 1 && port <= 65535 && memchr(reply->element[0]->str, 0,
+						      reply->element[0]->len) == NULL) {
+				memcpy(out->host, reply->element[0]->str, reply->element[0]->len);
+				out->host[reply->element[0]->len] = 0;
+				out->port = (int) port;
+				freeReplyObject(reply);
+				return 0;
+			}
+		}
+		if (reply->type == REDIS_REPLY_NIL)
+			snprintf(err, errlen, "%s: unknown master \"%s\"", where, pool->master);
+		else if (reply->type == REDIS_REPLY_ERROR)
+			snprintf(err, errlen, "%s: %.*s", where, (int) reply->len, reply->str);
+		else
+			snprintf(err, errlen, "%s: unexpected reply to get-master-addr-by-name", where);
+		freeReplyObject(reply);
+	}
+	return -1;
+}
+
+/* pool_connect_failed - start or lengthen the backoff after a failed connect */
+static void
+pool_connect_failed(struct redis_pool *pool, const char *why)
+{
+	pthread_mutex_lock(&pool->lock);
+	if (pool->backoff_ms == 0)
+		pool->backoff_ms = REDIS_BACKOFF_FIRST_MS;
+	else if ((pool->backoff_ms *= 2) > REDIS_BACKOFF_MAX_MS)
+		pool->backoff_ms = REDIS_BACKOFF_MAX_MS;
+	ts_after(&pool->retry_after, pool->backoff_ms);
+	snprintf(pool->last_error, sizeof(pool->last_error), "%s", why);
+	pool->stats.connect_failures++;
+	if (pool->sentinel_count > 0)
+		pool->master_known = false;
+	pthread_mutex_unlock(&pool->lock);
+}
+
+/* pool_handshake - AUTH, SELECT and (Sentinel) ROLE in one round trip */
+static int
+pool_handshake(struct redis_pool *pool, redisContext *c, const char *where, char *err, size_t errlen)
+{
+	const char *auth[2] = {"AUTH", pool->password};
+	char    dbtext[16];
+	const char *select[2] = {"SELECT", dbtext};
+	const char *role[1] = {"ROLE"};
+	struct redis_cmd cmds[3];
+	redisReply *replies[3];
+	size_t  count = 0, i;
+	bool    unsent;
+	int     rc = 0;
+
+	snprintf(dbtext, sizeof(dbtext), "%d", pool->database);
+	if (pool->password != NULL)
+		cmds[count++] = (struct redis_cmd) {2, auth, NULL};
+	if (pool->database != 0)
+		cmds[count++] = (struct redis_cmd) {2, select, NULL};
+	if (pool->sentinel_count > 0)
+		cmds[count++] = (struct redis_cmd) {1, role, NULL};
+	if (count == 0)
+		return 0;
+	if (ctx_exchange(c, where, cmds, count, replies, &unsent, err, errlen) < 0)
+		return -1;
+	for (i = 0; i < count && rc == 0; i++) {
+		const redisReply *r = replies[i];
+
+		if (cmds[i].argv == role) {
+			if (r->type != REDIS_REPLY_ARRAY || r->elements < 1
+			    || !reply_is(r->element[0], REDIS_REPLY_STRING, "master")) {
+				snprintf(err, errlen, "%s: not a master (ROLE)", where);
+				rc = -1;
+			}
+		} else if (!reply_is(r, REDIS_REPLY_STATUS, "OK")) {
+			if (r->type == REDIS_REPLY_ERROR)
+				snprintf(err, errlen, "%s: %s: %.*s", where, cmds[i].argv[0],
+					 (int) r->len, r->str);
+			else
+				snprintf(err, errlen, "%s: %s: unexpected reply", where, cmds[i].argv[0]);
+			rc = -1;
+		}
+	}
+	for (i = 0; i < count; i++)
+		freeReplyObject(replies[i]);
+	return rc;
+}
+
+/* pool_connect - make a ready connection for a call, or fail fast in backoff */
+static int
+pool_connect(struct redis_pool *pool, struct redis_conn *conn, const struct timespec *deadline,
+	     char *err, size_t errlen)
+{
+	struct redis_addr target;
+	char    name[REDIS_HOST_MAX + 16];
+	unsigned long generation;
+	bool    resolve;
+	redisContext *c;
+	long    wait;
+	int     ms;
+
+	pthread_mutex_lock(&pool->lock);
+	if ((wait = ts_ms_until(&pool->retry_after)) > 0) {
+		pool->stats.fast_failures++;
+		snprintf(err, errlen, "%s (no new attempt for %ld ms)", pool->last_error, wait);
+		pthread_mutex_unlock(&pool->lock);
+		return -1;
+	}
+	resolve = pool->sentinel_count > 0 && !pool->master_known;
+	target = pool->sentinel_count > 0 ? pool->master_addr : pool->addr;
+	generation = pool->generation;
+	pthread_mutex_unlock(&pool->lock);
+
+	if (resolve) {
+		if (pool_resolve(pool, deadline, &target, err, errlen) < 0) {
+			pool_connect_failed(pool, err);
+			return -1;
+		}
+		pthread_mutex_lock(&pool->lock);
+		if (!addr_same(&pool->master_addr, &target))
+			pool->generation++;
+		pool->master_addr = target;
+		pool->master_known = true;
+		pool->stats.resolves++;
+		generation = pool->generation;
+		pthread_mutex_unlock(&pool->lock);
+	}
+
+	addr_name(&target, name, sizeof(name));
+	snprintf(conn->where, sizeof(conn->where), "Redis %s", name);
+	if ((ms = pool_step_ms(pool, deadline)) == 0) {
+		snprintf(err, errlen, "%s: timed out before connecting", conn->where);
+		pool_connect_failed(pool, err);
+		return -1;
+	}
+	if ((c = ctx_connect(&target, ms, err, errlen)) == NULL) {
+		pool_connect_failed(pool, err);
+		return -1;
+	}
+	if ((ms = pool_step_ms(pool, deadline)) == 0) {
+		snprintf(err, errlen, "%s: timed out after connecting", conn->where);
+	} else if (redisSetTimeout(c, ms_timeval(ms)) != REDIS_OK) {
+		snprintf(err, errlen, "%s: cannot set timeout", conn->where);
+	} else if (pool_handshake(pool, c, conn->where, err, errlen) == 0) {
+		conn->ctx = c;
+		conn->timeout_ms = ms;
+		conn->generation = generation;
+		pthread_mutex_lock(&pool->lock);
+		pool->backoff_ms = 0;
+		pool->retry_after.tv_sec = 0;
+		pool->retry_after.tv_nsec = 0;
+		pool->stats.connects++;
+		if (++pool->stats.open > pool->stats.max_open)
+			pool->stats.max_open = pool->stats.open;
+		pthread_mutex_unlock(&pool->lock);
+		return 0;
+	}
+	redisFree(c);
+	pool_connect_failed(pool, err);
+	return -1;
+}
+
+/* pool_conn_current - was the connection made to the master the pool knows now? */
+static bool
+pool_conn_current(struct redis_pool *pool, const struct redis_conn *conn)
+{
+	bool    current;
+
+	pthread_mutex_lock(&pool->lock);
+	current = conn->generation == pool->generation;
+	pthread_mutex_unlock(&pool->lock);
+	return current;
+}
+
+/* pool_conn_usable - may a pooled connection carry the next request? */
+static bool
+pool_conn_usable(struct redis_pool *pool, struct redis_conn *conn)
+{
+	return pool_conn_current(pool, conn) && ctx_alive(conn->ctx);
+}
+
+/* replies_readonly - did any reply say READONLY (we talk to a replica)? */
+static bool
+replies_readonly(redisReply **replies, size_t count)
+{
+	for (size_t i = 0; i < count; i++)
+		if (replies[i]->type == REDIS_REPLY_ERROR && replies[i]->len >= 8
+		    && memcmp(replies[i]->str, "READONLY", 8) == 0)
+			return true;
+	return false;
+}
+
+/* pool_exchange - run a pipeline within a call, connecting and retrying as redis.h says */
+static int
+pool_exchange(struct redis_pool *pool, struct pool_call *call, const struct redis_cmd *cmds,
+	      size_t count, redisReply **replies, char *err, size_t errlen)
+{
+	struct redis_conn *conn = &call->conn;
+	bool    unsent;
+	int     ms;
+
+	for (;;) {
+		if (conn->ctx != NULL && !pool_conn_usable(pool, conn))
+			pool_conn_drop(pool, conn);
+		if (conn->ctx == NULL && pool_connect(pool, conn, &call->deadline, err, errlen) < 0)
+			return -1;
+		if ((ms = pool_step_ms(pool, &call->deadline)) == 0) {
+			snprintf(err, errlen, "%s: timed out", conn->where);
+			return -1;
+		}
+		if (ms != conn->timeout_ms) {
+			if (redisSetTimeout(conn->ctx, ms_timeval(ms)) != REDIS_OK) {
+				snprintf(err, errlen, "%s: cannot set timeout", conn->where);
+				pool_conn_drop(pool, conn);
+				return -1;
+			}
+			conn->timeout_ms = ms;
+		}
+		if (ctx_exchange(conn->ctx, conn->where, cmds, count, replies, &unsent, err,
+				 errlen) == 0) {
+			if (pool->sentinel_count == 0 || !replies_readonly(replies, count))
+				return 0;
+			/* A failover made our master a replica: Redis ran nothing. */
+			pool_master_lost(pool, true);
+			pool_conn_drop(pool, conn);
+			if (call->retries_left == 0)
+				return 0;
+			for (size_t i = 0; i < count; i++) {
+				freeReplyObject(replies[i]);
+				replies[i] = NULL;
+			}
+		} else {
+			pool_conn_drop(pool, conn);
+			pool_master_lost(pool, false);
+			if (!unsent || call->retries_left == 0)
+				return -1;
+		}
+		call->retries_left--;
+		pthread_mutex_lock(&pool->lock);
+		pool->stats.retries++;
+		pthread_mutex_unlock(&pool->lock);
+	}
+}
+
+/* call_begin - start a call: deadline, SIGPIPE blocked, a slot taken */
+static int
+call_begin(struct redis_pool *pool, struct pool_call *call, char *err, size_t errlen)
+{
+	struct timespec slot_deadline;
+	sigset_t pipe, pending;
+	int     rc = 0;
+
+	ts_after(&call->deadline, 2L * pool->timeout_ms);
+	ts_after(&slot_deadline, pool->timeout_ms);
+	call->conn.ctx = NULL;
+	call->retries_left = 1;
+
+	sigemptyset(&pipe);
+	sigaddset(&pipe, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe, &call->oldmask);
+	call->pipe_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1;
+
+	pthread_mutex_lock(&pool->lock);
+	while (pool->busy >= pool->size && (rc == 0 || rc == EINTR))
+		rc = pthread_cond_timedwait(&pool->freed, &pool->lock, &slot_deadline);
+	if (pool->busy >= pool->size) {
+		pthread_mutex_unlock(&pool->lock);
+		pthread_sigmask(SIG_SETMASK, &call->oldmask, NULL);
+		snprintf(err, errlen, "Redis: no free connection within %d ms (pool_size %zu)",
+			 pool->timeout_ms, pool->size);
+		return -1;
+	}
+	pool->busy++;
+	if (pool->idle_count > 0)
+		call->conn = pool->idle[--pool->idle_count];
+	pthread_mutex_unlock(&pool->lock);
+	return 0;
+}
+
+/* call_end - give the connection back, free the slot, restore signals */
+static void
+call_end(struct redis_pool *pool, struct pool_call *call)
+{
+	sigset_t pipe;
+	struct timespec zero = {0, 0};
+
+	/* Close a dead connection before the slot is free: never more than `size` open. */
+	if (call->conn.ctx != NULL
+	    && (call->conn.ctx->err != 0 || !pool_conn_current(pool, &call->conn)))
+		pool_conn_drop(pool, &call->conn);
+	pthread_mutex_lock(&pool->lock);
+	if (call->conn.ctx != NULL) {
+		pool->idle[pool->idle_count++] = call->conn;
+		call->conn.ctx = NULL;
+	}
+	pool->busy--;
+	pthread_cond_signal(&pool->freed);
+	pthread_mutex_unlock(&pool->lock);
+
+	/* Discard the SIGPIPE a write of ours raised, then unblock. */
+	if (!call->pipe_pending) {
+		sigemptyset(&pipe);
+		sigaddset(&pipe, SIGPIPE);
+		while (sigtimedwait(&pipe, NULL, &zero) == SIGPIPE)
+			 /* void */ ;
+	}
+	pthread_sigmask(SIG_SETMASK, &call->oldmask, NULL);
+}
+
+/* redis_pool_create - check the conf and make an empty pool */
+struct redis_pool *
+redis_pool_create(const struct qm_redis_conf *conf, char *err, size_t errlen)
+{
+	struct redis_pool *pool;
+	pthread_condattr_t attr;
+
+	if (conf->pool_size < 1 || conf->timeout_ms < 1 || conf->database < 0) {
+		snprintf(err, errlen, "Redis: pool_size and timeout_ms must be at least 1, "
+			 "database at least 0");
+		return NULL;
+	}
+	if ((pool = calloc(1, sizeof(*pool))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	pool->size = (size_t) conf->pool_size;
+	pool->timeout_ms = conf->timeout_ms;
+	pool->database = conf->database;
+	if (conf->sentinel_count > 0) {
+		if (conf->master == NULL || *conf->master == 0) {
+			snprintf(err, errlen, "Redis: sentinels given without a master name");
+			goto fail;
+		}
+		if ((pool->sentinels = calloc(conf->sentinel_count, sizeof(*pool->sentinels))) == NULL
+		    || (pool->master = strdup(conf->master)) == NULL) {
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
+		pool->sentinel_count = conf->sentinel_count;
+		for (size_t i = 0; i < conf->sentinel_count; i++) {
+			if (!addr_parse(conf->sentinels[i], &pool->sentinels[i], err, errlen))
+				goto fail;
+			if (pool->sentinels[i].port == 0) {
+				snprintf(err, errlen, "Sentinel \"%s\": must be HOST:PORT", conf->sentinels[i]);
+				goto fail;
+			}
+		}
+	} else if (!addr_parse(conf->address, &pool->addr, err, errlen)) {
+		goto fail;
+	}
+	if (conf->password != NULL && *conf->password != 0
+	    && (pool->password = strdup(conf->password)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	if ((pool->idle = calloc(pool->size, sizeof(*pool->idle))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	pthread_mutex_init(&pool->lock, NULL);
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&pool->freed, &attr);
+	pthread_condattr_destroy(&attr);
+	return pool;
+
+fail:
+	free(pool->sentinels);
+	free(pool->master);
+	free(pool->password);
+	free(pool->idle);
+	free(pool);
+	return NULL;
+}
+
+/* redis_pool_free - close every connection and free the pool */
+void
+redis_pool_free(struct redis_pool *pool)
+{
+	if (pool == NULL)
+		return;
+	for (size_t i = 0; i < pool->idle_count; i++)
+		redisFree(pool->idle[i].ctx);
+	pthread_cond_destroy(&pool->freed);
+	pthread_mutex_destroy(&pool->lock);
+	free(pool->sentinels);
+	free(pool->master);
+	free(pool->password);
+	free(pool->idle);
+	free(pool);
+}
+
+/* redis_pool_run - one pipeline on one pooled connection */
+int
+redis_pool_run(struct redis_pool *pool, const struct redis_cmd *cmds, size_t count,
+	       redisReply **replies, char *err, size_t errlen)
+{
+	struct pool_call call;
+	int     rc;
+
+	for (size_t i = 0; i < count; i++)
+		replies[i] = NULL;
+	if (count == 0)
+		return 0;
+	if (call_begin(pool, &call, err, errlen) < 0)
+		return -1;
+	rc = pool_exchange(pool, &call, cmds, count, replies, err, errlen);
+	call_end(pool, &call);
+	return rc;
+}
+
+/* redis_pool_command - one command; error replies become failures */
+redisReply *
+redis_pool_command(struct redis_pool *pool, int argc, const char **argv,
+		   const size_t *argvlen, char *err, size_t errlen)
+{
+	struct redis_cmd cmd = {argc, argv, argvlen};
+	redisReply *reply;
+
+	if (redis_pool_run(pool, &cmd, 1, &reply, err, errlen) < 0)
+		return NULL;
+	if (reply->type == REDIS_REPLY_ERROR) {
+		snprintf(err, errlen, "Redis: %.*s", (int) reply->len, reply->str);
+		freeReplyObject(reply);
+		return NULL;
+	}
+	return reply;
+}
+
+/* redis_script_init - prepare a script */
+void
+redis_script_init(struct redis_script *script, const char *body)
+{
+	script->body = body;
+	script->sha[0] = 0;
+	pthread_mutex_init(&script->lock, NULL);
+}
+
+/* redis_script_destroy - release a script's lock */
+void
+redis_script_destroy(struct redis_script *script)
+{
+	pthread_mutex_destroy(&script->lock);
+}
+
+/* sha_valid - 40 lowercase hex digits, as SCRIPT LOAD answers */
+static bool
+sha_valid(const redisReply *r)
+{
+	if (r->type != REDIS_REPLY_STRING || r->len != 40)
+		return false;
+	for (size_t i = 0; i < 40; i++)
+		if (strchr("0123456789abcdef", r->str[i]) == NULL || r->str[i] == 0)
+			return false;
+	return true;
+}
+
+/* redis_pool_eval - EVALSHA, with SCRIPT LOAD + EVAL the first time and after NOSCRIPT */
+redisReply *
+redis_pool_eval(struct redis_pool *pool, struct redis_script *script, int numkeys,
+		int argc, const char **argv, const size_t *argvlen, char *err, size_t errlen)
+{
+	const char *load[3] = {"SCRIPT", "LOAD", script->body};
+	const char **av;
+	size_t *al;
+	struct redis_cmd cmds[2];
+	struct pool_call call;
+	redisReply *replies[2] = {NULL, NULL}, *reply = NULL;
+	char    sha[41], nk[16];
+	int     rc = -1;
+
+	if (argc < numkeys || numkeys < 0) {
+		snprintf(err, errlen, "Redis: bad script arguments");
+		return NULL;
+	}
+	av = calloc((size_t) argc + 3, sizeof(*av));
+	al = calloc((size_t) argc + 3, sizeof(*al));
+	if (av == NULL || al == NULL) {
+		free(av);
+		free(al);
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	snprintf(nk, sizeof(nk), "%d", numkeys);
+	av[2] = nk;
+	al[2] = strlen(nk);
+	for (int i = 0; i < argc; i++) {
+		av[i + 3] = argv[i];
+		al[i + 3] = argvlen != NULL ? argvlen[i] : strlen(argv[i]);
+	}
+	pthread_mutex_lock(&script->lock);
+	memcpy(sha, script->sha, sizeof(sha));
+	pthread_mutex_unlock(&script->lock);
+
+	if (call_begin(pool, &call, err, errlen) < 0)
+		goto done;
+	if (sha[0] != 0) {
+		av[0] = "EVALSHA";
+		al[0] = 7;
+		av[1] = sha;
+		al[1] = 40;
+		cmds[0] = (struct redis_cmd) {argc + 3, av, al};
+		if ((rc = pool_exchange(pool, &call, cmds, 1, &reply, err, errlen)) == 0
+		    && reply->type == REDIS_REPLY_ERROR && reply->len >= 8
+		    && memcmp(reply->str, "NOSCRIPT", 8) == 0) {
+			/* The script cache was emptied: EVAL ran nothing; send the script. */
+			freeReplyObject(reply);
+			reply = NULL;
+			sha[0] = 0;
+		}
+	}
+	if (sha[0] == 0) {
+		av[0] = "EVAL";
+		al[0] = 4;
+		av[1] = script->body;
+		al[1] = strlen(script->body);
+		cmds[0] = (struct redis_cmd) {3, load, NULL};
+		cmds[1] = (struct redis_cmd) {argc + 3, av, al};
+		if ((rc = pool_exchange(pool, &call, cmds, 2, replies, err, errlen)) == 0) {
+			if (sha_valid(replies[0])) {
+				pthread_mutex_lock(&script->lock);
+				memcpy(script->sha, replies[0]->str, 40);
+				script->sha[40] = 0;
+				pthread_mutex_unlock(&script->lock);
+			}
+			freeReplyObject(replies[0]);
+			reply = replies[1];
+		}
+	}
+	call_end(pool, &call);
+	if (rc == 0 && reply->type == REDIS_REPLY_ERROR) {
+		snprintf(err, errlen, "Redis: %.*s", (int) reply->len, reply->str);
+		freeReplyObject(reply);
+		reply = NULL;
+	}
+
+done:
+	free(av);
+	free(al);
+	return rc == 0 ? reply : NULL;
+}
+
+/* redis_pool_stats - copy the pool's counters */
+void
+redis_pool_stats(struct redis_pool *pool, struct redis_pool_stats *stats)
+{
+	pthread_mutex_lock(&pool->lock);
+	*stats = pool->stats;
+	pthread_mutex_unlock(&pool->lock);
+}

@@ -1,0 +1,138 @@
+/*
+ * redis.h - a bounded, thread-safe pool of Redis connections
+ *
+ * A struct redis_pool holds at most conf->pool_size hiredis connections,
+ * made lazily on first use, so a process can start while Redis is down.
+ * Every call is bounded in time: it waits at most timeout_ms for a free
+ * connection, each network step (connect, send, each reply) has at most
+ * timeout_ms, and the whole call ends within 2 x timeout_ms (plus a few
+ * milliseconds of CPU) even when Redis is stopped with SIGSTOP.
+ *
+ * Connections: "host:port", "[v6]:port", "/path" or "unix:/path"; AUTH
+ * when a password is set, SELECT when the database is not 0. With
+ * Sentinel (conf->sentinel_count > 0) the master's address is asked of
+ * each sentinel in turn, a new connection checks with ROLE that it talks
+ * to a master, and the address is asked again after a connection failure
+ * or a READONLY reply.
+ *
+ * Failure handling:
+ * - A connection that saw any error is closed and never reused.
+ * - An idle connection is checked before use without a round trip (is
+ *   the socket readable with EOF or an error?); a dead one is replaced.
+ * - After a failed connect the pool fails fast, without trying, for a
+ *   backoff delay of 50 ms doubling to at most 2 s; a success resets it.
+ * - A request is sent again, once, on a fresh connection only when the
+ *   failure proves Redis never answered it: the write failed, or the
+ *   connection ended (EOF, ECONNRESET) before a single reply byte came,
+ *   which is what a restarted Redis looks like. (Redis replies to each
+ *   command in the event loop turn that ran it, so only a crash in that
+ *   same instant could have run it unanswered.) A request is never sent
+ *   again after a read timeout: it may have run, and the caller must see
+ *   the failure. A READONLY error reply under Sentinel is also sent again
+ *   once, to the newly found master (Redis ran nothing).
+ * - While a call writes, SIGPIPE is blocked in the calling thread and a
+ *   SIGPIPE it caused is discarded, so a closed socket is an error, not
+ *   the death of the process, whatever the program does with SIGPIPE.
+ */
+#ifndef QM_REDIS_H
+#define QM_REDIS_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <hiredis/hiredis.h>
+
+#include "../conf/conf.h"
+
+struct redis_pool;
+
+/* One command of a pipeline; argvlen NULL means strlen() of each argument. */
+struct redis_cmd {
+	int	argc;
+	const char **argv;
+	const size_t *argvlen;
+};
+
+/*
+ * A Lua script run with EVALSHA. The SHA1 comes from SCRIPT LOAD, sent
+ * in the same round trip as the first EVAL; after a NOSCRIPT reply (the
+ * script cache is empty after a restart, a failover or SCRIPT FLUSH) the
+ * script is sent in full once more with EVAL, which also reloads it.
+ */
+struct redis_script {
+	const char *body;		/* not copied: must outlive the script */
+	pthread_mutex_t lock;		/* guards sha */
+	char	sha[41];		/* "" until SCRIPT LOAD answered */
+};
+
+/* Counters for logs and tests; a snapshot, read under the pool's lock. */
+struct redis_pool_stats {
+	size_t	open;			/* connections open now (idle + in use) */
+	size_t	max_open;		/* most open at once since creation */
+	unsigned long connects;		/* connections made and ready */
+	unsigned long connect_failures;	/* connect attempts that failed */
+	unsigned long fast_failures;	/* calls refused during backoff */
+	unsigned long retries;		/* requests sent again, see above */
+	unsigned long resolves;		/* Sentinel look-ups that found a master */
+};
+
+/*
+ * redis_pool_create - check the address forms and the limits of conf and
+ * make an empty pool. It copies what it needs: conf may be freed after.
+ * Returns NULL with a reason in err on a bad address, a pool_size below 1
+ * or a timeout_ms below 1. It does not connect.
+ */
+struct redis_pool *redis_pool_create(const struct qm_redis_conf *conf, char *err, size_t errlen);
+
+/*
+ * redis_pool_free - close every connection and free the pool. No call
+ * may be running in another thread. NULL is allowed.
+ */
+void	redis_pool_free(struct redis_pool *pool);
+
+/*
+ * redis_pool_run - send `count` commands in one round trip on one pooled
+ * connection and store their replies in replies[0..count-1]. Returns 0
+ * when every reply arrived (error replies included: look at their type),
+ * or -1 with a reason in err and every replies[i] NULL. The caller frees
+ * each reply with freeReplyObject().
+ */
+int	redis_pool_run(struct redis_pool *pool, const struct redis_cmd *cmds, size_t count,
+		redisReply **replies, char *err, size_t errlen);
+
+/*
+ * redis_pool_command - run one command. Returns its reply, or NULL with a
+ * reason in err when Redis failed or answered with an error reply (the
+ * reason then is "Redis: " and the error text). Free with freeReplyObject().
+ */
+redisReply *redis_pool_command(struct redis_pool *pool, int argc, const char **argv,
+		const size_t *argvlen, char *err, size_t errlen);
+
+/* redis_script_init - prepare a script for body, which must stay valid */
+void	redis_script_init(struct redis_script *script, const char *body);
+
+/* redis_script_destroy - release what redis_script_init() made */
+void	redis_script_destroy(struct redis_script *script);
+
+/*
+ * redis_pool_eval - run the script with numkeys keys followed by the other
+ * arguments in argv (argc in all). Returns the script's reply, or NULL with
+ * a reason in err when Redis failed or the script raised an error. Free
+ * with freeReplyObject().
+ */
+redisReply *redis_pool_eval(struct redis_pool *pool, struct redis_script *script, int numkeys,
+		int argc, const char **argv, const size_t *argvlen, char *err, size_t errlen);
+
+/* redis_pool_stats - copy the pool's counters */
+void	redis_pool_stats(struct redis_pool *pool, struct redis_pool_stats *stats);
+
+/*
+ * counters_pool - the pool inside a struct counters, for its stats (logs,
+ * tests). Defined in counters.c; declared here so that counters.h need
+ * not know about the pool.
+ */
+struct counters;
+struct redis_pool *counters_pool(struct counters *ctr);
+
+#endif

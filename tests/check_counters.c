@@ -1,0 +1,1725 @@
+/*
+ * check_counters.c - counters.c, quota.lua and the Redis pool against a real Redis
+ *
+ * Every test starts its own redis-server (tests/redis_helper.c) in a
+ * checked fixture and stops it afterwards. The conf is built here by
+ * hand, not by conf_load(). Times are measured on the monotonic clock;
+ * the bounds asserted are the contract (about 2 x timeout_ms) plus a
+ * margin for slow machines, sanitizers and valgrind
+ * (QM_TEST_SLACK_MS, default 400).
+ */
+#include <check.h>
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "counters/counters.h"
+#include "counters/journal.h"
+#include "counters/keys.h"
+#include "counters/month.h"
+#include "counters/quota_lua.h"
+#include "counters/redis.h"
+#include "redis_helper.h"
+
+#define TIMEOUT_MS	250
+
+static struct redis_server server;	/* this test's Redis */
+static redisContext *direct;		/* our own connection to it, for set-up and checks */
+static struct qm_conf conf;		/* built by hand for each test */
+static time_t now;			/* the instant every call of a test uses */
+static char month[MONTH_KEY_LEN];	/* now's month in UTC, by gmtime() */
+static long slack_ms;			/* margin on time bounds */
+
+static struct qm_plan plans[] = {
+	{"free", 0},
+	{"trial", 0},
+	{"basic", 10000},
+	{"standard", 50000},
+	{"tiny", 5},
+	{"hundred", 100},
+	{"enterprise", -1},
+};
+static int warn[] = {80, 100};
+
+/* ms_now - monotonic milliseconds */
+static long long
+ms_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* sleep_ms - sleep a little */
+static void
+sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		 /* void */ ;
+}
+
+/* conf_base - the conf every test starts from, pointing at server */
+static void
+conf_base(const char *address)
+{
+	memset(&conf, 0, sizeof(conf));
+	conf.mode = QM_MODE_ENFORCE;
+	conf.unit = QM_UNIT_RECIPIENTS;
+	conf.timezone = "UTC";
+	conf.keep_months = 13;
+	conf.warn_percent = warn;
+	conf.warn_count = sizeof(warn) / sizeof(warn[0]);
+	conf.default_plan = "free";
+	conf.plans = plans;
+	conf.plan_count = sizeof(plans) / sizeof(plans[0]);
+	conf.redis.address = (char *) address;
+	conf.redis.password = "";
+	conf.redis.database = 0;
+	conf.redis.timeout_ms = TIMEOUT_MS;
+	conf.redis.prefix = "qm:";
+	conf.redis.pool_size = 4;
+}
+
+/* setup - a fresh Redis and conf for each test */
+static void
+setup(void)
+{
+	struct tm tm;
+	const char *slack = getenv("QM_TEST_SLACK_MS");
+
+	slack_ms = slack != NULL ? atol(slack) : 400;
+	ck_assert_msg(redis_server_start(&server, false) == 0, "cannot start redis-server");
+	direct = redis_server_connect(&server);
+	ck_assert_ptr_nonnull(direct);
+	conf_base(redis_server_address(&server));
+	now = time(NULL);
+	gmtime_r(&now, &tm);
+	strftime(month, sizeof(month), "%Y-%m", &tm);
+}
+
+/* teardown - stop this test's Redis */
+static void
+teardown(void)
+{
+	if (direct != NULL)
+		redisFree(direct);
+	direct = NULL;
+	redis_server_stop(&server);
+}
+
+/* cmd - run a command on our own connection; the reply must come */
+static redisReply *
+cmd(const char *fmt, ...)
+{
+	redisReply *r;
+	va_list ap;
+
+	va_start(ap, fmt);
+	r = redisvCommand(direct, fmt, ap);
+	va_end(ap);
+	ck_assert_msg(r != NULL, "direct Redis command failed: %s", direct->errstr);
+	return r;
+}
+
+/* cmd_ok - run a command, ignore a non-error reply */
+static void
+cmd_ok(const char *fmt, ...)
+{
+	redisReply *r;
+	va_list ap;
+
+	va_start(ap, fmt);
+	r = redisvCommand(direct, fmt, ap);
+	va_end(ap);
+	ck_assert_msg(r != NULL, "direct Redis command failed: %s", direct->errstr);
+	ck_assert_msg(r->type != REDIS_REPLY_ERROR, "Redis: %s", r->str);
+	freeReplyObject(r);
+}
+
+/* cmd_int - a command's integer reply */
+static long long
+cmd_int(const char *fmt, ...)
+{
+	redisReply *r;
+	long long v;
+	va_list ap;
+
+	va_start(ap, fmt);
+	r = redisvCommand(direct, fmt, ap);
+	va_end(ap);
+	ck_assert_msg(r != NULL, "direct Redis command failed: %s", direct->errstr);
+	ck_assert_msg(r->type == REDIS_REPLY_INTEGER, "not an integer reply (type %d)", r->type);
+	v = r->integer;
+	freeReplyObject(r);
+	return v;
+}
+
+/* usage_key - qm:usage:{ACCOUNT}:MONTH, written out here, not by keys.c */
+static const char *
+usage_key(const char *account)
+{
+	static char key[KEYS_MAX];
+
+	snprintf(key, sizeof(key), "qm:usage:{%s}:%s", account, month);
+	return key;
+}
+
+/* usage - a field of the account's usage hash this month; -1 if absent */
+static long long
+usage(const char *account, const char *field)
+{
+	redisReply *r = cmd("HGET %s %s", usage_key(account), field);
+	long long v = -1;
+
+	if (r->type == REDIS_REPLY_STRING)
+		v = strtoll(r->str, NULL, 10);
+	else
+		ck_assert_int_eq(r->type, REDIS_REPLY_NIL);
+	freeReplyObject(r);
+	return v;
+}
+
+/* make - counters for the current conf, or a failed test */
+static struct counters *
+make(void)
+{
+	char    err[256] = "";
+	struct counters *ctr = counters_create(&conf, err, sizeof(err));
+
+	ck_assert_msg(ctr != NULL, "counters_create: %s", err);
+	return ctr;
+}
+
+/* charge - counters_charge that must reach Redis */
+static struct qm_quota
+charge(struct counters *ctr, const char *account, const char *category, long long units,
+       long long refused, bool monitor)
+{
+	struct qm_quota q;
+	char    err[256] = "";
+	int     rc = counters_charge(ctr, account, category, units, refused, monitor, now, &q,
+				     err, sizeof(err));
+
+	ck_assert_msg(rc == 0, "counters_charge(%s): %s", account, err);
+	return q;
+}
+
+/* peek - counters_peek that must reach Redis */
+static struct qm_quota
+peek(struct counters *ctr, const char *account)
+{
+	struct qm_quota q;
+	char    err[256] = "";
+
+	ck_assert_msg(counters_peek(ctr, account, now, &q, err, sizeof(err)) == 0,
+		      "counters_peek(%s): %s", account, err);
+	return q;
+}
+
+/* expect_at - compare a result with what a case wants */
+static void
+expect_at(int line, struct qm_quota q, enum qm_status status, const char *plan,
+	  long long limit, long long used)
+{
+	ck_assert_msg(q.status == status && strcmp(q.plan, plan) == 0 && q.limit == limit
+		      && q.used == used && strcmp(q.month, month) == 0,
+		      "line %d: got %s %s %lld %lld %s, want %s %s %lld %lld %s", line,
+		      counters_status_name(q.status), q.plan, q.limit, q.used, q.month,
+		      counters_status_name(status), plan, limit, used, month);
+}
+
+#define expect(q, status, plan, limit, used) \
+	expect_at(__LINE__, (q), (status), (plan), (limit), (used))
+
+/* peek: plan, limit override, suspension, default plan, unknown plans */
+START_TEST(test_peek_plans)
+{
+	static const struct {
+		const char *account;
+		const char *fields[6];		/* HSET field value ..., NULL-ended */
+		long long total;		/* usage total set first, -1 none */
+		enum qm_status status;
+		const char *plan;
+		long long limit, used;
+	} cases[] = {
+		{"nobody", {NULL}, -1, QM_STATUS_NO_MAIL, "free", 0, 0},
+		{"basic1", {"plan", "basic", NULL}, -1, QM_STATUS_OK, "basic", 10000, 0},
+		{"basic2", {"plan", "basic", NULL}, 9999, QM_STATUS_OK, "basic", 10000, 9999},
+		{"basic3", {"plan", "basic", NULL}, 10000, QM_STATUS_EXHAUSTED, "basic", 10000, 10000},
+		{"ent", {"plan", "enterprise", NULL}, 123456789, QM_STATUS_OK, "enterprise", -1, 123456789},
+		{"lim3", {"plan", "basic", "limit", "3", NULL}, 3, QM_STATUS_EXHAUSTED, "basic", 3, 3},
+		{"limunl", {"plan", "tiny", "limit", "-1", NULL}, 50, QM_STATUS_OK, "tiny", -1, 50},
+		{"lim0", {"plan", "basic", "limit", "0", NULL}, -1, QM_STATUS_EXHAUSTED, "basic", 0, 0},
+		{"freelim", {"plan", "free", "limit", "50", NULL}, -1, QM_STATUS_OK, "free", 50, 0},
+		{"trial", {"plan", "trial", NULL}, -1, QM_STATUS_NO_MAIL, "trial", 0, 0},
+		{"susp", {"plan", "basic", "suspended", "1", NULL}, -1, QM_STATUS_SUSPENDED, "basic", 10000, 0},
+		{"susp0", {"plan", "basic", "suspended", "0", NULL}, -1, QM_STATUS_OK, "basic", 10000, 0},
+		{"gold", {"plan", "gold", NULL}, -1, QM_STATUS_UNKNOWN_PLAN, "gold", 0, 0},
+		{"goldlim", {"plan", "gold", "limit", "7", NULL}, -1, QM_STATUS_UNKNOWN_PLAN, "gold", 7, 0},
+		{"badlim", {"plan", "basic", "limit", "12abc", NULL}, -1, QM_STATUS_OK, "basic", 10000, 0},
+		{"hexlim", {"plan", "basic", "limit", "0x10", NULL}, -1, QM_STATUS_OK, "basic", 10000, 0},
+		{"neglim", {"plan", "basic", "limit", "-5", NULL}, -1, QM_STATUS_OK, "basic", 10000, 0},
+		{"emptyplan", {"plan", "", NULL}, -1, QM_STATUS_NO_MAIL, "free", 0, 0},
+		{"limonly", {"limit", "20", NULL}, -1, QM_STATUS_OK, "free", 20, 0},
+	};
+	struct counters *ctr;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		for (int f = 0; cases[i].fields[f] != NULL; f += 2)
+			cmd_ok("HSET qm:account:{%s} %s %s", cases[i].account, cases[i].fields[f],
+			       cases[i].fields[f + 1]);
+		if (cases[i].total >= 0)
+			cmd_ok("HSET %s total %lld", usage_key(cases[i].account), cases[i].total);
+	}
+	ctr = make();
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct qm_quota q = peek(ctr, cases[i].account);
+
+		ck_assert_msg(q.status == cases[i].status && strcmp(q.plan, cases[i].plan) == 0
+			      && q.limit == cases[i].limit && q.used == cases[i].used
+			      && strcmp(q.month, month) == 0,
+			      "peek %s = %s %s %lld %lld %s", cases[i].account,
+			      counters_status_name(q.status), q.plan, q.limit, q.used, q.month);
+	}
+	/* peek writes nothing. */
+	ck_assert_int_eq(cmd_int("EXISTS %s", usage_key("nobody")), 0);
+	ck_assert_int_eq(cmd_int("EXISTS qm:events"), 0);
+	counters_free(ctr);
+
+	/* Without a default plan, an account without a plan has none. */
+	conf.default_plan = NULL;
+	ctr = make();
+	expect(peek(ctr, "nobody"), QM_STATUS_NO_PLAN, "", 0, 0);
+	expect(peek(ctr, "emptyplan"), QM_STATUS_NO_PLAN, "", 0, 0);
+	expect(peek(ctr, "basic1"), QM_STATUS_OK, "basic", 10000, 0);
+	counters_free(ctr);
+
+	/* A plan change in Redis counts from the next call on. */
+	ctr = make();
+	cmd_ok("HSET qm:account:{basic1} plan tiny");
+	expect(peek(ctr, "basic1"), QM_STATUS_OK, "tiny", 5, 0);
+	counters_free(ctr);
+}
+END_TEST
+
+/* charge: counting, categories, messages, refusal at the limit */
+START_TEST(test_charge_limit)
+{
+	struct counters *ctr;
+
+	cmd_ok("HSET qm:account:{acme} plan tiny");
+	ctr = make();
+	expect(charge(ctr, "acme", "crm", 2, 0, false), QM_STATUS_OK, "tiny", 5, 2);
+	expect(charge(ctr, "acme", "marketing", 3, 0, false), QM_STATUS_OK, "tiny", 5, 5);
+	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_EXHAUSTED, "tiny", 5, 5);
+	expect(charge(ctr, "acme", "crm", 4, 0, false), QM_STATUS_EXHAUSTED, "tiny", 5, 5);
+	expect(peek(ctr, "acme"), QM_STATUS_EXHAUSTED, "tiny", 5, 5);
+	ck_assert_int_eq(usage("acme", "total"), 5);
+	ck_assert_int_eq(usage("acme", "messages"), 2);
+	ck_assert_int_eq(usage("acme", "crm"), 2);
+	ck_assert_int_eq(usage("acme", "marketing"), 3);
+	ck_assert_int_eq(usage("acme", "refused"), 5);
+	ck_assert_int_eq(usage("acme", "would_refuse"), -1);
+
+	/* A charge that fits exactly to the last unit is counted. */
+	cmd_ok("HSET qm:account:{acme2} plan tiny");
+	expect(charge(ctr, "acme2", NULL, 5, 0, false), QM_STATUS_OK, "tiny", 5, 5);
+	expect(charge(ctr, "acme2", "", 6, 0, false), QM_STATUS_EXHAUSTED, "tiny", 5, 5);
+	ck_assert_int_eq(usage("acme2", "messages"), 1);
+
+	/* Raising the limit lets mail through again at once. */
+	cmd_ok("HSET qm:account:{acme} limit 7");
+	expect(charge(ctr, "acme", "crm", 2, 0, false), QM_STATUS_OK, "tiny", 7, 7);
+
+	/* Unlimited. */
+	cmd_ok("HSET qm:account:{big} plan enterprise");
+	expect(charge(ctr, "big", "crm", 1000000000, 0, false), QM_STATUS_OK, "enterprise", -1,
+	       1000000000);
+	expect(charge(ctr, "big", "crm", 1000000000, 0, false), QM_STATUS_OK, "enterprise", -1,
+	       2000000000);
+	counters_free(ctr);
+}
+END_TEST
+
+/* charge: the non-quota refusals count nothing but refused */
+START_TEST(test_charge_refusals)
+{
+	struct counters *ctr;
+
+	cmd_ok("HSET qm:account:{susp} plan basic suspended 1");
+	cmd_ok("HSET qm:account:{gold} plan gold");
+	ctr = make();
+	expect(charge(ctr, "susp", "crm", 2, 0, false), QM_STATUS_SUSPENDED, "basic", 10000, 0);
+	expect(charge(ctr, "gold", "crm", 3, 1, false), QM_STATUS_UNKNOWN_PLAN, "gold", 0, 0);
+	expect(charge(ctr, "freebie", "crm", 4, 0, false), QM_STATUS_NO_MAIL, "free", 0, 0);
+	ck_assert_int_eq(usage("susp", "refused"), 2);
+	ck_assert_int_eq(usage("gold", "refused"), 4);
+	ck_assert_int_eq(usage("freebie", "refused"), 4);
+	ck_assert_int_eq(usage("susp", "total"), -1);
+	ck_assert_int_eq(usage("gold", "messages"), -1);
+	ck_assert_int_eq(usage("freebie", "crm"), -1);
+	/* These are not quota refusals: no "exhausted" event. */
+	ck_assert_int_eq(cmd_int("XLEN qm:events"), 0);
+	counters_free(ctr);
+
+	conf.default_plan = NULL;
+	ctr = make();
+	expect(charge(ctr, "nobody", "crm", 1, 0, false), QM_STATUS_NO_PLAN, "", 0, 0);
+	ck_assert_int_eq(usage("nobody", "refused"), 1);
+	counters_free(ctr);
+}
+END_TEST
+
+/* monitor: what does not fit is counted anyway, and recorded */
+START_TEST(test_monitor)
+{
+	struct counters *ctr;
+
+	cmd_ok("HSET qm:account:{mon} plan tiny");
+	cmd_ok("HSET qm:account:{susp} plan tiny suspended 1");
+	ctr = make();
+	expect(charge(ctr, "mon", "crm", 4, 0, true), QM_STATUS_OK, "tiny", 5, 4);
+	expect(charge(ctr, "mon", "crm", 3, 0, true), QM_STATUS_OVER, "tiny", 5, 7);
+	expect(charge(ctr, "mon", "crm", 1, 0, true), QM_STATUS_OVER, "tiny", 5, 8);
+	ck_assert_int_eq(usage("mon", "total"), 8);
+	ck_assert_int_eq(usage("mon", "messages"), 3);
+	ck_assert_int_eq(usage("mon", "would_refuse"), 4);
+	ck_assert_int_eq(usage("mon", "refused"), -1);
+	/* Thresholds are still announced in monitor mode: 80% (4) and 100% (5). */
+	ck_assert_int_eq(cmd_int("XLEN qm:events"), 2);
+
+	expect(charge(ctr, "susp", "crm", 2, 0, true), QM_STATUS_OVER, "tiny", 5, 2);
+	expect(charge(ctr, "freebie", "crm", 2, 0, true), QM_STATUS_OVER, "free", 0, 2);
+	ck_assert_int_eq(usage("susp", "would_refuse"), 2);
+	ck_assert_int_eq(usage("freebie", "total"), 2);
+	ck_assert_int_eq(usage("freebie", "would_refuse"), 2);
+	counters_free(ctr);
+
+	conf.default_plan = NULL;
+	ctr = make();
+	expect(charge(ctr, "nobody", "crm", 3, 0, true), QM_STATUS_OVER, "", 0, 3);
+	ck_assert_int_eq(usage("nobody", "would_refuse"), 3);
+	counters_free(ctr);
+}
+END_TEST
+
+/* RCPT-stage refusals: counters_refused and the refused argument of charge */
+START_TEST(test_refused)
+{
+	struct counters *ctr;
+	char    err[256];
+	redisReply *r;
+
+	cmd_ok("HSET qm:account:{acme} plan tiny");
+	cmd_ok("HSET qm:account:{susp} plan tiny suspended 1");
+	ctr = make();
+	ck_assert_int_eq(counters_refused(ctr, "acme", 3, now, err, sizeof(err)), 0);
+	ck_assert_int_eq(usage("acme", "refused"), 3);
+	ck_assert_int_eq(usage("acme", "total"), -1);
+	/* Refused for quota: the account's one "exhausted" event. */
+	ck_assert_int_eq(cmd_int("XLEN qm:events"), 1);
+
+	expect(charge(ctr, "acme", "crm", 2, 4, false), QM_STATUS_OK, "tiny", 5, 2);
+	ck_assert_int_eq(usage("acme", "refused"), 7);
+	ck_assert_int_eq(usage("acme", "messages"), 1);
+	ck_assert_int_eq(cmd_int("XLEN qm:events"), 1);
+
+	/* A charge that does not fit adds both. */
+	expect(charge(ctr, "acme", "crm", 4, 2, false), QM_STATUS_EXHAUSTED, "tiny", 5, 2);
+	ck_assert_int_eq(usage("acme", "refused"), 13);
+
+	ck_assert_int_eq(counters_refused(ctr, "susp", 2, now, err, sizeof(err)), 0);
+	ck_assert_int_eq(usage("susp", "refused"), 2);
+	ck_assert_int_eq(cmd_int("XLEN qm:events"), 1);
+
+	ck_assert_int_eq(counters_refused(ctr, "a b", 2, now, err, sizeof(err)), -1);
+	ck_assert_int_eq(counters_refused(ctr, "acme", -2, now, err, sizeof(err)), -1);
+
+	r = cmd("XRANGE qm:events - +");
+	ck_assert_int_eq(r->type, REDIS_REPLY_ARRAY);
+	ck_assert_uint_eq(r->elements, 1);
+	{
+		redisReply *f = r->element[0]->element[1];
+		const char *want[] = {"type", "exhausted", "account", "acme", "month", month,
+			"used", "0", "limit", "5", "plan", "tiny"};
+
+		ck_assert_uint_eq(f->elements, 12);
+		for (size_t i = 0; i < 12; i++)
+			ck_assert_str_eq(f->element[i]->str, want[i]);
+	}
+	freeReplyObject(r);
+	counters_free(ctr);
+}
+END_TEST
+
+/* thresholds: each percent once, then one "exhausted" event */
+START_TEST(test_events)
+{
+	static int percents[] = {50, 80, 100};
+	struct counters *ctr;
+	redisReply *r;
+
+	conf.warn_percent = percents;
+	conf.warn_count = 3;
+	cmd_ok("HSET qm:account:{acme} plan hundred");
+	ctr = make();
+	charge(ctr, "acme", "crm", 49, 0, false);
+	ck_assert_int_eq(cmd_int("XLEN qm:events"), 0);
+	charge(ctr, "acme", "crm", 1, 0, false);
+	ck_assert_int_eq(cmd_int("XLEN qm:events"), 1);
+	charge(ctr, "acme", "crm", 1, 0, false);
+	ck_assert_int_eq(cmd_int("XLEN qm:events"), 1);
+	/* One charge crossing two thresholds announces both. */
+	expect(charge(ctr, "acme", "crm", 49, 0, false), QM_STATUS_OK, "hundred", 100, 100);
+	ck_assert_int_eq(cmd_int("XLEN qm:events"), 3);
+	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_EXHAUSTED, "hundred", 100, 100);
+	ck_assert_int_eq(cmd_int("XLEN qm:events"), 4);
+	charge(ctr, "acme", "crm", 1, 0, false);
+	ck_assert_int_eq(cmd_int("XLEN qm:events"), 4);
+
+	r = cmd("XRANGE qm:events - +");
+	ck_assert_uint_eq(r->elements, 4);
+	{
+		static const char *const want[][14] = {
+			{"type", "threshold", "account", "acme", "month", "M", "percent", "50",
+			 "used", "50", "limit", "100", "plan", "hundred"},
+			{"type", "threshold", "account", "acme", "month", "M", "percent", "80",
+			 "used", "100", "limit", "100", "plan", "hundred"},
+			{"type", "threshold", "account", "acme", "month", "M", "percent", "100",
+			 "used", "100", "limit", "100", "plan", "hundred"},
+			{"type", "exhausted", "account", "acme", "month", "M", "used", "100",
+			 "limit", "100", "plan", "hundred", NULL, NULL},
+		};
+
+		for (size_t e = 0; e < 4; e++) {
+			redisReply *f = r->element[e]->element[1];
+			size_t  n = want[e][12] ? 14 : 12;
+
+			ck_assert_uint_eq(f->elements, n);
+			for (size_t i = 0; i < n; i++)
+				ck_assert_str_eq(f->element[i]->str,
+						 strcmp(want[e][i], "M") == 0 ? month : want[e][i]);
+		}
+	}
+	freeReplyObject(r);
+
+	/* Unlimited accounts and plans of 0 announce nothing; a new account starts over. */
+	cmd_ok("HSET qm:account:{ent} plan enterprise");
+	charge(ctr, "ent", "crm", 1000000, 0, false);
+	cmd_ok("HSET qm:account:{other} plan tiny");
+	charge(ctr, "other", "crm", 3, 0, false);	/* 60% */
+	ck_assert_int_eq(cmd_int("XLEN qm:events"), 5);
+	counters_free(ctr);
+
+	/* No warn percents: no threshold events. */
+	conf.warn_count = 0;
+	ctr = make();
+	cmd_ok("HSET qm:account:{quiet} plan tiny");
+	charge(ctr, "quiet", "crm", 5, 0, false);
+	ck_assert_int_eq(cmd_int("XLEN qm:events"), 5);
+	counters_free(ctr);
+}
+END_TEST
+
+/* entry - a journal entry */
+static struct journal_entry
+entry(const char *id, const char *entry_month, const char *account, long long units,
+      long long refused)
+{
+	struct journal_entry e;
+
+	memset(&e, 0, sizeof(e));
+	snprintf(e.id, sizeof(e.id), "%s", id);
+	snprintf(e.month, sizeof(e.month), "%s", entry_month);
+	snprintf(e.account, sizeof(e.account), "%s", account);
+	snprintf(e.category, sizeof(e.category), "crm");
+	e.units = units;
+	e.refused = refused;
+	return e;
+}
+
+/* Journal replay: counted once per entry id, in the entry's month, fit or not */
+START_TEST(test_replay)
+{
+	struct journal_entry e;
+	struct counters *ctr;
+	struct month_table *utc;
+	char    m[MONTH_KEY_LEN], last[32], err[256], key[KEYS_MAX];
+	struct tm tm;
+	redisReply *r;
+	long long keys;
+
+	cmd_ok("HSET qm:account:{acme} plan tiny");
+	ctr = make();
+	ck_assert_int_eq(counters_month(ctr, now, m), 0);
+	ck_assert_str_eq(m, month);
+	ck_assert_int_eq(counters_month(ctr, (time_t) 7258118400LL, m), -1);
+
+	e = entry("mta1-42-1700000000-1", month, "acme", 4, 1);
+	ck_assert_msg(counters_replay(ctr, &e, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_int_eq(usage("acme", "total"), 4);
+	ck_assert_int_eq(usage("acme", "messages"), 1);
+	ck_assert_int_eq(usage("acme", "crm"), 4);
+	ck_assert_int_eq(usage("acme", "refused"), 1);
+	/* Replayed again (a crash in the middle of a replay): counted once. */
+	ck_assert_msg(counters_replay(ctr, &e, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_int_eq(usage("acme", "total"), 4);
+	ck_assert_int_eq(usage("acme", "messages"), 1);
+	ck_assert_int_eq(usage("acme", "refused"), 1);
+
+	/* What does not fit is counted all the same, and recorded. */
+	e = entry("mta1-42-1700000000-2", month, "acme", 3, 0);
+	ck_assert_msg(counters_replay(ctr, &e, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_int_eq(usage("acme", "total"), 7);
+	ck_assert_int_eq(usage("acme", "would_refuse"), 3);
+	/* 80%, exhausted (the RCPT refusal), 100%. */
+	ck_assert_int_eq(cmd_int("XLEN qm:events"), 3);
+
+	/* Into the month the mail was accepted in, with that month's expiry. */
+	gmtime_r(&now, &tm);
+	if (tm.tm_mon == 0)
+		snprintf(last, sizeof(last), "%04d-12", (tm.tm_year + 1899) % 10000);
+	else
+		snprintf(last, sizeof(last), "%04d-%02d", (tm.tm_year + 1900) % 10000,
+			 tm.tm_mon % 100);
+	e = entry("mta1-42-1700000000-3", last, "acme", 2, 0);
+	ck_assert_msg(counters_replay(ctr, &e, err, sizeof(err)) == 0, "%s", err);
+	snprintf(key, sizeof(key), "qm:usage:{acme}:%s", last);
+	r = cmd("HGET %s total", key);
+	ck_assert_int_eq(r->type, REDIS_REPLY_STRING);
+	ck_assert_str_eq(r->str, "2");
+	freeReplyObject(r);
+	utc = month_table_create("UTC", err, sizeof(err));
+	ck_assert_ptr_nonnull(utc);
+	ck_assert_int_eq(cmd_int("EXPIRETIME %s", key), month_start(utc, last, 14));
+	ck_assert_int_eq(cmd_int("EXPIRETIME qm:warned:{acme}:%s", last), month_start(utc, last, 14));
+	month_table_free(utc);
+	ck_assert_int_eq(usage("acme", "total"), 7);
+
+	/* A month whose hashes have expired already: nothing to add to, nothing written. */
+	keys = cmd_int("DBSIZE");
+	e = entry("mta1-42-1700000000-4", "2001-01", "acme", 2, 0);
+	ck_assert_int_eq(counters_replay(ctr, &e, err, sizeof(err)), 0);
+	ck_assert_int_eq(cmd_int("DBSIZE"), keys);
+
+	/* Entries that cannot be right are errors, and write nothing. */
+	{
+		struct journal_entry bad[] = {
+			entry("", month, "acme", 1, 0),
+			entry("has space", month, "acme", 1, 0),
+			entry("ctl\x01", month, "acme", 1, 0),
+			entry("x", "2026-13", "acme", 1, 0),
+			entry("x", "", "acme", 1, 0),
+			entry("x", month, "a b", 1, 0),
+			entry("x", month, "acme", -1, 0),
+			entry("x", month, "acme", 1, -1),
+		};
+
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			err[0] = 0;
+			ck_assert_msg(counters_replay(ctr, &bad[i], err, sizeof(err)) == -1,
+				      "bad entry %zu applied", i);
+			ck_assert(err[0] != 0);
+		}
+		memset(bad[0].id, 'x', sizeof(bad[0].id));	/* no NUL at all */
+		ck_assert_int_eq(counters_replay(ctr, &bad[0], err, sizeof(err)), -1);
+	}
+	ck_assert_int_eq(cmd_int("DBSIZE"), keys);
+	ck_assert_int_eq(usage("acme", "total"), 7);
+
+	/* A suspended account's journaled mail went out: it is counted too. */
+	cmd_ok("HSET qm:account:{susp} plan tiny suspended 1");
+	e = entry("mta1-42-1700000000-5", month, "susp", 2, 0);
+	ck_assert_int_eq(counters_replay(ctr, &e, err, sizeof(err)), 0);
+	ck_assert_int_eq(usage("susp", "total"), 2);
+	ck_assert_int_eq(usage("susp", "would_refuse"), 2);
+	counters_free(ctr);
+}
+END_TEST
+
+/* Expiry: usage and warned hashes go keep_months after the month ends */
+START_TEST(test_expire)
+{
+	static const struct {
+		const char *zone;
+		int	keep;
+		time_t	now;
+		long long expire;
+		const char *month;
+	} cases[] = {
+		/* 2040-03-10T12:00Z; 2041-05-01T00:00 UTC, and CEST in Berlin. */
+		{"UTC", 13, 2214993600, 2250979200, "2040-03"},
+		{"Europe/Berlin", 13, 2214993600, 2250972000, "2040-03"},
+		/* keep 0: at the end of the month itself (2040-04-01, UTC and CEST). */
+		{"UTC", 0, 2214993600, 2216851200, "2040-03"},
+		{"Europe/Berlin", 0, 2214993600, 2216844000, "2040-03"},
+	};
+	static int percents[] = {10};
+
+	conf.warn_percent = percents;
+	conf.warn_count = 1;
+	cmd_ok("HSET qm:account:{acme} plan tiny");
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct counters *ctr;
+		struct qm_quota q;
+		char    err[256];
+
+		conf.timezone = (char *) cases[i].zone;
+		conf.keep_months = cases[i].keep;
+		cmd_ok("FLUSHDB");
+		cmd_ok("HSET qm:account:{acme} plan tiny");
+		ctr = make();
+		ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, 0, false, cases[i].now, &q,
+						 err, sizeof(err)), 0);
+		ck_assert_str_eq(q.month, cases[i].month);
+		ck_assert_int_eq(cmd_int("EXPIRETIME qm:usage:{acme}:%s", cases[i].month),
+				 cases[i].expire);
+		ck_assert_int_eq(cmd_int("EXPIRETIME qm:warned:{acme}:%s", cases[i].month),
+				 cases[i].expire);
+		/* The account hash and the stream never expire. */
+		ck_assert_int_eq(cmd_int("EXPIRETIME qm:account:{acme}"), -1);
+		ck_assert_int_eq(cmd_int("EXPIRETIME qm:events"), -1);
+		counters_free(ctr);
+	}
+}
+END_TEST
+
+/* Keys of the wrong type or values that are not integers: error, nothing written */
+START_TEST(test_bad_data)
+{
+	struct counters *ctr;
+	struct qm_quota q;
+	char    err[256];
+
+	ctr = make();
+	cmd_ok("HSET qm:account:{acme} plan tiny");
+	cmd_ok("HSET %s total abc", usage_key("acme"));
+	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, 0, false, now, &q, err,
+					 sizeof(err)), -1);
+	ck_assert_int_eq(q.status, QM_STATUS_UNAVAILABLE);
+	ck_assert_msg(strstr(err, "not an integer") != NULL, "%s", err);
+	ck_assert_int_eq(usage("acme", "messages"), -1);
+
+	cmd_ok("HSET qm:account:{b} plan tiny");
+	cmd_ok("HSET %s crm 1.5", usage_key("b"));
+	ck_assert_int_eq(counters_charge(ctr, "b", "crm", 1, 0, false, now, &q, err,
+					 sizeof(err)), -1);
+	ck_assert_int_eq(usage("b", "total"), -1);
+
+	cmd_ok("SET qm:account:{c} basic");
+	ck_assert_int_eq(counters_peek(ctr, "c", now, &q, err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, "WRONGTYPE") != NULL, "%s", err);
+
+	/* The stream is checked before anything is counted. */
+	cmd_ok("HSET qm:account:{d} plan tiny");
+	cmd_ok("SET qm:events oops");
+	ck_assert_int_eq(counters_charge(ctr, "d", "crm", 5, 0, false, now, &q, err,
+					 sizeof(err)), -1);
+	ck_assert_int_eq(usage("d", "total"), -1);
+	cmd_ok("DEL qm:events");
+	cmd_ok("HSET qm:warned:{d}:%s x 1", month);
+	cmd_ok("SET qm:warned:{d}:%s oops", month);
+	ck_assert_int_eq(counters_charge(ctr, "d", "crm", 5, 0, false, now, &q, err,
+					 sizeof(err)), -1);
+	ck_assert_int_eq(usage("d", "total"), -1);
+	counters_free(ctr);
+}
+END_TEST
+
+/* What never reaches Redis: bad account ids, categories, units */
+START_TEST(test_bad_arguments)
+{
+	static const char *const accounts[] = {"", "a b", "a{b}", "a\r\nb", "a%s", "caf\xc3\xa9"};
+	struct redis_pool_stats st;
+	struct counters *ctr;
+	struct qm_quota q;
+	char    err[256];
+
+	ctr = make();
+	for (size_t i = 0; i < sizeof(accounts) / sizeof(accounts[0]); i++) {
+		err[0] = 0;
+		ck_assert_int_eq(counters_charge(ctr, accounts[i], "crm", 1, 0, false, now, &q, err,
+						 sizeof(err)), -1);
+		ck_assert_int_eq(q.status, QM_STATUS_UNAVAILABLE);
+		ck_assert_msg(strstr(err, "invalid account") != NULL, "%s", err);
+		ck_assert_int_eq(counters_peek(ctr, accounts[i], now, &q, err, sizeof(err)), -1);
+	}
+	ck_assert_int_eq(counters_charge(ctr, "acme", "total", 1, 0, false, now, &q, err,
+					 sizeof(err)), -1);
+	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", -1, 0, false, now, &q, err,
+					 sizeof(err)), -1);
+	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, -1, false, now, &q, err,
+					 sizeof(err)), -1);
+	ck_assert_int_eq(counters_peek(ctr, "acme", (time_t) 7258118400LL, &q, err,
+				       sizeof(err)), -1);
+	redis_pool_stats(counters_pool(ctr), &st);
+	ck_assert_uint_eq(st.connects, 0);
+	ck_assert_int_eq(cmd_int("DBSIZE"), 0);
+	counters_free(ctr);
+}
+END_TEST
+
+/* counters_create refuses bad pool settings and zones */
+START_TEST(test_create_errors)
+{
+	static const char *const addresses[] = {
+		"", "localhost", "localhost:", "localhost:0", "localhost:65536", "localhost:12x",
+		"::1:6379", "[::1]6379", "[::1]:", "unix:relative.sock", "unix:",
+	};
+	char    err[256];
+
+	for (size_t i = 0; i < sizeof(addresses) / sizeof(addresses[0]); i++) {
+		conf.redis.address = (char *) addresses[i];
+		err[0] = 0;
+		ck_assert_msg(counters_create(&conf, err, sizeof(err)) == NULL,
+			      "address \"%s\" accepted", addresses[i]);
+		ck_assert(err[0] != 0);
+	}
+	conf_base(redis_server_address(&server));
+	conf.redis.pool_size = 0;
+	ck_assert_ptr_null(counters_create(&conf, err, sizeof(err)));
+	conf_base(redis_server_address(&server));
+	conf.redis.timeout_ms = 0;
+	ck_assert_ptr_null(counters_create(&conf, err, sizeof(err)));
+	conf_base(redis_server_address(&server));
+	conf.timezone = "Nowhere/Special";
+	ck_assert_ptr_null(counters_create(&conf, err, sizeof(err)));
+	ck_assert_msg(strstr(err, "Nowhere/Special") != NULL, "%s", err);
+	conf_base(redis_server_address(&server));
+	conf.redis.prefix = "q{m}:";
+	ck_assert_ptr_null(counters_create(&conf, err, sizeof(err)));
+	conf_base(redis_server_address(&server));
+	{
+		char   *sentinels[] = {"127.0.0.1:26379"};
+
+		conf.redis.sentinels = sentinels;
+		conf.redis.sentinel_count = 1;
+		conf.redis.master = "";
+		ck_assert_ptr_null(counters_create(&conf, err, sizeof(err)));
+	}
+}
+END_TEST
+
+struct race {
+	struct counters *ctr;
+	const char *account;
+	int	calls;
+	long long units;
+	int	ok, exhausted, failed;		/* results, written by the thread */
+};
+
+/* race_main - charge many times, counting outcomes */
+static void *
+race_main(void *arg)
+{
+	struct race *r = arg;
+	struct qm_quota q;
+	char    err[256];
+
+	for (int i = 0; i < r->calls; i++) {
+		if (counters_charge(r->ctr, r->account, "crm", r->units, 0, false, now, &q, err,
+				    sizeof(err)) < 0)
+			r->failed++;
+		else if (q.status == QM_STATUS_OK)
+			r->ok++;
+		else if (q.status == QM_STATUS_EXHAUSTED)
+			r->exhausted++;
+		else
+			r->failed++;
+	}
+	return NULL;
+}
+
+/* run_race - n threads of race_main; sums into total */
+static void
+run_race(struct counters *ctr, const char *account, int threads, int calls, struct race *total)
+{
+	pthread_t tid[16];
+	struct race r[16];
+
+	ck_assert_int_le(threads, 16);
+	memset(total, 0, sizeof(*total));
+	for (int i = 0; i < threads; i++) {
+		r[i] = (struct race) {ctr, account, calls, 1, 0, 0, 0};
+		ck_assert_int_eq(pthread_create(&tid[i], NULL, race_main, &r[i]), 0);
+	}
+	for (int i = 0; i < threads; i++) {
+		pthread_join(tid[i], NULL);
+		total->ok += r[i].ok;
+		total->exhausted += r[i].exhausted;
+		total->failed += r[i].failed;
+	}
+}
+
+/* atomicity: 8 threads race for a limit of 1000; exactly 1000 get through */
+START_TEST(test_race_limit)
+{
+	struct counters *ctr;
+	struct race total;
+
+	conf.redis.timeout_ms = 2000;		/* under valgrind too: no timeouts here */
+	cmd_ok("HSET qm:account:{acme} plan basic limit 1000");
+	ctr = make();
+	run_race(ctr, "acme", 8, 200, &total);
+	ck_assert_int_eq(total.failed, 0);
+	ck_assert_int_eq(total.ok, 1000);
+	ck_assert_int_eq(total.exhausted, 600);
+	ck_assert_int_eq(usage("acme", "total"), 1000);
+	ck_assert_int_eq(usage("acme", "messages"), 1000);
+	ck_assert_int_eq(usage("acme", "refused"), 600);
+	counters_free(ctr);
+}
+END_TEST
+
+/* events exactly once while threads race across every threshold */
+START_TEST(test_race_events)
+{
+	static int percents[] = {10, 50, 80, 100};
+	struct counters *ctr;
+	struct race total;
+	redisReply *r;
+	int     seen[4] = {0, 0, 0, 0}, exhausted = 0;
+
+	conf.redis.timeout_ms = 2000;
+	conf.warn_percent = percents;
+	conf.warn_count = 4;
+	cmd_ok("HSET qm:account:{acme} plan hundred");
+	ctr = make();
+	run_race(ctr, "acme", 8, 40, &total);
+	ck_assert_int_eq(total.failed, 0);
+	ck_assert_int_eq(total.ok, 100);
+	ck_assert_int_eq(cmd_int("XLEN qm:events"), 5);
+	r = cmd("XRANGE qm:events - +");
+	for (size_t e = 0; e < r->elements; e++) {
+		redisReply *f = r->element[e]->element[1];
+
+		if (strcmp(f->element[1]->str, "exhausted") == 0) {
+			exhausted++;
+			continue;
+		}
+		ck_assert_str_eq(f->element[1]->str, "threshold");
+		ck_assert_str_eq(f->element[6]->str, "percent");
+		for (int p = 0; p < 4; p++) {
+			if (atoi(f->element[7]->str) == percents[p]) {
+				seen[p]++;
+				/* Announced by the charge that crossed it. */
+				ck_assert_int_eq(atoi(f->element[9]->str), percents[p]);
+			}
+		}
+	}
+	freeReplyObject(r);
+	ck_assert_int_eq(exhausted, 1);
+	for (int p = 0; p < 4; p++)
+		ck_assert_int_eq(seen[p], 1);
+	counters_free(ctr);
+}
+END_TEST
+
+/* cmdstat_calls - calls of a command since CONFIG RESETSTAT */
+static long long
+cmdstat_calls(const char *command)
+{
+	redisReply *r = cmd("INFO commandstats");
+	char    field[64];
+	const char *p;
+	long long v = 0;
+
+	snprintf(field, sizeof(field), "cmdstat_%s:calls=", command);
+	if ((p = strstr(r->str, field)) != NULL)
+		v = strtoll(p + strlen(field), NULL, 10);
+	freeReplyObject(r);
+	return v;
+}
+
+/* script_cached - is the script in Redis's cache? */
+static bool
+script_cached(const char *sha)
+{
+	redisReply *r = cmd("SCRIPT EXISTS %s", sha);
+	bool    yes;
+
+	ck_assert_int_eq(r->type, REDIS_REPLY_ARRAY);
+	ck_assert_uint_eq(r->elements, 1);
+	yes = r->element[0]->integer == 1;
+	freeReplyObject(r);
+	return yes;
+}
+
+/* EVALSHA in the steady state; after SCRIPT FLUSH the script is sent again, counting goes on */
+START_TEST(test_noscript)
+{
+	struct counters *ctr;
+	redisReply *r;
+	char    sha[41];
+
+	/* The SHA1 of the script as Redis computes it. */
+	r = cmd("SCRIPT LOAD %s", quota_lua);
+	ck_assert_int_eq(r->type, REDIS_REPLY_STRING);
+	snprintf(sha, sizeof(sha), "%s", r->str);
+	freeReplyObject(r);
+	cmd_ok("SCRIPT FLUSH");
+	ck_assert(!script_cached(sha));
+	cmd_ok("CONFIG RESETSTAT");
+
+	cmd_ok("HSET qm:account:{acme} plan tiny");
+	ctr = make();
+	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 1);
+	ck_assert(script_cached(sha));
+	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 2);
+	expect(peek(ctr, "acme"), QM_STATUS_OK, "tiny", 5, 2);
+	ck_assert_int_eq(cmdstat_calls("eval"), 1);
+	ck_assert_int_eq(cmdstat_calls("evalsha"), 2);
+
+	cmd_ok("SCRIPT FLUSH");
+	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 3);
+	ck_assert(script_cached(sha));
+	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 4);
+	ck_assert_int_eq(cmdstat_calls("eval"), 2);
+	ck_assert_int_eq(cmdstat_calls("evalsha"), 4);	/* one answered NOSCRIPT */
+	ck_assert_int_eq(usage("acme", "total"), 4);
+	ck_assert_int_eq(usage("acme", "messages"), 4);
+	counters_free(ctr);
+}
+END_TEST
+
+/* Redis restarted between calls: the next call reconnects without an error */
+START_TEST(test_restart)
+{
+	struct redis_pool_stats st;
+	struct counters *ctr;
+
+	cmd_ok("HSET qm:account:{acme} plan tiny");
+	ctr = make();
+	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 1);
+	redisFree(direct);
+	direct = NULL;
+	ck_assert_int_eq(redis_server_restart(&server), 0);
+	direct = redis_server_connect(&server);
+	ck_assert_ptr_nonnull(direct);
+	cmd_ok("HSET qm:account:{acme} plan tiny");
+
+	/* The dataset is new (no persistence) and so is the script cache. */
+	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 1);
+	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 2);
+	redis_pool_stats(counters_pool(ctr), &st);
+	ck_assert_uint_eq(st.connects, 2);
+	ck_assert_uint_eq(st.connect_failures, 0);
+	ck_assert_uint_eq(st.open, 1);
+	counters_free(ctr);
+}
+END_TEST
+
+/* A connection cut as the request arrives: one transparent retry, counted once */
+START_TEST(test_retry_once)
+{
+	struct redis_pool_stats st;
+	struct redis_proxy proxy;
+	struct counters *ctr;
+	struct qm_quota q;
+	char    address[64], err[256];
+
+	ck_assert_int_eq(redis_proxy_start(&proxy, server.port), 0);
+	snprintf(address, sizeof(address), "127.0.0.1:%d", proxy.port);
+	conf.redis.address = address;
+	conf.redis.pool_size = 1;
+	cmd_ok("HSET qm:account:{acme} plan tiny");
+	ctr = make();
+	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 1);
+	ck_assert_int_eq(redis_proxy_accepted(&proxy), 1);
+
+	redis_proxy_drop(&proxy, 1);
+	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 2);
+	ck_assert_int_eq(redis_proxy_dropped(&proxy), 1);
+	ck_assert_int_eq(redis_proxy_accepted(&proxy), 2);
+	ck_assert_int_eq(usage("acme", "total"), 2);
+	ck_assert_int_eq(usage("acme", "messages"), 2);
+	redis_pool_stats(counters_pool(ctr), &st);
+	ck_assert_uint_eq(st.retries, 1);
+
+	/* Only one retry: with the new connection cut too, the call fails ... */
+	redis_proxy_drop(&proxy, 2);
+	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, 0, false, now, &q, err,
+					 sizeof(err)), -1);
+	ck_assert_int_eq(q.status, QM_STATUS_UNAVAILABLE);
+	ck_assert_msg(strstr(err, "closed") != NULL || strstr(err, "reset") != NULL, "%s", err);
+	ck_assert_int_eq(redis_proxy_dropped(&proxy), 3);
+	ck_assert_int_eq(redis_proxy_accepted(&proxy), 3);
+	ck_assert_int_eq(usage("acme", "total"), 2);
+	/* ... and the next one works. */
+	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 3);
+	redis_pool_stats(counters_pool(ctr), &st);
+	ck_assert_uint_eq(st.retries, 2);
+	ck_assert_uint_eq(st.connect_failures, 0);
+	counters_free(ctr);
+	redis_proxy_stop(&proxy);
+}
+END_TEST
+
+/* A read timeout is never retried: the request may have run */
+START_TEST(test_timeout_no_retry)
+{
+	struct redis_pool_stats st;
+	struct counters *ctr;
+	struct qm_quota q;
+	char    err[256];
+	long long start, elapsed;
+
+	cmd_ok("HSET qm:account:{acme} plan tiny");
+	ctr = make();
+	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 1);
+
+	ck_assert_int_eq(redis_server_kill(&server, SIGSTOP), 0);
+	start = ms_now();
+	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, 0, false, now, &q, err,
+					 sizeof(err)), -1);
+	elapsed = ms_now() - start;
+	ck_assert_int_eq(redis_server_kill(&server, SIGCONT), 0);
+	ck_assert_int_eq(q.status, QM_STATUS_UNAVAILABLE);
+	ck_assert_msg(strstr(err, "timed out") != NULL, "%s", err);
+	ck_assert_msg(elapsed >= TIMEOUT_MS - 20 && elapsed <= 2 * TIMEOUT_MS + slack_ms,
+		      "took %lld ms", elapsed);
+
+	/* Redis ran the request after all, once: the caller was right not to count on it. */
+	for (int i = 0; i < 100 && usage("acme", "total") != 2; i++)
+		sleep_ms(10);
+	sleep_ms(100);
+	ck_assert_int_eq(usage("acme", "total"), 2);
+	redis_pool_stats(counters_pool(ctr), &st);
+	ck_assert_uint_eq(st.retries, 0);
+	ck_assert_uint_eq(st.open, 0);
+
+	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 3);
+	counters_free(ctr);
+}
+END_TEST
+
+struct stopped {
+	struct counters *ctr;
+	long long elapsed;
+	int	rc;
+};
+
+/* stopped_main - one call against a stopped Redis, timed */
+static void *
+stopped_main(void *arg)
+{
+	struct stopped *s = arg;
+	struct qm_quota q;
+	char    err[256];
+	long long start = ms_now();
+
+	s->rc = counters_peek(s->ctr, "acme", now, &q, err, sizeof(err));
+	s->elapsed = ms_now() - start;
+	return NULL;
+}
+
+/* SIGSTOPped Redis: every call ends within 2 x timeout_ms, even waiting for the pool */
+START_TEST(test_stopped_bound)
+{
+	static const char *const passwords[] = {"", "s3cret"};
+	struct counters *ctr;
+	pthread_t tid[6];
+	struct stopped s[6];
+
+	for (size_t p = 0; p < 2; p++) {
+		/* A fresh server each round; with a password the handshake is what hangs. */
+		redisFree(direct);
+		direct = NULL;
+		redis_server_stop(&server);
+		if (*passwords[p]) {
+			const char *extra[] = {"--requirepass", passwords[p], NULL};
+
+			ck_assert_int_eq(redis_server_start_args(&server, false, extra), 0);
+		} else {
+			ck_assert_int_eq(redis_server_start(&server, false), 0);
+		}
+		direct = redis_server_connect(&server);
+		conf_base(redis_server_address(&server));
+		conf.redis.password = (char *) passwords[p];
+		conf.redis.pool_size = 1;
+		ctr = make();
+
+		ck_assert_int_eq(redis_server_kill(&server, SIGSTOP), 0);
+		for (int i = 0; i < 6; i++) {
+			s[i] = (struct stopped) {ctr, 0, 0};
+			ck_assert_int_eq(pthread_create(&tid[i], NULL, stopped_main, &s[i]), 0);
+		}
+		for (int i = 0; i < 6; i++)
+			pthread_join(tid[i], NULL);
+		ck_assert_int_eq(redis_server_kill(&server, SIGCONT), 0);
+		for (int i = 0; i < 6; i++) {
+			ck_assert_int_eq(s[i].rc, -1);
+			ck_assert_msg(s[i].elapsed <= 2 * TIMEOUT_MS + slack_ms,
+				      "call %d took %lld ms", i, s[i].elapsed);
+		}
+		counters_free(ctr);
+	}
+}
+END_TEST
+
+/* Redis down: fail fast, back off, come back when Redis does */
+START_TEST(test_down_backoff)
+{
+	struct redis_pool_stats st;
+	struct counters *ctr;
+	struct qm_quota q;
+	char    err[256];
+	long long start, elapsed;
+	int     calls = 0, rc = -1;
+
+	cmd_ok("HSET qm:account:{acme} plan tiny");
+	ctr = make();
+	redisFree(direct);
+	direct = NULL;
+	ck_assert_int_eq(redis_server_kill(&server, SIGTERM), 0);
+
+	start = ms_now();
+	ck_assert_int_eq(counters_peek(ctr, "acme", now, &q, err, sizeof(err)), -1);
+	elapsed = ms_now() - start;
+	ck_assert_int_eq(q.status, QM_STATUS_UNAVAILABLE);
+	ck_assert_msg(err[0] != 0, "no reason");
+	ck_assert_msg(elapsed < 2000, "took %lld ms", elapsed);
+
+	/* For about 1 s: many calls, few connect attempts (50+100+200+400 ms). */
+	start = ms_now();
+	while (ms_now() - start < 1000) {
+		ck_assert_int_eq(counters_peek(ctr, "acme", now, &q, err, sizeof(err)), -1);
+		calls++;
+		sleep_ms(5);
+	}
+	redis_pool_stats(counters_pool(ctr), &st);
+	ck_assert_int_gt(calls, 50);
+	ck_assert_msg(st.connect_failures >= 4 && st.connect_failures <= 6,
+		      "%lu connect attempts in 1 s", st.connect_failures);
+	ck_assert_uint_ge(st.fast_failures, (unsigned long) calls - 6);
+
+	/* Back: within the longest backoff (2 s) plus a margin, calls succeed again. */
+	ck_assert_int_eq(redis_server_restart(&server), 0);
+	direct = redis_server_connect(&server);
+	start = ms_now();
+	while (ms_now() - start < 3000
+	       && (rc = counters_peek(ctr, "acme", now, &q, err, sizeof(err))) < 0)
+		sleep_ms(10);
+	ck_assert_msg(rc == 0, "not back after 3 s: %s", err);
+	ck_assert_int_eq(q.status, QM_STATUS_NO_MAIL);	/* the account is gone with the data */
+	counters_free(ctr);
+}
+END_TEST
+
+struct hammer {
+	struct counters *ctr;
+	int	calls;
+	int	failed;
+	atomic_int *done;		/* threads finished */
+};
+
+/* hammer_main - many peeks */
+static void *
+hammer_main(void *arg)
+{
+	struct hammer *h = arg;
+	struct qm_quota q;
+	char    err[256];
+
+	for (int i = 0; i < h->calls; i++)
+		if (counters_peek(h->ctr, "acme", now, &q, err, sizeof(err)) < 0)
+			h->failed++;
+	atomic_fetch_add(h->done, 1);
+	return NULL;
+}
+
+/* info_field - a number from INFO */
+static long long
+info_field(redisContext *c, const char *section, const char *field)
+{
+	redisReply *r = redisCommand(c, "INFO %s", section);
+	const char *p;
+	long long v = -1;
+
+	ck_assert_ptr_nonnull(r);
+	ck_assert_int_eq(r->type, REDIS_REPLY_STRING);
+	if ((p = strstr(r->str, field)) != NULL && p[strlen(field)] == ':')
+		v = strtoll(p + strlen(field) + 1, NULL, 10);
+	freeReplyObject(r);
+	return v;
+}
+
+/* The pool never opens more than pool_size connections, however many threads */
+START_TEST(test_pool_bound)
+{
+	struct redis_pool_stats st;
+	struct counters *ctr;
+	struct hammer h[16];
+	pthread_t tid[16];
+	long long before, after, max_clients = 0;
+	atomic_int done = 0;
+	int     samples = 0;
+
+	conf.redis.pool_size = 3;
+	conf.redis.timeout_ms = 2000;		/* 16 threads on 3 connections, valgrind too */
+	ctr = make();
+	before = info_field(direct, "stats", "total_connections_received");
+	for (int i = 0; i < 16; i++) {
+		h[i] = (struct hammer) {ctr, 100, 0, &done};
+		ck_assert_int_eq(pthread_create(&tid[i], NULL, hammer_main, &h[i]), 0);
+	}
+	/* Watch the server's own count while they run (our connection is one). */
+	while (atomic_load(&done) < 16) {
+		long long clients = info_field(direct, "clients", "connected_clients");
+
+		if (clients > max_clients)
+			max_clients = clients;
+		samples++;
+		sleep_ms(1);
+	}
+	for (int i = 0; i < 16; i++) {
+		pthread_join(tid[i], NULL);
+		ck_assert_int_eq(h[i].failed, 0);
+	}
+	after = info_field(direct, "stats", "total_connections_received");
+	redis_pool_stats(counters_pool(ctr), &st);
+	ck_assert_int_ge(samples, 1);
+	ck_assert_int_le(max_clients, 1 + 3);
+	ck_assert_int_le(after - before, 3);
+	ck_assert_int_ge(after - before, 1);
+	ck_assert_uint_le(st.max_open, 3);
+	ck_assert_uint_eq(st.open, after - before);
+	ck_assert_int_eq(info_field(direct, "clients", "connected_clients"), 1 + (long long) st.open);
+	counters_free(ctr);
+	/* Freeing closes them all. */
+	for (int i = 0; i < 100 && info_field(direct, "clients", "connected_clients") > 1; i++)
+		sleep_ms(10);
+	ck_assert_int_eq(info_field(direct, "clients", "connected_clients"), 1);
+}
+END_TEST
+
+/* A connection the server closed while idle is replaced before use */
+START_TEST(test_idle_killed)
+{
+	struct redis_pool_stats st;
+	struct counters *ctr;
+
+	cmd_ok("HSET qm:account:{acme} plan tiny");
+	ctr = make();
+	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 1);
+	cmd_ok("CLIENT KILL TYPE normal SKIPME yes");
+	sleep_ms(50);
+	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 2);
+	redis_pool_stats(counters_pool(ctr), &st);
+	ck_assert_uint_eq(st.connects, 2);
+	ck_assert_uint_eq(st.retries, 0);	/* found dead before sending, not by failing */
+	counters_free(ctr);
+}
+END_TEST
+
+/* unix socket (both spellings), AUTH and SELECT */
+START_TEST(test_unix_auth_select)
+{
+	const char *extra[] = {"--requirepass", "s3cret", NULL};
+	struct counters *ctr;
+	struct qm_quota q;
+	char    err[256], plain[sizeof(server.socket)];
+
+	redisFree(direct);
+	direct = NULL;
+	redis_server_stop(&server);
+	ck_assert_int_eq(redis_server_start_args(&server, true, extra), 0);
+	direct = redis_server_connect(&server);
+	ck_assert_ptr_nonnull(direct);
+	cmd_ok("AUTH s3cret");
+	cmd_ok("SELECT 5");
+	cmd_ok("HSET qm:account:{acme} plan tiny");
+
+	conf_base(redis_server_address(&server));
+	ck_assert_str_eq(conf.redis.address, redis_server_address(&server));
+	ck_assert(strncmp(conf.redis.address, "unix:/", 6) == 0);
+	conf.redis.password = "s3cret";
+	conf.redis.database = 5;
+	ctr = make();
+	expect(charge(ctr, "acme", "crm", 2, 0, false), QM_STATUS_OK, "tiny", 5, 2);
+	counters_free(ctr);
+
+	snprintf(plain, sizeof(plain), "%s", server.socket);
+	conf.redis.address = plain;
+	ctr = make();
+	expect(charge(ctr, "acme", "crm", 2, 0, false), QM_STATUS_OK, "tiny", 5, 4);
+	counters_free(ctr);
+	ck_assert_int_eq(usage("acme", "total"), 4);
+	cmd_ok("SELECT 0");
+	ck_assert_int_eq(cmd_int("DBSIZE"), 0);
+
+	/* A wrong password is an error with the server's reason. */
+	conf.redis.password = "wrong";
+	ctr = make();
+	ck_assert_int_eq(counters_peek(ctr, "acme", now, &q, err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, "AUTH") != NULL, "%s", err);
+	counters_free(ctr);
+	/* No password where one is needed. */
+	conf.redis.password = "";
+	ctr = make();
+	ck_assert_int_eq(counters_peek(ctr, "acme", now, &q, err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, "NOAUTH") != NULL, "%s", err);
+	counters_free(ctr);
+}
+END_TEST
+
+/* TCP address forms: host name and [IPv6] */
+START_TEST(test_address_forms)
+{
+	const char *extra[] = {"--bind", "127.0.0.1 -::1", NULL};
+	struct counters *ctr;
+	char    address[64];
+
+	redisFree(direct);
+	direct = NULL;
+	redis_server_stop(&server);
+	ck_assert_int_eq(redis_server_start_args(&server, false, extra), 0);
+	direct = redis_server_connect(&server);
+	cmd_ok("HSET qm:account:{acme} plan tiny");
+
+	snprintf(address, sizeof(address), "localhost:%d", server.port);
+	conf_base(address);
+	ctr = make();
+	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 1);
+	counters_free(ctr);
+
+	snprintf(address, sizeof(address), "[::1]:%d", server.port);
+	conf_base(address);
+	ctr = make();
+	{
+		int     fd = socket(AF_INET6, SOCK_STREAM, 0);
+		struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+		bool    have_v6 = fd >= 0 && bind(fd, (struct sockaddr *) &sin6, sizeof(sin6)) == 0;
+
+		if (fd >= 0)
+			close(fd);
+		if (have_v6)
+			expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 2);
+		else
+			fprintf(stderr, "test_address_forms: no IPv6 loopback, [::1] not tried\n");
+	}
+	counters_free(ctr);
+}
+END_TEST
+
+/* fake_server - answer one connection with canned bytes, for odd replies */
+struct fake {
+	int	listen_fd;
+	int	port;
+	const char *reply;
+	size_t	len;
+	pthread_t thread;
+};
+
+/* fake_main - accept, read the request, send the canned reply, wait for the close */
+static void *
+fake_main(void *arg)
+{
+	struct fake *f = arg;
+	struct timeval tv = {2, 0};
+	char    buf[65536];
+	int     fd;
+
+	if ((fd = accept(f->listen_fd, NULL, NULL)) < 0)
+		return NULL;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (recv(fd, buf, sizeof(buf), 0) > 0) {
+		sleep_ms(20);
+		while (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0)
+			 /* void */ ;
+		if (send(fd, f->reply, f->len, MSG_NOSIGNAL) < 0)
+			fprintf(stderr, "fake server: send failed\n");
+		while (recv(fd, buf, sizeof(buf), 0) > 0)
+			 /* void */ ;
+	}
+	close(fd);
+	return NULL;
+}
+
+/* fake_start - listen on a free port */
+static void
+fake_start(struct fake *f, const char *reply)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(sin);
+
+	f->reply = reply;
+	f->len = strlen(reply);
+	f->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_ge(f->listen_fd, 0);
+	ck_assert_int_eq(bind(f->listen_fd, (struct sockaddr *) &sin, sizeof(sin)), 0);
+	ck_assert_int_eq(listen(f->listen_fd, 4), 0);
+	ck_assert_int_eq(getsockname(f->listen_fd, (struct sockaddr *) &sin, &len), 0);
+	f->port = ntohs(sin.sin_port);
+	ck_assert_int_eq(pthread_create(&f->thread, NULL, fake_main, f), 0);
+}
+
+/* Replies the script never gives are errors, not guesses */
+START_TEST(test_unexpected_replies)
+{
+#define SHA	"$40\r\n0123456789abcdef0123456789abcdef01234567\r\n"
+	static const struct {
+		const char *reply;
+		int	rc;
+	} cases[] = {
+		{SHA "*4\r\n$2\r\nok\r\n$5\r\nbasic\r\n:10\r\n:5\r\n", 0},	/* control */
+		{SHA "*4\r\n$4\r\nover\r\n$0\r\n\r\n:-1\r\n:0\r\n", 0},	/* control */
+		{SHA ":1\r\n", -1},
+		{SHA "$-1\r\n", -1},
+		{SHA "*-1\r\n", -1},
+		{SHA "*0\r\n", -1},
+		{SHA "*3\r\n$2\r\nok\r\n$5\r\nbasic\r\n:10\r\n", -1},
+		{SHA "*5\r\n$2\r\nok\r\n$5\r\nbasic\r\n:10\r\n:5\r\n:5\r\n", -1},
+		{SHA "*4\r\n$2\r\nok\r\n$5\r\nbasic\r\n:10\r\n$1\r\n5\r\n", -1},
+		{SHA "*4\r\n$5\r\nweird\r\n$5\r\nbasic\r\n:10\r\n:5\r\n", -1},
+		{SHA "*4\r\n$11\r\nunavailable\r\n$5\r\nbasic\r\n:10\r\n:5\r\n", -1},
+		{SHA "*4\r\n$3\r\nok!\r\n$5\r\nbasic\r\n:10\r\n:5\r\n", -1},
+		{SHA "*4\r\n$2\r\nok\r\n$5\r\nbasic\r\n:-2\r\n:5\r\n", -1},
+		{SHA "*4\r\n$2\r\nok\r\n$5\r\nbasic\r\n:10\r\n:-1\r\n", -1},
+		{SHA "*4\r\n$2\r\nok\r\n:1\r\n:10\r\n:5\r\n", -1},
+		{SHA "*4\r\n+ok\r\n$5\r\nbasic\r\n:10\r\n:5\r\n", -1},
+		{SHA "*4\r\n$2\r\nok\r\n$-1\r\n:10\r\n:5\r\n", -1},
+		{SHA "-ERR boom\r\n", -1},
+		{"-ERR no script load\r\n*4\r\n$2\r\nok\r\n$5\r\nbasic\r\n:10\r\n:5\r\n", 0},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct counters *ctr;
+		struct fake f;
+		struct qm_quota q;
+		char    address[64], err[256] = "";
+		int     rc;
+
+		fake_start(&f, cases[i].reply);
+		snprintf(address, sizeof(address), "127.0.0.1:%d", f.port);
+		conf_base(address);
+		ctr = make();
+		rc = counters_peek(ctr, "acme", now, &q, err, sizeof(err));
+		counters_free(ctr);
+		pthread_join(f.thread, NULL);
+		close(f.listen_fd);
+		ck_assert_msg(rc == cases[i].rc, "case %zu: rc %d (%s)", i, rc, err);
+		if (rc < 0) {
+			ck_assert_int_eq(q.status, QM_STATUS_UNAVAILABLE);
+			ck_assert_msg(err[0] != 0, "case %zu: no reason", i);
+		}
+	}
+#undef SHA
+}
+END_TEST
+
+/* replica_has - wait (at most 10 s) until the replica has the key */
+static bool
+replica_has(const struct redis_server *replica, const char *key)
+{
+	const char *argv[] = {"EXISTS", key, NULL};
+	long long start = ms_now();
+
+	while (ms_now() - start < 10000) {
+		if (redis_server_integer(replica, argv) == 1)
+			return true;
+		sleep_ms(20);
+	}
+	return false;
+}
+
+/* sentinel_master_port - the port a sentinel names for mymaster, or -1 */
+static int
+sentinel_master_port(redisContext *s)
+{
+	redisReply *r = redisCommand(s, "SENTINEL get-master-addr-by-name mymaster");
+	int     port = -1;
+
+	ck_assert_ptr_nonnull(r);
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2)
+		port = atoi(r->element[1]->str);
+	freeReplyObject(r);
+	return port;
+}
+
+/* Sentinel: find the master, and follow a failover */
+START_TEST(test_sentinel)
+{
+	struct redis_server replica, sentinel;
+	char    replicaof[32], sentinel_address[64];
+	char   *sentinels[2];
+	struct redis_pool_stats st;
+	struct counters *ctr;
+	struct qm_quota q;
+	redisContext *s;
+	redisReply *r;
+	char    err[256];
+	long long start;
+
+	/* A master with a synced replica, then a sentinel that sees both. */
+	cmd_ok("HSET qm:account:{acme} plan tiny");
+	cmd_ok("CONFIG SET repl-diskless-sync-delay 0");	/* 5 s by default */
+	snprintf(replicaof, sizeof(replicaof), "127.0.0.1 %d", server.port);
+	{
+		const char *extra[] = {"--replicaof", replicaof, NULL};
+
+		ck_assert_int_eq(redis_server_start_args(&replica, false, extra), 0);
+	}
+	ck_assert(replica_has(&replica, "qm:account:{acme}"));
+	ck_assert_int_eq(redis_sentinel_start(&sentinel, "mymaster", &server), 0);
+	s = redis_server_connect(&sentinel);
+	ck_assert_ptr_nonnull(s);
+
+	/* A dead sentinel first: the next one is asked. */
+	snprintf(sentinel_address, sizeof(sentinel_address), "127.0.0.1:%d", sentinel.port);
+	sentinels[0] = "127.0.0.1:1";
+	sentinels[1] = sentinel_address;
+	conf.redis.address = NULL;
+	conf.redis.sentinels = sentinels;
+	conf.redis.sentinel_count = 2;
+	conf.redis.master = "mymaster";
+	conf.redis.timeout_ms = 1000;
+	ctr = make();
+	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 1);
+	ck_assert_int_eq(usage("acme", "total"), 1);
+	redis_pool_stats(counters_pool(ctr), &st);
+	ck_assert_uint_eq(st.resolves, 1);
+
+	/* An unknown master name is an error that says so. */
+	{
+		struct counters *bad;
+
+		conf.redis.master = "nosuch";
+		bad = make();
+		ck_assert_int_eq(counters_peek(bad, "acme", now, &q, err, sizeof(err)), -1);
+		ck_assert_msg(strstr(err, "unknown master") != NULL, "%s", err);
+		counters_free(bad);
+		conf.redis.master = "mymaster";
+	}
+
+	/* Fail over to the replica once it has the count (replication is asynchronous). */
+	ck_assert(replica_has(&replica, usage_key("acme")));
+	start = ms_now();
+	for (;;) {
+		r = redisCommand(s, "SENTINEL FAILOVER mymaster");
+		ck_assert_ptr_nonnull(r);
+		if (r->type == REDIS_REPLY_STATUS) {
+			freeReplyObject(r);
+			break;
+		}
+		freeReplyObject(r);
+		ck_assert_msg(ms_now() - start < 12000, "the sentinel never accepted FAILOVER");
+		sleep_ms(100);
+	}
+	start = ms_now();
+	while (sentinel_master_port(s) != replica.port) {
+		ck_assert_msg(ms_now() - start < 15000, "no failover in 15 s");
+		sleep_ms(50);
+	}
+
+	/*
+	 * The old master becomes a replica (the sentinel would do this itself
+	 * some seconds later). The pool's idle connection to it now gets
+	 * READONLY: it must ask the sentinel again and send the request to
+	 * the new master, within the same call.
+	 */
+	cmd_ok("REPLICAOF 127.0.0.1 %d", replica.port);
+	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 2);
+	redis_pool_stats(counters_pool(ctr), &st);
+	ck_assert_uint_eq(st.resolves, 2);
+	ck_assert_uint_eq(st.retries, 1);	/* the READONLY one */
+	{
+		const char *argv[] = {"HGET", usage_key("acme"), "total", NULL};
+		redisContext *c = redis_server_connect(&replica);
+
+		ck_assert_ptr_nonnull(c);
+		r = redisCommandArgv(c, 3, argv, NULL);
+		ck_assert_ptr_nonnull(r);
+		ck_assert_int_eq(r->type, REDIS_REPLY_STRING);
+		ck_assert_str_eq(r->str, "2");
+		freeReplyObject(r);
+		redisFree(c);
+	}
+
+	/* The new master dies: calls fail, bounded, and nothing is written to a replica. */
+	ck_assert_int_eq(redis_server_kill(&replica, SIGTERM), 0);
+	start = ms_now();
+	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, 0, false, now, &q, err,
+					 sizeof(err)), -1);
+	ck_assert_int_le(ms_now() - start, 2 * 1000 + slack_ms);
+	counters_free(ctr);
+	redisFree(s);
+	redis_server_stop(&sentinel);
+	redis_server_stop(&replica);
+}
+END_TEST
+
+/* counters_suite - every test of this file */
+static Suite *
+counters_suite(void)
+{
+	Suite  *s = suite_create("counters");
+	TCase  *tc;
+
+	tc = tcase_create("script");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_peek_plans);
+	tcase_add_test(tc, test_charge_limit);
+	tcase_add_test(tc, test_charge_refusals);
+	tcase_add_test(tc, test_monitor);
+	tcase_add_test(tc, test_refused);
+	tcase_add_test(tc, test_events);
+	tcase_add_test(tc, test_replay);
+	tcase_add_test(tc, test_expire);
+	tcase_add_test(tc, test_bad_data);
+	tcase_add_test(tc, test_bad_arguments);
+	tcase_add_test(tc, test_create_errors);
+	tcase_add_test(tc, test_noscript);
+	tcase_add_test(tc, test_unexpected_replies);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("race");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_race_limit);
+	tcase_add_test(tc, test_race_events);
+	tcase_add_test(tc, test_pool_bound);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("faults");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_restart);
+	tcase_add_test(tc, test_retry_once);
+	tcase_add_test(tc, test_timeout_no_retry);
+	tcase_add_test(tc, test_stopped_bound);
+	tcase_add_test(tc, test_down_backoff);
+	tcase_add_test(tc, test_idle_killed);
+	tcase_add_test(tc, test_unix_auth_select);
+	tcase_add_test(tc, test_address_forms);
+	tcase_add_test(tc, test_sentinel);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+/* main - run the suite; exit 1 if any test failed */
+int
+main(void)
+{
+	SRunner *sr = srunner_create(counters_suite());
+	int     failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? 0 : 1;
+}
