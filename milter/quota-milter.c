@@ -33,6 +33,7 @@
 
 #include "../conf/conf.h"
 #include "../counters/counters.h"
+#include "../counters/journal.h"
 #include "log.h"
 #include "policy.h"
 
@@ -86,6 +87,16 @@ struct conn_ctx {
 };
 
 static bool opt_foreground;
+
+ /*
+  * The journal of on_redis_error = accept: opened at start (after the
+  * privileges are dropped) or at the first reload that asks for it; its
+  * folder is fixed until restart.
+  */
+static pthread_mutex_t journal_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct journal *journal;
+
+static int journal_start(const struct qm_conf *conf, char *err, size_t errlen);
 
 /* runtime_acquire - pin the current runtime */
 static struct runtime *
@@ -251,13 +262,44 @@ reply(SMFICTX *ctx, const struct conn_ctx *cc, enum qm_reply_id id, const char *
 	return r->code[0] == '4' ? SMFIS_TEMPFAIL : SMFIS_REJECT;
 }
 
-/* unavailable - Redis failed: apply on_redis_error */
+/* journal_get - the journal, or NULL when accept mode never asked for one */
+static struct journal *
+journal_get(void)
+{
+	struct journal *jr;
+
+	pthread_mutex_lock(&journal_lock);
+	jr = journal;
+	pthread_mutex_unlock(&journal_lock);
+	return jr;
+}
+
+/*
+ * unavailable - Redis failed: apply on_redis_error. In accept mode the
+ * message's counts go to the journal first; if even that fails, the
+ * message is tempfailed rather than let through uncounted.
+ */
 static sfsistat
 unavailable(SMFICTX *ctx, struct conn_ctx *cc, long long units, const char *err)
 {
-	if (cc->rt->conf->on_redis_error == QM_ON_ERROR_ACCEPT) {
-		decision_log(ctx, cc, units, "accept-uncounted", err);
-		return SMFIS_CONTINUE;
+	struct msg_ctx *m = &cc->msg;
+	struct journal *jr = journal_get();
+	struct journal_entry e;
+	char	jerr[256] = "no month for the current time";
+
+	if (cc->rt->conf->on_redis_error == QM_ON_ERROR_ACCEPT && units > 0 && jr != NULL) {
+		memset(&e, 0, sizeof(e));
+		snprintf(e.account, sizeof(e.account), "%s", m->account);
+		snprintf(e.category, sizeof(e.category), "%s", category_name(cc->rt->conf, m->category));
+		e.units = units;
+		e.refused = m->refused;
+		if (counters_month(cc->rt->ctr, time(NULL), e.month) == 0
+		    && journal_append(jr, &e, jerr, sizeof(jerr)) == 0) {
+			m->refused = 0;
+			decision_log(ctx, cc, units, "accept-journaled", err);
+			return SMFIS_CONTINUE;
+		}
+		msg_warn("%s: cannot journal the count: %s", queue_id(ctx), jerr);
 	}
 	decision_log(ctx, cc, units, "tempfail", err);
 	return reply(ctx, cc, QM_REPLY_UNAVAILABLE, err);
@@ -638,17 +680,81 @@ reload_thread(void *arg)
 			msg_warn("reload failed, keeping the running configuration: %s", err);
 			continue;
 		}
+		if (journal_start(rt->conf, err, sizeof(err)) < 0)
+			msg_warn("reload: %s; counted mail is tempfailed while Redis is away", err);
 		pthread_mutex_lock(&runtime_lock);
 		old = runtime_current;
 		runtime_current = rt;
 		pthread_mutex_unlock(&runtime_lock);
 		if (strcmp(old->conf->socket, rt->conf->socket) != 0
-		    || strcmp(old->conf->user, rt->conf->user) != 0)
-			msg_warn("socket and user changes take effect at restart only");
+		    || strcmp(old->conf->user, rt->conf->user) != 0
+		    || strcmp(old->conf->journal, rt->conf->journal) != 0)
+			msg_warn("socket, user and journal changes take effect at restart only");
 		msg_info("reloaded %s", path);
 		runtime_release(old);
 	}
 	return NULL;
+}
+
+/* replay_apply - journal_replay() callback: one entry into Redis */
+static int
+replay_apply(void *arg, const struct journal_entry *e, char *err, size_t errlen)
+{
+	return counters_replay(arg, e, err, errlen);
+}
+
+/* replay_warn - journal_replay() callback: a file set aside */
+static void
+replay_warn(const char *text)
+{
+	msg_warn("%s", text);
+}
+
+/*
+ * replay_thread - once a second, while journal entries wait, try to put
+ * them into Redis. A failure is logged once, not every second.
+ */
+static void *
+replay_thread(void *arg)
+{
+	bool	failing = false;
+	char	err[512];
+
+	(void) arg;
+	for (;;) {
+		struct journal *jr;
+		struct runtime *rt;
+		long	n;
+
+		sleep(1);
+		if ((jr = journal_get()) == NULL || !journal_pending(jr))
+			continue;
+		rt = runtime_acquire();
+		n = journal_replay(jr, replay_apply, rt->ctr, replay_warn, err, sizeof(err));
+		runtime_release(rt);
+		if (n > 0)
+			msg_info("journal: %ld counted messages replayed into Redis", n);
+		if (n < 0 && !failing)
+			msg_warn("journal: replay waits for Redis: %s", err);
+		failing = n < 0;
+	}
+	return NULL;
+}
+
+/* journal_start - open the journal for accept mode, once per process */
+static int
+journal_start(const struct qm_conf *conf, char *err, size_t errlen)
+{
+	struct journal *jr;
+
+	if (conf->on_redis_error != QM_ON_ERROR_ACCEPT || journal_get() != NULL)
+		return 0;
+	if ((jr = journal_open(conf->journal, err, errlen)) == NULL)
+		return -1;
+	pthread_mutex_lock(&journal_lock);
+	journal = jr;
+	pthread_mutex_unlock(&journal_lock);
+	return 0;
 }
 
 /* drop_privileges - become the configured user, each step checked */
@@ -771,6 +877,8 @@ main(int argc, char **argv)
 	drop_privileges(rt->conf->user);
 	if (!opt_foreground && daemon(0, 0) < 0)
 		msg_fatal("daemon: %m");
+	if (journal_start(rt->conf, err, sizeof(err)) < 0)
+		msg_fatal("%s", err);
 
 	/*
 	 * SIGUSR1 goes to the reload thread only; libmilter's own signal
@@ -784,6 +892,9 @@ main(int argc, char **argv)
 	sigaddset(&set, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	if ((errno = pthread_create(&tid, NULL, reload_thread, (void *) path)) != 0)
+		msg_fatal("pthread_create: %m");
+	pthread_detach(tid);
+	if ((errno = pthread_create(&tid, NULL, replay_thread, NULL)) != 0)
 		msg_fatal("pthread_create: %m");
 	pthread_detach(tid);
 

@@ -1,0 +1,323 @@
+/*
+ * journal.c - durable local counts for on_redis_error = accept
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "journal.h"
+#include "keys.h"
+#include "month.h"
+
+struct journal {
+	pthread_mutex_t lock;		/* guards everything below */
+	char   *folder;
+	int	fd;			/* file being appended to, or -1 */
+	char	path[PATH_MAX];		/* its name */
+	unsigned long file_seq;
+	unsigned long entry_seq;
+	bool	pending;		/* entries may wait on disk */
+	char	idbase[48];		/* host-pid-start */
+};
+
+/* is_journal_file - "journal.*.log" or "replay.*.log" */
+static bool
+is_journal_file(const char *name, const char *kind)
+{
+	size_t	len = strlen(name);
+	size_t	klen = strlen(kind);
+
+	return len > klen + 5 && strncmp(name, kind, klen) == 0 && name[klen] == '.'
+	    && strcmp(name + len - 4, ".log") == 0;
+}
+
+/* folder_has_entries - any file waiting in the folder? */
+static bool
+folder_has_entries(const char *folder)
+{
+	DIR    *d = opendir(folder);
+	struct dirent *de;
+	bool	found = false;
+
+	if (d == NULL)
+		return false;
+	while (!found && (de = readdir(d)) != NULL)
+		found = is_journal_file(de->d_name, "journal")
+		    || is_journal_file(de->d_name, "replay");
+	closedir(d);
+	return found;
+}
+
+/* journal_open - use the folder, creating it if missing */
+struct journal *
+journal_open(const char *folder, char *err, size_t errlen)
+{
+	struct journal *jr;
+	char	host[32];
+
+	if (mkdir(folder, 0750) < 0 && errno != EEXIST) {
+		snprintf(err, errlen, "journal %s: cannot create: %s", folder, strerror(errno));
+		return NULL;
+	}
+	if (access(folder, W_OK | X_OK) < 0) {
+		snprintf(err, errlen, "journal %s: not writable: %s", folder, strerror(errno));
+		return NULL;
+	}
+	if ((jr = calloc(1, sizeof(*jr))) == NULL || (jr->folder = strdup(folder)) == NULL) {
+		free(jr);
+		snprintf(err, errlen, "journal: out of memory");
+		return NULL;
+	}
+	pthread_mutex_init(&jr->lock, NULL);
+	jr->fd = -1;
+	if (gethostname(host, sizeof(host)) < 0)
+		snprintf(host, sizeof(host), "host");
+	host[sizeof(host) - 1] = 0;
+	for (char *cp = host; *cp; cp++)
+		if (*cp == ' ' || *cp == '.')
+			*cp = '_';
+	snprintf(jr->idbase, sizeof(jr->idbase), "%s-%ld-%lld", host, (long) getpid(),
+		 (long long) time(NULL));
+	jr->pending = folder_has_entries(folder);
+	return jr;
+}
+
+/* journal_close - free; entries stay on disk */
+void
+journal_close(struct journal *jr)
+{
+	if (jr == NULL)
+		return;
+	if (jr->fd >= 0)
+		close(jr->fd);
+	pthread_mutex_destroy(&jr->lock);
+	free(jr->folder);
+	free(jr);
+}
+
+/* sync_folder - make a file creation or rename in the folder durable */
+static void
+sync_folder(const char *folder)
+{
+	int	fd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd >= 0) {
+		(void) fsync(fd);
+		close(fd);
+	}
+}
+
+/* write_all - write the whole buffer or fail */
+static int
+write_all(int fd, const char *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t	n = write(fd, buf, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		buf += n;
+		len -= (size_t) n;
+	}
+	return 0;
+}
+
+/* journal_append - give the entry an id and write it durably */
+int
+journal_append(struct journal *jr, struct journal_entry *e, char *err, size_t errlen)
+{
+	char	line[512];
+	int	len;
+	int	rc = -1;
+
+	if (!account_valid(e->account, NULL) || !month_valid(e->month)) {
+		snprintf(err, errlen, "journal: bad entry");
+		return -1;
+	}
+	pthread_mutex_lock(&jr->lock);
+	if (jr->fd < 0) {
+		snprintf(jr->path, sizeof(jr->path), "%s/journal.%ld.%lu.log", jr->folder,
+			 (long) getpid(), ++jr->file_seq);
+		jr->fd = open(jr->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+		if (jr->fd < 0) {
+			snprintf(err, errlen, "journal %s: %s", jr->path, strerror(errno));
+			goto out;
+		}
+		sync_folder(jr->folder);
+	}
+	snprintf(e->id, sizeof(e->id), "%s-%lu", jr->idbase, ++jr->entry_seq);
+	len = snprintf(line, sizeof(line), "%s %s %s %s %lld %lld\n", e->id, e->month,
+		       e->account, e->category[0] ? e->category : "-", e->units, e->refused);
+	if (len < 0 || (size_t) len >= sizeof(line)) {
+		snprintf(err, errlen, "journal: entry too long");
+		goto out;
+	}
+	if (write_all(jr->fd, line, (size_t) len) < 0 || fdatasync(jr->fd) < 0) {
+		snprintf(err, errlen, "journal %s: %s", jr->path, strerror(errno));
+		/* A half-written line is refused by the parser; start a new file. */
+		close(jr->fd);
+		jr->fd = -1;
+		goto out;
+	}
+	jr->pending = true;
+	rc = 0;
+out:
+	pthread_mutex_unlock(&jr->lock);
+	return rc;
+}
+
+/* journal_pending - are there entries waiting for Redis? */
+bool
+journal_pending(struct journal *jr)
+{
+	bool	pending;
+
+	pthread_mutex_lock(&jr->lock);
+	pending = jr->pending;
+	pthread_mutex_unlock(&jr->lock);
+	return pending;
+}
+
+/* journal_parse_line - parse one journal line; false if malformed */
+bool
+journal_parse_line(const char *line, struct journal_entry *e)
+{
+	char	tail;
+
+	memset(e, 0, sizeof(*e));
+	if (sscanf(line, "%63s %7s %128s %64s %lld %lld %c", e->id, e->month, e->account,
+		   e->category, &e->units, &e->refused, &tail) != 6)
+		return false;
+	if (strcmp(e->category, "-") == 0)
+		e->category[0] = 0;
+	else if (keys_reserved_field(e->category))
+		return false;
+	for (const char *cp = e->category; *cp; cp++)
+		if (!(*cp >= 'a' && *cp <= 'z') && !(*cp >= 'A' && *cp <= 'Z')
+		    && !(*cp >= '0' && *cp <= '9') && *cp != '_' && *cp != '-')
+			return false;
+	return account_valid(e->account, NULL) && month_valid(e->month)
+	    && e->units >= 0 && e->refused >= 0 && e->units < 1000000000LL
+	    && e->refused < 1000000000LL;
+}
+
+/* set_aside - keep an unusable file as *.bad and say so */
+static void
+set_aside(const char *path, const char *why, journal_warn_fn warn)
+{
+	char	bad[PATH_MAX + 8];
+	char	text[PATH_MAX * 2 + 128];
+
+	snprintf(bad, sizeof(bad), "%s.bad", path);
+	if (rename(path, bad) < 0)
+		snprintf(text, sizeof(text), "journal %s: %s; cannot set it aside: %s",
+			 path, why, strerror(errno));
+	else
+		snprintf(text, sizeof(text), "journal %s: %s; kept as %s, not replayed",
+			 path, why, bad);
+	if (warn != NULL)
+		warn(text);
+}
+
+/* replay_file - apply every entry of one file; 1 done, 0 set aside, -1 failed */
+static int
+replay_file(const char *path, journal_apply_fn apply, void *arg, journal_warn_fn warn,
+	    long *applied, char *err, size_t errlen)
+{
+	FILE   *fp = fopen(path, "re");
+	char   *line = NULL;
+	size_t	cap = 0;
+	ssize_t	n;
+	unsigned long lineno = 0;
+	struct journal_entry e;
+	char	why[128];
+
+	if (fp == NULL) {
+		set_aside(path, strerror(errno), warn);
+		return 0;
+	}
+	while ((n = getline(&line, &cap, fp)) > 0) {
+		lineno++;
+		if (line[n - 1] != '\n' || !journal_parse_line(line, &e)) {
+			fclose(fp);
+			free(line);
+			snprintf(why, sizeof(why), "line %lu is malformed", lineno);
+			set_aside(path, why, warn);
+			return 0;
+		}
+		if (apply(arg, &e, err, errlen) < 0) {
+			fclose(fp);
+			free(line);
+			return -1;
+		}
+		(*applied)++;
+	}
+	fclose(fp);
+	free(line);
+	if (unlink(path) < 0 && warn != NULL) {
+		snprintf(why, sizeof(why), "journal: cannot remove a replayed file: %s",
+			 strerror(errno));
+		warn(why);
+	}
+	return 1;
+}
+
+/* journal_replay - apply every waiting entry; keep the rest on failure */
+long
+journal_replay(struct journal *jr, journal_apply_fn apply, void *arg,
+	       journal_warn_fn warn, char *err, size_t errlen)
+{
+	char	path[PATH_MAX];
+	char	dest[PATH_MAX];
+	DIR    *d;
+	struct dirent *de;
+	long	applied = 0;
+	int	rc = 0;
+
+	/* Take the file being written: new appends go to a new one. */
+	pthread_mutex_lock(&jr->lock);
+	if (jr->fd >= 0) {
+		close(jr->fd);
+		jr->fd = -1;
+	}
+	if ((d = opendir(jr->folder)) != NULL) {
+		while ((de = readdir(d)) != NULL) {
+			if (!is_journal_file(de->d_name, "journal"))
+				continue;
+			snprintf(path, sizeof(path), "%s/%s", jr->folder, de->d_name);
+			snprintf(dest, sizeof(dest), "%s/replay.%s", jr->folder,
+				 de->d_name + strlen("journal."));
+			(void) rename(path, dest);
+		}
+		closedir(d);
+	}
+	pthread_mutex_unlock(&jr->lock);
+
+	if ((d = opendir(jr->folder)) == NULL) {
+		snprintf(err, errlen, "journal %s: %s", jr->folder, strerror(errno));
+		return -1;
+	}
+	while (rc >= 0 && (de = readdir(d)) != NULL) {
+		if (!is_journal_file(de->d_name, "replay"))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", jr->folder, de->d_name);
+		rc = replay_file(path, apply, arg, warn, &applied, err, errlen);
+	}
+	closedir(d);
+	sync_folder(jr->folder);
+
+	pthread_mutex_lock(&jr->lock);
+	jr->pending = jr->fd >= 0 || rc < 0 || folder_has_entries(jr->folder);
+	pthread_mutex_unlock(&jr->lock);
+	return rc < 0 ? -1 : applied;
+}

@@ -1,0 +1,71 @@
+/*
+ * journal.h - counts kept on local disk while Redis cannot be reached
+ *
+ * With on_redis_error = accept, a counted message that could not be
+ * charged is appended to a journal file in the journal folder and the
+ * file is fsynced before the message is accepted, so an accepted message
+ * is never lost to a crash. journal_replay() later applies each entry to
+ * Redis; every entry carries an id that Redis remembers (see quota.lua,
+ * op "replay"), so an entry applied twice, for instance when the milter
+ * is killed in the middle of a replay, is counted once.
+ *
+ * Files: FOLDER/journal.PID.N.log while written, renamed to
+ * FOLDER/replay.PID.N.log when a replay takes them, removed once every
+ * entry is in Redis. A file that cannot be read or parsed is renamed to
+ * *.bad, kept and reported, never deleted.
+ */
+#ifndef QM_JOURNAL_H
+#define QM_JOURNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "../conf/conf.h"
+
+struct journal_entry {
+	char	id[64];			/* unique: host-pid-time-sequence */
+	char	month[8];		/* "YYYY-MM" the mail was accepted in */
+	char	account[QM_ACCOUNT_MAX + 1];
+	char	category[QM_NAME_MAX + 1];
+	long long units;
+	long long refused;		/* units refused at RCPT stage */
+};
+
+struct journal;
+
+/*
+ * journal_open - use the folder (created if missing, mode 0750). Returns
+ * NULL with a reason in err when it cannot be created or written.
+ */
+struct journal *journal_open(const char *folder, char *err, size_t errlen);
+
+/* journal_close - free; entries stay on disk for the next start */
+void	journal_close(struct journal *jr);
+
+/*
+ * journal_append - give the entry a fresh id and write it durably
+ * (write, then fdatasync). Thread-safe. Returns 0, or -1 with err: then
+ * the count is not kept and the caller must not accept the message.
+ */
+int	journal_append(struct journal *jr, struct journal_entry *entry,
+		char *err, size_t errlen);
+
+/* journal_pending - are there entries waiting for Redis? Cheap. */
+bool	journal_pending(struct journal *jr);
+
+/*
+ * journal_replay - apply every waiting entry with apply(); stop at the
+ * first failure (Redis still away) and keep the rest for later. Returns
+ * the number of entries applied, or -1 with err when apply() failed.
+ * Bad files are kept as *.bad and reported in err... and through warn().
+ */
+typedef int (*journal_apply_fn)(void *arg, const struct journal_entry *entry,
+		char *err, size_t errlen);
+typedef void (*journal_warn_fn)(const char *text);
+long	journal_replay(struct journal *jr, journal_apply_fn apply, void *arg,
+		journal_warn_fn warn, char *err, size_t errlen);
+
+/* journal_parse_line - parse one journal line; false if malformed */
+bool	journal_parse_line(const char *line, struct journal_entry *entry);
+
+#endif
