@@ -30,11 +30,17 @@ finish() { exit $((NFAIL > 0)); }
 # port_free PORT - nothing listens there
 port_free() { ! (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# free_port - a loopback port nothing listens on
+# free_port - a loopback port nothing listens on, below the kernel's
+# ephemeral range: a port that an outgoing connection used moments ago sits
+# in TIME_WAIT, and a listener cannot bind it ("Address already in use")
+# though nothing listens there.
 free_port() {
-	local p i
+	local p i lo=32768 span
+	read -r lo _ < /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null
+	span=$((${lo:-0} - 20000))
+	[ "$span" -ge 4000 ] || span=40000
 	for i in $(seq 1 200); do
-		p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+		p=$((20000 + (RANDOM * 32768 + RANDOM) % span))
 		port_free "$p" && { echo "$p"; return 0; }
 	done
 	return 1
