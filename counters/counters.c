@@ -25,7 +25,7 @@
 
 struct counters {
 	const struct qm_conf *conf;
-	struct month_table *months;
+	const struct month_table *months;	/* shared, never freed */
 	struct redis_pool *pool;
 	struct redis_script script;
 	char    events[KEYS_MAX];	/* PREFIXevents */
@@ -80,7 +80,7 @@ counters_create(const struct qm_conf *conf, char *err, size_t errlen)
 		snprintf(err, errlen, "keep_months must not be negative");
 		goto fail;
 	}
-	if ((ctr->months = month_table_create(conf->timezone, err, errlen)) == NULL)
+	if ((ctr->months = month_table_shared(conf->timezone, err, errlen)) == NULL)
 		goto fail;
 	if ((ctr->pool = redis_pool_create(&conf->redis, err, errlen)) == NULL)
 		goto fail;
@@ -120,7 +120,6 @@ counters_free(struct counters *ctr)
 	if (ctr == NULL)
 		return;
 	redis_pool_free(ctr->pool);
-	month_table_free(ctr->months);
 	redis_script_destroy(&ctr->script);
 	if (ctr->monthly != NULL)
 		for (size_t i = 0; i < ctr->conf->plan_count; i++)

@@ -183,6 +183,44 @@ month_table_create(const char *zone, char *err, size_t errlen)
 	return table;
 }
 
+/* One table per zone for the whole process, see month_table_shared(). */
+struct month_shared {
+	struct month_shared *next;
+	char   *zone;
+	struct month_table *table;
+};
+static pthread_mutex_t month_shared_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct month_shared *month_shared_list;
+
+/* month_table_shared - the process's one table for a zone */
+const struct month_table *
+month_table_shared(const char *zone, char *err, size_t errlen)
+{
+	struct month_shared *ms;
+	struct month_table *table = NULL;
+
+	pthread_mutex_lock(&month_shared_lock);
+	for (ms = month_shared_list; ms != NULL; ms = ms->next)
+		if (strcmp(ms->zone, zone) == 0)
+			break;
+	if (ms != NULL) {
+		table = ms->table;
+	} else if ((table = month_table_create(zone, err, errlen)) != NULL) {
+		if ((ms = calloc(1, sizeof(*ms))) == NULL || (ms->zone = strdup(zone)) == NULL) {
+			free(ms);
+			month_table_free(table);
+			snprintf(err, errlen, "out of memory");
+			table = NULL;
+		} else {
+			ms->table = table;
+			ms->next = month_shared_list;
+			month_shared_list = ms;
+		}
+	}
+	pthread_mutex_unlock(&month_shared_lock);
+	return table;
+}
+
 /* month_table_free - release a table */
 void
 month_table_free(struct month_table *table)

@@ -26,6 +26,14 @@ struct month_table;
  */
 struct month_table *month_table_create(const char *zone, char *err, size_t errlen);
 
+/*
+ * month_table_shared - the process's one table for a zone, made by
+ * month_table_create() the first time the zone is asked for and kept
+ * until exit (never free it). A running daemon thus sets TZ only when a
+ * reload brings a zone it has not used before. Thread-safe.
+ */
+const struct month_table *month_table_shared(const char *zone, char *err, size_t errlen);
+
 /* month_table_free - release a table; NULL is allowed */
 void	month_table_free(struct month_table *table);
 

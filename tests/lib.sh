@@ -10,12 +10,15 @@ NFAIL=0
 
 cleanup() {
 	local p
+	unset IFS		# a trap may fire inside "IFS= read"
 	for p in $PIDS; do kill "$p" 2>/dev/null; done
 	sleep 0.2
 	for p in $PIDS; do kill -9 "$p" 2>/dev/null; done
 	[ -n "${KEEP_TEST_DIR:-}" ] || rm -rf "$T"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
 
 ok() { echo "ok - $*"; }
 notok() { echo "not ok - $*"; NFAIL=$((NFAIL + 1)); }

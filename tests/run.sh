@@ -3,7 +3,7 @@
 #
 #   Check binaries   build/tests/check_*, then the same from build-asan/
 #                    (ASan+UBSan), then the unit ones under valgrind
-#   shell tests      tests/t_*.sh BUILD_DIR; those named t_milter* run
+#   shell tests      tests/t_*.sh BUILD_DIR; t_milter* and t_postfix* run
 #                    against the ASan build too
 #
 # A test that cannot run (a missing tool) counts as failed, not skipped.
@@ -81,7 +81,7 @@ for t in tests/t_*.sh; do
 	timeout 900 bash "$t" "$build" >"$out" 2>&1
 	count_tap "$t $build" "$out" $?
 	case $(basename "$t") in
-	t_milter*)
+	t_milter* | t_postfix*)
 		out="$log/$(basename "$t").$asan"
 		timeout 900 bash "$t" "$asan" >"$out" 2>&1
 		count_tap "$t $asan" "$out" $?

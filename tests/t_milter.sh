@@ -136,4 +136,44 @@ if [ "$(id -u)" = 0 ]; then
 	check "milter-d stops cleanly" milter_stop "$pd" milter-d
 fi
 
+# 8. on_redis_error = accept: counts go to the journal while Redis is down
+# and are replayed once it is back, once, even after a crash mid-replay.
+eport=$(free_port)
+write_conf "$T/e.conf" "inet:$eport@127.0.0.1" ""
+sed -i -e 's/^on_redis_error .*/on_redis_error = "accept"/' \
+	-e "s|^journal .*|journal = \"$T/journal\"|" "$T/e.conf"
+rcli HSET 'qm:account:{jco}' plan basic >/dev/null
+milter_start "$build" "$T/e.conf" milter-e
+pe=$MILTER_PID
+wait_for milter-e 20 bash -c "echo > /dev/tcp/127.0.0.1/$eport" || notok "milter-e started"
+mt_accept() {
+	miltertest -D sock="inet:$eport@127.0.0.1" -D rport="$REDIS_PORT" -D month="$month" \
+		-D phase="$1" -D account=jco -D lib=tests/milter/common.lua -s tests/milter/redis_down.lua
+}
+kill "$REDIS_PID"; wait "$REDIS_PID" 2>/dev/null
+mt_accept accept
+mt_accept accept
+jfiles() { find "$T/journal" -name '*.log' 2>/dev/null | sort; }
+check_eq "two entries journaled" 2 "$(cat $(jfiles) /dev/null | wc -l)"
+check "journal entry names account, category, units" grep -qE ' jco crm 1 0$' $(jfiles) /dev/null
+cp $(jfiles) "$T/saved.log"
+printf 'garbage line\n' > "$T/journal/journal.1.1.log"
+redis_start "$REDIS_PORT"
+wait_for "replay" 10 bash -c "[ \"\$(redis-cli -p $REDIS_PORT HGET 'qm:usage:{jco}:$month' total)\" = 2 ]" ||
+	notok "journal replayed after Redis came back"
+check_eq "both journaled messages counted" 2 "$(rcli HGET "qm:usage:{jco}:$month" total)"
+wait_for "journal emptied" 5 bash -c "[ -z \"\$(find $T/journal -name '*.log')\" ]"
+check_eq "replayed journal files removed" "" "$(jfiles)"
+check "unreadable journal kept as .bad" test -f "$T/journal/replay.1.1.log.bad"
+check "and reported" grep -q "replay.1.1.log: line 1 is malformed; kept as" "$T/milter-e.log"
+# A crash between applying entries and removing the file: replayed again, counted once.
+kill -9 "$pe"; wait "$pe" 2>/dev/null
+cp "$T/saved.log" "$T/journal/journal.99999.1.log"
+milter_start "$build" "$T/e.conf" milter-e2
+pe=$MILTER_PID
+wait_for "second replay" 10 bash -c "[ -z \"\$(find $T/journal -name '*.log')\" ]" ||
+	notok "journal left by a killed milter is replayed at start"
+check_eq "entries replayed twice are counted once" 2 "$(rcli HGET "qm:usage:{jco}:$month" total)"
+check "milter-e2 stops cleanly" milter_stop "$pe" milter-e2
+
 finish
