@@ -51,26 +51,6 @@ static struct qm_plan plans[] = {
 };
 static int warn[] = {80, 100};
 
-/* ms_now - monotonic milliseconds */
-static long long
-ms_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* sleep_ms - sleep a little */
-static void
-sleep_ms(long ms)
-{
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		 /* void */ ;
-}
-
 /* conf_base - the conf every test starts from, pointing at server */
 static void
 conf_base(const char *address)
@@ -1082,10 +1062,10 @@ START_TEST(test_timeout_no_retry)
 	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 1);
 
 	ck_assert_int_eq(redis_server_kill(&server, SIGSTOP), 0);
-	start = ms_now();
+	start = helper_ms();
 	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, 0, false, now, &q, err,
 					 sizeof(err)), -1);
-	elapsed = ms_now() - start;
+	elapsed = helper_ms() - start;
 	ck_assert_int_eq(redis_server_kill(&server, SIGCONT), 0);
 	ck_assert_int_eq(q.status, QM_STATUS_UNAVAILABLE);
 	ck_assert_msg(strstr(err, "timed out") != NULL, "%s", err);
@@ -1094,8 +1074,8 @@ START_TEST(test_timeout_no_retry)
 
 	/* Redis ran the request after all, once: the caller was right not to count on it. */
 	for (int i = 0; i < 100 && usage("acme", "total") != 2; i++)
-		sleep_ms(10);
-	sleep_ms(100);
+		helper_sleep_ms(10);
+	helper_sleep_ms(100);
 	ck_assert_int_eq(usage("acme", "total"), 2);
 	redis_pool_stats(counters_pool(ctr), &st);
 	ck_assert_uint_eq(st.retries, 0);
@@ -1119,10 +1099,10 @@ stopped_main(void *arg)
 	struct stopped *s = arg;
 	struct qm_quota q;
 	char    err[256];
-	long long start = ms_now();
+	long long start = helper_ms();
 
 	s->rc = counters_peek(s->ctr, "acme", now, &q, err, sizeof(err));
-	s->elapsed = ms_now() - start;
+	s->elapsed = helper_ms() - start;
 	return NULL;
 }
 
@@ -1186,19 +1166,19 @@ START_TEST(test_down_backoff)
 	direct = NULL;
 	ck_assert_int_eq(redis_server_kill(&server, SIGTERM), 0);
 
-	start = ms_now();
+	start = helper_ms();
 	ck_assert_int_eq(counters_peek(ctr, "acme", now, &q, err, sizeof(err)), -1);
-	elapsed = ms_now() - start;
+	elapsed = helper_ms() - start;
 	ck_assert_int_eq(q.status, QM_STATUS_UNAVAILABLE);
 	ck_assert_msg(err[0] != 0, "no reason");
 	ck_assert_msg(elapsed < 2000, "took %lld ms", elapsed);
 
 	/* For about 1 s: many calls, few connect attempts (50+100+200+400 ms). */
-	start = ms_now();
-	while (ms_now() - start < 1000) {
+	start = helper_ms();
+	while (helper_ms() - start < 1000) {
 		ck_assert_int_eq(counters_peek(ctr, "acme", now, &q, err, sizeof(err)), -1);
 		calls++;
-		sleep_ms(5);
+		helper_sleep_ms(5);
 	}
 	redis_pool_stats(counters_pool(ctr), &st);
 	ck_assert_int_gt(calls, 50);
@@ -1209,10 +1189,10 @@ START_TEST(test_down_backoff)
 	/* Back: within the longest backoff (2 s) plus a margin, calls succeed again. */
 	ck_assert_int_eq(redis_server_restart(&server), 0);
 	direct = redis_server_connect(&server);
-	start = ms_now();
-	while (ms_now() - start < 3000
+	start = helper_ms();
+	while (helper_ms() - start < 3000
 	       && (rc = counters_peek(ctr, "acme", now, &q, err, sizeof(err))) < 0)
-		sleep_ms(10);
+		helper_sleep_ms(10);
 	ck_assert_msg(rc == 0, "not back after 3 s: %s", err);
 	ck_assert_int_eq(q.status, QM_STATUS_NO_MAIL);	/* the account is gone with the data */
 	counters_free(ctr);
@@ -1283,7 +1263,7 @@ START_TEST(test_pool_bound)
 		if (clients > max_clients)
 			max_clients = clients;
 		samples++;
-		sleep_ms(1);
+		helper_sleep_ms(1);
 	}
 	for (int i = 0; i < 16; i++) {
 		pthread_join(tid[i], NULL);
@@ -1301,7 +1281,7 @@ START_TEST(test_pool_bound)
 	counters_free(ctr);
 	/* Freeing closes them all. */
 	for (int i = 0; i < 100 && info_field(direct, "clients", "connected_clients") > 1; i++)
-		sleep_ms(10);
+		helper_sleep_ms(10);
 	ck_assert_int_eq(info_field(direct, "clients", "connected_clients"), 1);
 }
 END_TEST
@@ -1316,7 +1296,7 @@ START_TEST(test_idle_killed)
 	ctr = make();
 	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 1);
 	cmd_ok("CLIENT KILL TYPE normal SKIPME yes");
-	sleep_ms(50);
+	helper_sleep_ms(50);
 	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 2);
 	redis_pool_stats(counters_pool(ctr), &st);
 	ck_assert_uint_eq(st.connects, 2);
@@ -1437,7 +1417,7 @@ fake_main(void *arg)
 		return NULL;
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	if (recv(fd, buf, sizeof(buf), 0) > 0) {
-		sleep_ms(20);
+		helper_sleep_ms(20);
 		while (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0)
 			 /* void */ ;
 		if (send(fd, f->reply, f->len, MSG_NOSIGNAL) < 0)
@@ -1526,12 +1506,12 @@ static bool
 replica_has(const struct redis_server *replica, const char *key)
 {
 	const char *argv[] = {"EXISTS", key, NULL};
-	long long start = ms_now();
+	long long start = helper_ms();
 
-	while (ms_now() - start < 10000) {
+	while (helper_ms() - start < 10000) {
 		if (redis_server_integer(replica, argv) == 1)
 			return true;
-		sleep_ms(20);
+		helper_sleep_ms(20);
 	}
 	return false;
 }
@@ -1607,7 +1587,7 @@ START_TEST(test_sentinel)
 
 	/* Fail over to the replica once it has the count (replication is asynchronous). */
 	ck_assert(replica_has(&replica, usage_key("acme")));
-	start = ms_now();
+	start = helper_ms();
 	for (;;) {
 		r = redisCommand(s, "SENTINEL FAILOVER mymaster");
 		ck_assert_ptr_nonnull(r);
@@ -1616,13 +1596,13 @@ START_TEST(test_sentinel)
 			break;
 		}
 		freeReplyObject(r);
-		ck_assert_msg(ms_now() - start < 12000, "the sentinel never accepted FAILOVER");
-		sleep_ms(100);
+		ck_assert_msg(helper_ms() - start < 12000, "the sentinel never accepted FAILOVER");
+		helper_sleep_ms(100);
 	}
-	start = ms_now();
+	start = helper_ms();
 	while (sentinel_master_port(s) != replica.port) {
-		ck_assert_msg(ms_now() - start < 15000, "no failover in 15 s");
-		sleep_ms(50);
+		ck_assert_msg(helper_ms() - start < 15000, "no failover in 15 s");
+		helper_sleep_ms(50);
 	}
 
 	/*
@@ -1651,10 +1631,10 @@ START_TEST(test_sentinel)
 
 	/* The new master dies: calls fail, bounded, and nothing is written to a replica. */
 	ck_assert_int_eq(redis_server_kill(&replica, SIGTERM), 0);
-	start = ms_now();
+	start = helper_ms();
 	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, 0, false, now, &q, err,
 					 sizeof(err)), -1);
-	ck_assert_int_le(ms_now() - start, 2 * 1000 + slack_ms);
+	ck_assert_int_le(helper_ms() - start, 2 * 1000 + slack_ms);
 	counters_free(ctr);
 	redisFree(s);
 	redis_server_stop(&sentinel);

@@ -27,7 +27,7 @@
 #define HELPER_PROXY_PAIRS	64	/* most proxied connections at once */
 
 /* helper_ms - milliseconds on the monotonic clock */
-static long long
+long long
 helper_ms(void)
 {
 	struct timespec ts;
@@ -37,7 +37,7 @@ helper_ms(void)
 }
 
 /* helper_sleep_ms - sleep a little */
-static void
+void
 helper_sleep_ms(long ms)
 {
 	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};

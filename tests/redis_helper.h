@@ -115,4 +115,10 @@ int	redis_proxy_dropped(struct redis_proxy *proxy);
 /* redis_proxy_stop - close every connection and stop the thread */
 void	redis_proxy_stop(struct redis_proxy *proxy);
 
+/* helper_ms - milliseconds on the monotonic clock */
+long long helper_ms(void);
+
+/* helper_sleep_ms - sleep a little, through signals */
+void	helper_sleep_ms(long ms);
+
 #endif

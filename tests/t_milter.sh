@@ -21,19 +21,35 @@ write_conf() {
 	printf '%s\n' "$3" >> "$1"
 }
 
+# mt SOCKET SCRIPT [-D NAME=VALUE...] - run tests/milter/SCRIPT.lua under miltertest
+mt() {
+	local sock=$1 script=$2
+	shift 2
+	miltertest -D sock="$sock" -D rport="$REDIS_PORT" -D month="$month" \
+		-D lib=tests/milter/common.lua "$@" -s "tests/milter/$script.lua"
+}
+
+# milter_up NAME CONF SOCKET - start a daemon and wait for its socket; sets MILTER_PID
+milter_up() {
+	local name=$1 conf=$2 sock=$3 ready
+	case $sock in
+	unix:*)	ready=(test -S "${sock#unix:}") ;;
+	*)	ready=(bash -c "echo > /dev/tcp/127.0.0.1/$(sed 's/inet:\([0-9]*\)@.*/\1/' <<<"$sock")") ;;
+	esac
+	milter_start "$build" "$conf" "$name"
+	wait_for "$name" 20 "${ready[@]}" && return 0
+	notok "$name started"
+	sed 's/^/# /' "$T/$name.log"
+	return 1
+}
+
 # 1. Header accounts, the shipped conf's categories.
 mport=$(free_port)
 write_conf "$T/a.conf" "inet:$mport@127.0.0.1" \
 	'reply unknown_plan { text = "Plan $plan of account $account is not configured, 100% sure" }'
 grep -q "127.0.0.1:$REDIS_PORT" "$T/a.conf" || notok "test conf points at the test Redis"
-milter_start "$build" "$T/a.conf" milter-a
+milter_up milter-a "$T/a.conf" "inet:$mport@127.0.0.1" && mt "inet:$mport@127.0.0.1" header_account
 pa=$MILTER_PID
-if wait_for milter-a 20 bash -c "echo > /dev/tcp/127.0.0.1/$mport"; then
-	miltertest -D sock="inet:$mport@127.0.0.1" -D rport="$REDIS_PORT" -D month="$month" \
-		-D lib=tests/milter/common.lua -s tests/milter/header_account.lua
-else
-	notok "milter-a started"; sed 's/^/# /' "$T/milter-a.log"
-fi
 check "decision lines logged with queue id and fields" \
 	grep -qE 'NOQUEUE: account=acme plan=basic category=crm units=3 used=3/5 decision=accept' "$T/milter-a.log"
 
@@ -51,30 +67,22 @@ category crm { sender = "@" }
 plan free { monthly = 0 }
 plan basic { monthly = 10000 }
 EOC
-milter_start "$build" "$T/b.conf" milter-b
+milter_up milter-b "$T/b.conf" "unix:$bsock" && mt "unix:$bsock" sender_domain
 pb=$MILTER_PID
-if wait_for milter-b 20 test -S "$bsock"; then
-	miltertest -D sock="unix:$bsock" -D rport="$REDIS_PORT" -D month="$month" \
-		-D lib=tests/milter/common.lua -s tests/milter/sender_domain.lua
-else
-	notok "milter-b started"; sed 's/^/# /' "$T/milter-b.log"
-fi
 check "unix socket is mode 0660" test "$(stat -c %a "$bsock")" = 660
 check "milter-b stops cleanly (no sanitizer report)" milter_stop "$pb" milter-b
 
 # 3. Redis stops, then comes back on the same port: 451 4.3.0, then accepted.
 kill "$REDIS_PID"; wait "$REDIS_PID" 2>/dev/null
 start=$(date +%s%N)
-miltertest -D sock="inet:$mport@127.0.0.1" -D rport="$REDIS_PORT" -D month="$month" \
-	-D phase=down -D lib=tests/milter/common.lua -s tests/milter/redis_down.lua
+mt "inet:$mport@127.0.0.1" redis_down -D phase=down
 elapsed=$(( ($(date +%s%N) - start) / 1000000 ))
 check "tempfail came without a hang (${elapsed} ms)" test "$elapsed" -lt 5000
 redis_start "$REDIS_PORT"
 rcli HSET 'qm:account:{downco}' plan basic >/dev/null
 # The pool may still be in its connect backoff (at most 2 s): try for 4 s.
 for try in 1 2 3 4; do
-	out=$(miltertest -D sock="inet:$mport@127.0.0.1" -D rport="$REDIS_PORT" -D month="$month" \
-		-D phase=up -D lib=tests/milter/common.lua -s tests/milter/redis_down.lua)
+	out=$(mt "inet:$mport@127.0.0.1" redis_down -D phase=up)
 	grep -q '^ok - ' <<<"$out" && break
 	sleep 1
 done
@@ -89,19 +97,13 @@ rcli HSET 'qm:account:{mon-co}' plan basic limit 1 >/dev/null
 cport=$(free_port)
 write_conf "$T/c.conf" "inet:$cport@127.0.0.1" ""
 sed -i 's/^mode .*/mode = "monitor"/' "$T/c.conf"
-milter_start "$build" "$T/c.conf" milter-c
+milter_up milter-c "$T/c.conf" "inet:$cport@127.0.0.1" && mt "inet:$cport@127.0.0.1" monitor
 pc=$MILTER_PID
-wait_for milter-c 20 bash -c "echo > /dev/tcp/127.0.0.1/$cport" || notok "milter-c started"
-miltertest -D sock="inet:$cport@127.0.0.1" -D rport="$REDIS_PORT" -D month="$month" \
-	-D lib=tests/milter/common.lua -s tests/milter/monitor.lua
 check "monitor decision logged" grep -q 'account=mon-co .*decision=accept reason=monitor: would refuse' "$T/milter-c.log"
 
 # 5. SIGUSR1 reload: a new reply text for new sessions; a bad file keeps the old.
 rcli HSET 'qm:account:{rl-co}' plan basic limit 0 >/dev/null
-mt_reload() {
-	miltertest -D sock="inet:$cport@127.0.0.1" -D rport="$REDIS_PORT" -D month="$month" \
-		-D expect="$1" -D lib=tests/milter/common.lua -s tests/milter/reload.lua
-}
+mt_reload() { mt "inet:$cport@127.0.0.1" reload -D expect="$1"; }
 sed -i 's/^mode .*/mode = "enforce"/' "$T/c.conf"
 echo 'reply exhausted { text = "Reloaded: $account is over $limit" }' >> "$T/c.conf"
 kill -USR1 "$pc"
@@ -128,9 +130,8 @@ if [ "$(id -u)" = 0 ]; then
 	dport=$(free_port)
 	write_conf "$T/d.conf" "inet:$dport@127.0.0.1" ""
 	sed -i 's/^user .*/user = "nobody"/' "$T/d.conf"
-	milter_start "$build" "$T/d.conf" milter-d
+	milter_up milter-d "$T/d.conf" "inet:$dport@127.0.0.1"
 	pd=$MILTER_PID
-	wait_for milter-d 20 bash -c "echo > /dev/tcp/127.0.0.1/$dport" || notok "milter-d started"
 	check_eq "runs as nobody" "$(id -u nobody)" "$(awk '/^Uid:/ {print $3}' /proc/$pd/status)"
 	check_eq "with nobody's group only" "$(id -g nobody)" "$(awk '/^Gid:/ {print $3}' /proc/$pd/status)"
 	check "milter-d stops cleanly" milter_stop "$pd" milter-d
@@ -143,13 +144,9 @@ write_conf "$T/e.conf" "inet:$eport@127.0.0.1" ""
 sed -i -e 's/^on_redis_error .*/on_redis_error = "accept"/' \
 	-e "s|^journal .*|journal = \"$T/journal\"|" "$T/e.conf"
 rcli HSET 'qm:account:{jco}' plan basic >/dev/null
-milter_start "$build" "$T/e.conf" milter-e
+milter_up milter-e "$T/e.conf" "inet:$eport@127.0.0.1"
 pe=$MILTER_PID
-wait_for milter-e 20 bash -c "echo > /dev/tcp/127.0.0.1/$eport" || notok "milter-e started"
-mt_accept() {
-	miltertest -D sock="inet:$eport@127.0.0.1" -D rport="$REDIS_PORT" -D month="$month" \
-		-D phase="$1" -D account=jco -D lib=tests/milter/common.lua -s tests/milter/redis_down.lua
-}
+mt_accept() { mt "inet:$eport@127.0.0.1" redis_down -D phase="$1" -D account=jco; }
 kill "$REDIS_PID"; wait "$REDIS_PID" 2>/dev/null
 mt_accept accept
 mt_accept accept
