@@ -8,10 +8,14 @@ build=${1:-build}
 month=$(date -u +%Y-%m)
 
 redis_start
-rcli HSET 'qm:account:{acme}' plan basic limit 5 >/dev/null
-rcli HSET 'qm:account:{tiny}' plan basic suspended 1 >/dev/null
-rcli HSET 'qm:account:{bigcorp}' plan enterprise >/dev/null
-rcli HSET 'qm:account:{gold-co}' plan gold >/dev/null
+# seed_accounts - the accounts header_account.lua expects
+seed_accounts() {
+	rcli HSET 'qm:account:{acme}' plan basic limit 5 >/dev/null
+	rcli HSET 'qm:account:{tiny}' plan basic suspended 1 >/dev/null
+	rcli HSET 'qm:account:{bigcorp}' plan enterprise >/dev/null
+	rcli HSET 'qm:account:{gold-co}' plan gold >/dev/null
+}
+seed_accounts
 
 # write_conf FILE SOCKET EXTRA - the shipped plans with a test's socket and Redis
 write_conf() {
@@ -172,5 +176,26 @@ wait_for "second replay" 10 bash -c "[ -z \"\$(find $T/journal -name '*.log')\" 
 	notok "journal left by a killed milter is replayed at start"
 check_eq "entries replayed twice are counted once" 2 "$(rcli HGET "qm:usage:{jco}:$month" total)"
 check "milter-e2 stops cleanly" milter_stop "$pe" milter-e2
+
+# 9. The same protocol session with the daemon under valgrind (for the
+# plain build; the ASan build checks itself): no errors, no leaks.
+if ! ldd "$build/quota-milter" | grep -q libasan; then
+	vport=$(free_port)
+	write_conf "$T/v.conf" "inet:$vport@127.0.0.1" \
+		'reply unknown_plan { text = "Plan $plan of account $account is not configured, 100% sure" }'
+	rcli FLUSHALL >/dev/null
+	seed_accounts
+	valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=99 \
+		--log-file="$T/valgrind.log" "$build/quota-milter" -f -c "$T/v.conf" >"$T/milter-v.log" 2>&1 &
+	pv=$!
+	PIDS="$PIDS $pv"
+	wait_for milter-v 30 bash -c "echo > /dev/tcp/127.0.0.1/$vport" || notok "daemon started under valgrind"
+	vout=$(mt "inet:$vport@127.0.0.1" header_account)
+	check_eq "protocol session under valgrind: no failed case" 0 "$(grep -c '^not ok' <<<"$vout")"
+	kill -TERM "$pv"
+	rc=0; wait "$pv" || rc=$?
+	check_eq "valgrind: no errors, no leaks (exit status)" 0 "$rc"
+	[ "$rc" = 0 ] || sed 's/^/# /' "$T/valgrind.log" | head -30
+fi
 
 finish
