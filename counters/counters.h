@@ -64,17 +64,21 @@ int	counters_peek(struct counters *ctr, const char *account, time_t now,
  * (or monitor is true), add them to total and to the category field, add
  * one to messages, and announce thresholds crossed in the events stream,
  * each at most once per account and month. If they do not fit (enforce),
- * add them to refused instead. `refused` extra units refused earlier at
- * RCPT stage are added to refused in the same call. Returns as
- * counters_peek().
+ * nothing of the message is written but the month's one "exhausted" event:
+ * the caller records its units with counters_refused() once it knows
+ * the refusal is final (a 5xx), so that a 451 and the retry that follows
+ * are not recorded twice. `refused` extra units refused earlier at RCPT
+ * stage (5xx, final) are added to refused in the same call, fit or not.
+ * Returns as counters_peek().
  */
 int	counters_charge(struct counters *ctr, const char *account, const char *category,
 		long long units, long long refused, bool monitor, time_t now,
 		struct qm_quota *out, char *err, size_t errlen);
 
 /*
- * counters_refused - record units refused at RCPT stage for a message that
- * never reached end of message. Returns 0 or -1 with err.
+ * counters_refused - record units refused for good (a 5xx): at RCPT stage
+ * for a message that never reached end of message, or a whole message
+ * refused at its end. Returns 0 or -1 with err.
  */
 int	counters_refused(struct counters *ctr, const char *account, long long units,
 		time_t now, char *err, size_t errlen);

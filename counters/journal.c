@@ -7,8 +7,10 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,7 +27,7 @@ struct journal {
 	unsigned long file_seq;
 	unsigned long entry_seq;
 	bool	pending;		/* entries may wait on disk */
-	char	idbase[48];		/* host-pid-start */
+	char	idbase[20];		/* 64 random bits, hex: names files and ids */
 };
 
 /* is_journal_file - "journal.*.log" or "replay.*.log" */
@@ -61,7 +63,7 @@ struct journal *
 journal_open(const char *folder, char *err, size_t errlen)
 {
 	struct journal *jr;
-	char	host[32];
+	unsigned long long rnd = 0;
 
 	if (mkdir(folder, 0750) < 0 && errno != EEXIST) {
 		snprintf(err, errlen, "journal %s: cannot create: %s", folder, strerror(errno));
@@ -78,14 +80,17 @@ journal_open(const char *folder, char *err, size_t errlen)
 	}
 	pthread_mutex_init(&jr->lock, NULL);
 	jr->fd = -1;
-	if (gethostname(host, sizeof(host)) < 0)
-		snprintf(host, sizeof(host), "host");
-	host[sizeof(host) - 1] = 0;
-	for (char *cp = host; *cp; cp++)
-		if (*cp == ' ' || *cp == '.')
-			*cp = '_';
-	snprintf(jr->idbase, sizeof(jr->idbase), "%s-%ld-%lld", host, (long) getpid(),
-		 (long long) time(NULL));
+
+	/*
+	 * Entry ids must differ across hosts and restarts (a container's
+	 * milter is often PID 1 on every host): 64 random bits per process.
+	 * They also name this process's files, so that no replay rename can
+	 * replace another process's file.
+	 */
+	if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t) sizeof(rnd))
+		rnd = ((unsigned long long) time(NULL) << 32) ^ (unsigned long long) getpid()
+		    ^ (unsigned long long) (uintptr_t) jr;
+	snprintf(jr->idbase, sizeof(jr->idbase), "%016llx", rnd);
 	jr->pending = folder_has_entries(folder);
 	return jr;
 }
@@ -146,8 +151,8 @@ journal_append(struct journal *jr, struct journal_entry *e, char *err, size_t er
 	}
 	pthread_mutex_lock(&jr->lock);
 	if (jr->fd < 0) {
-		snprintf(jr->path, sizeof(jr->path), "%s/journal.%ld.%lu.log", jr->folder,
-			 (long) getpid(), ++jr->file_seq);
+		snprintf(jr->path, sizeof(jr->path), "%s/journal.%s.%lu.log", jr->folder,
+			 jr->idbase, ++jr->file_seq);
 		jr->fd = open(jr->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
 		if (jr->fd < 0) {
 			snprintf(err, errlen, "journal %s: %s", jr->path, strerror(errno));
@@ -229,6 +234,28 @@ set_aside(const char *path, const char *why, journal_warn_fn warn)
 		warn(text);
 }
 
+/* keep_rejected - append an entry Redis refused to PATH.rejected, and say so */
+static void
+keep_rejected(const char *path, const char *line, const char *why, journal_warn_fn warn)
+{
+	char	bad[PATH_MAX + 16];
+	char	text[PATH_MAX * 2 + 256];
+	FILE   *fp;
+
+	snprintf(bad, sizeof(bad), "%s.rejected", path);
+	if ((fp = fopen(bad, "ae")) == NULL || fputs(line, fp) == EOF || fflush(fp) == EOF
+	    || fsync(fileno(fp)) < 0)
+		snprintf(text, sizeof(text), "journal %s: entry refused by Redis (%s), "
+			 "and cannot be kept in %s: %s", path, why, bad, strerror(errno));
+	else
+		snprintf(text, sizeof(text), "journal %s: entry refused by Redis (%s); kept in %s",
+			 path, why, bad);
+	if (fp != NULL)
+		fclose(fp);
+	if (warn != NULL)
+		warn(text);
+}
+
 /* replay_file - apply every entry of one file; 1 done, 0 set aside, -1 failed */
 static int
 replay_file(const char *path, journal_apply_fn apply, void *arg, journal_warn_fn warn,
@@ -255,7 +282,14 @@ replay_file(const char *path, journal_apply_fn apply, void *arg, journal_warn_fn
 			set_aside(path, why, warn);
 			return 0;
 		}
-		if (apply(arg, &e, err, errlen) < 0) {
+		switch (apply(arg, &e, err, errlen)) {
+		case 0:
+			break;
+		case JOURNAL_REJECTED:
+			/* Redis will never take this entry: keep it aside, go on. */
+			keep_rejected(path, line, err, warn);
+			continue;
+		default:
 			fclose(fp);
 			free(line);
 			return -1;

@@ -9,9 +9,9 @@
  * op "replay"), so an entry applied twice, for instance when the milter
  * is killed in the middle of a replay, is counted once.
  *
- * Files: FOLDER/journal.PID.N.log while written, renamed to
- * FOLDER/replay.PID.N.log when a replay takes them, removed once every
- * entry is in Redis. A file that cannot be read or parsed is renamed to
+ * Files: FOLDER/journal.RANDOM.N.log while written (RANDOM: 64 bits drawn
+ * per process), renamed to FOLDER/replay.RANDOM.N.log when a replay takes
+ * them, removed once every entry is in Redis. A file that cannot be read or parsed is renamed to
  * *.bad, kept and reported, never deleted.
  */
 #ifndef QM_JOURNAL_H
@@ -23,7 +23,7 @@
 #include "../conf/conf.h"
 
 struct journal_entry {
-	char	id[64];			/* unique: host-pid-time-sequence */
+	char	id[64];			/* unique: 64 random bits per process, sequence */
 	char	month[8];		/* "YYYY-MM" the mail was accepted in */
 	char	account[QM_ACCOUNT_MAX + 1];
 	char	category[QM_NAME_MAX + 1];
@@ -55,10 +55,14 @@ bool	journal_pending(struct journal *jr);
 
 /*
  * journal_replay - apply every waiting entry with apply(); stop at the
- * first failure (Redis still away) and keep the rest for later. Returns
- * the number of entries applied, or -1 with err when apply() failed.
- * Bad files are kept as *.bad and reported in err... and through warn().
+ * first failure (Redis still away) and keep the rest for later. apply()
+ * returns 0 when the entry is in Redis, JOURNAL_REJECTED when Redis will
+ * never take it (the entry is then appended to FILE.rejected, reported
+ * through warn(), and the replay goes on), or -1 when Redis failed.
+ * Returns the number of entries applied, or -1 with err when apply()
+ * failed. Unreadable files are kept as *.bad and reported through warn().
  */
+#define JOURNAL_REJECTED	(-2)
 typedef int (*journal_apply_fn)(void *arg, const struct journal_entry *entry,
 		char *err, size_t errlen);
 typedef void (*journal_warn_fn)(const char *text);

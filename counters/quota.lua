@@ -166,8 +166,11 @@ end
 -- charge (and replay)
 local fits = status == nil and (limit == -1 or used + units <= limit)
 if not fits and not monitor then
-  if units + refused_extra > 0 then
-    add('refused', units + refused_extra)
+  -- The message's own units are not recorded as refused here: the milter
+  -- does it (op "refused") once it knows its reply is final, a 5xx, so
+  -- that a 451 and the client's retry are not recorded twice.
+  if refused_extra > 0 then
+    add('refused', refused_extra)
     redis.call('EXPIREAT', KEYS[2], str(expireat))
   end
   if status == nil then

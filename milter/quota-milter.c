@@ -97,6 +97,7 @@ static pthread_mutex_t journal_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct journal *journal;
 
 static int journal_start(const struct qm_conf *conf, char *err, size_t errlen);
+static void strip_headers(SMFICTX *ctx, struct conn_ctx *cc);
 
 /* runtime_acquire - pin the current runtime */
 static struct runtime *
@@ -262,6 +263,13 @@ reply(SMFICTX *ctx, const struct conn_ctx *cc, enum qm_reply_id id, const char *
 	return r->code[0] == '4' ? SMFIS_TEMPFAIL : SMFIS_REJECT;
 }
 
+/* reply_final - is the conf's reply a permanent (5xx) refusal? */
+static bool
+reply_final(const struct conn_ctx *cc, enum qm_reply_id id)
+{
+	return cc->rt->conf->replies[id].code[0] == '5';
+}
+
 /* journal_get - the journal, or NULL when accept mode never asked for one */
 static struct journal *
 journal_get(void)
@@ -296,6 +304,7 @@ unavailable(SMFICTX *ctx, struct conn_ctx *cc, long long units, const char *err)
 		if (counters_month(cc->rt->ctr, time(NULL), e.month) == 0
 		    && journal_append(jr, &e, jerr, sizeof(jerr)) == 0) {
 			m->refused = 0;
+			strip_headers(ctx, cc);
 			decision_log(ctx, cc, units, "accept-journaled", err);
 			return SMFIS_CONTINUE;
 		}
@@ -461,7 +470,10 @@ qm_envrcpt(SMFICTX *ctx, char **argv)
 		    ? QM_STATUS_EXHAUSTED : m->quota.status;
 
 		id = policy_status_reply(st, false);
-		m->refused += units;
+		/* Recorded once final (5xx), and once per message for unit messages. */
+		if (reply_final(cc, id))
+			m->refused += cc->rt->conf->unit == QM_UNIT_RECIPIENTS ? units
+			    : (m->refused == 0 && m->rcpt_ok == 0);
 		decision_log(ctx, cc, units, "refuse-rcpt", counters_status_name(st));
 		return reply(ctx, cc, id, counters_status_name(st));
 	}
@@ -545,6 +557,7 @@ qm_eom(SMFICTX *ctx)
 	const char *reason;
 	long long units;
 	bool	monitor;
+	enum qm_reply_id id;
 	sfsistat rc;
 	char	err[256];
 
@@ -568,13 +581,9 @@ qm_eom(SMFICTX *ctx)
 		res = policy_account(conf, &pm, m->account, &reason);
 	}
 	if (res != POLICY_ACCOUNT_OK) {
-		if (monitor) {
-			decision_log(ctx, cc, units, "monitor-pass-uncounted", reason);
-			rc = SMFIS_CONTINUE;
-		} else {
-			decision_log(ctx, cc, units, "refuse", reason);
-			rc = reply(ctx, cc, policy_account_reply(res), reason);
-		}
+		/* Not a quota decision: monitor mode refuses it too. */
+		decision_log(ctx, cc, units, "refuse", reason);
+		rc = reply(ctx, cc, policy_account_reply(res), reason);
 		m->account[0] = 0;
 		msg_reset(m);
 		return rc;
@@ -600,10 +609,15 @@ qm_eom(SMFICTX *ctx)
 		rc = SMFIS_CONTINUE;
 		break;
 	default:
-		decision_log(ctx, cc, units, m->peeked ? "tempfail-race" : "refuse",
+		id = policy_status_reply(m->quota.status, m->peeked);
+		decision_log(ctx, cc, units, reply_final(cc, id) ? "refuse" : "tempfail",
 			     counters_status_name(m->quota.status));
-		rc = reply(ctx, cc, policy_status_reply(m->quota.status, m->peeked),
-			   counters_status_name(m->quota.status));
+		rc = reply(ctx, cc, id, counters_status_name(m->quota.status));
+		/* A 451 (race, unknown plan) is retried: only a 5xx is recorded. */
+		if (reply_final(cc, id) && counters_refused(cc->rt->ctr, m->account, units,
+							 time(NULL), err, sizeof(err)) < 0)
+			msg_warn("%s: account %s: cannot record %lld refused: %s",
+				 queue_id(ctx), m->account, units, err);
 		break;
 	}
 	msg_reset(m);
@@ -696,11 +710,22 @@ reload_thread(void *arg)
 	return NULL;
 }
 
-/* replay_apply - journal_replay() callback: one entry into Redis */
+/*
+ * replay_apply - journal_replay() callback: one entry into Redis. An
+ * error the script raises about the entry or its keys (a usage field
+ * that is not a number, a key of another type) will not go away by
+ * waiting: the entry is rejected and kept aside. Anything else (Redis
+ * away, loading, read-only, busy) is waited out.
+ */
 static int
 replay_apply(void *arg, const struct journal_entry *e, char *err, size_t errlen)
 {
-	return counters_replay(arg, e, err, errlen);
+	if (counters_replay(arg, e, err, errlen) == 0)
+		return 0;
+	if (strncmp(err, "Redis: ERR quota.lua", 20) == 0
+	    || strncmp(err, "Redis: WRONGTYPE", 16) == 0)
+		return JOURNAL_REJECTED;
+	return -1;
 }
 
 /* replay_warn - journal_replay() callback: a file set aside */
@@ -902,11 +927,10 @@ main(int argc, char **argv)
 		 rt->conf->socket, rt->conf->mode == QM_MODE_MONITOR ? "monitor" : "enforce",
 		 rt->conf->unit == QM_UNIT_MESSAGES ? "messages" : "recipients");
 	rc = smfi_main();
+	/*
+	 * The runtime stays: the reload and replay threads may still use it
+	 * until the process is gone.
+	 */
 	msg_info("stopping");
-	pthread_mutex_lock(&runtime_lock);
-	rt = runtime_current;
-	runtime_current = NULL;
-	pthread_mutex_unlock(&runtime_lock);
-	runtime_release(rt);
 	return rc == MI_SUCCESS ? 0 : 1;
 }

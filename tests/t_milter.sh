@@ -170,11 +170,19 @@ check "and reported" grep -q "replay.1.1.log: line 1 is malformed; kept as" "$T/
 # A crash between applying entries and removing the file: replayed again, counted once.
 kill -9 "$pe"; wait "$pe" 2>/dev/null
 cp "$T/saved.log" "$T/journal/journal.99999.1.log"
+# And an entry Redis will never take (its usage hash holds a non-number):
+# kept aside, the good entry after it still replayed.
+rcli HSET "qm:usage:{rej}:$month" total not-a-number >/dev/null
+printf 'test-1 %s rej crm 1 0\ntest-2 %s jco crm 1 0\n' "$month" "$month" \
+	> "$T/journal/journal.77.1.log"
 milter_start "$build" "$T/e.conf" milter-e2
 pe=$MILTER_PID
 wait_for "second replay" 10 bash -c "[ -z \"\$(find $T/journal -name '*.log')\" ]" ||
 	notok "journal left by a killed milter is replayed at start"
-check_eq "entries replayed twice are counted once" 2 "$(rcli HGET "qm:usage:{jco}:$month" total)"
+check_eq "entries replayed twice are counted once, the new one too" 3 \
+	"$(rcli HGET "qm:usage:{jco}:$month" total)"
+check "an entry Redis refuses is kept aside" grep -q ' rej crm 1 0$' "$T/journal/replay.77.1.log.rejected"
+check "and reported" grep -q 'replay.77.1.log: entry refused by Redis (Redis: ERR quota.lua' "$T/milter-e2.log"
 check "milter-e2 stops cleanly" milter_stop "$pe" milter-e2
 
 # 9. The same protocol session with the daemon under valgrind (for the

@@ -1,5 +1,5 @@
 -- monitor.lua - monitor mode never refuses: over the quota it counts and
--- records would_refuse; account problems pass uncounted. mon-co has limit 1.
+-- records would_refuse. Account problems are not quota: still refused. mon-co has limit 1.
 dofile(lib)
 
 local function usage(acct, field)
@@ -16,7 +16,9 @@ run {
 	check(usage("mon-co", "would_refuse") == "2", "would_refuse recorded")
 	envelope(conn, "<crm@app.example>", { "<a@x.example>" })
 	r = content(conn, { { "X-Quota-Account", "bad id" }, { "X-Quota-Category", "crm" } })
-	check(r == SMFIR_CONTINUE or r == SMFIR_ACCEPT, "bad account id passes in monitor mode")
+	check(r == SMFIR_REPLYCODE and mt.eom_check(conn, MT_SMTPREPLY, "550", "5.7.1",
+		"Invalid sending account: characters outside A-Z a-z 0-9 . _ @ + -"),
+		"a bad account id is refused in monitor mode too (not a quota decision)")
 	mt.disconnect(conn)
 end },
 }

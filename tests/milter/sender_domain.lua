@@ -48,6 +48,7 @@ end },
 		"Monthly sending limit of 1 emails reached for account race.example meanwhile, try again later"),
 		"temporary refusal, retry decides")
 	check(usage("race.example", "total") == "1", "only the other host's message counted")
+	check(usage("race.example", "refused") == "", "a 451 is not recorded as refused (the retry will be)")
 	mt.disconnect(conn)
 end },
 }

@@ -1,0 +1,24 @@
+-- ctl.lua - one counted message for an account, to show that the milter
+-- obeys what quota-milter-ctl set. Globals from miltertest -D: account,
+-- rcpts (how many recipients), expect ("accept" or the 550 reply text),
+-- label (names the case).
+dofile(lib)
+
+run {
+{ label, function()
+	local conn = open()
+	local list = {}
+	for i = 1, tonumber(rcpts) do
+		list[i] = "<r" .. i .. "@x.example>"
+	end
+	envelope(conn, "<crm@app.example>", list)
+	local r = content(conn, { { "X-Quota-Account", account }, { "X-Quota-Category", "crm" } })
+	if expect == "accept" then
+		check(r == SMFIR_CONTINUE or r == SMFIR_ACCEPT, label .. ": accepted")
+	else
+		check(r == SMFIR_REPLYCODE and mt.eom_check(conn, MT_SMTPREPLY, "550", "5.7.1", expect),
+			label .. ": refused with " .. expect)
+	end
+	mt.disconnect(conn)
+end },
+}
