@@ -856,6 +856,8 @@ main(int argc, char **argv)
 	int	ch;
 	int	rc;
 
+	if (argc > 1 && strcmp(argv[1], "--help") == 0)
+		usage(0);
 	while ((ch = getopt(argc, argv, "c:fthV")) != -1) {
 		switch (ch) {
 		case 'c':
