@@ -3,6 +3,9 @@
 #   make run      install what is missing, build, run on the shipped conf
 #   make check    install what is missing, build, run every test (also
 #                 under AddressSanitizer + UndefinedBehaviorSanitizer)
+#   make bench    build, then measure throughput through a throwaway Postfix
+#                 and alone, Redis use, memory; writes bench/RESULTS.md
+#   make demo     a plan filling up: Redis, Postfix and the milter on loopback
 #   make install  DESTDIR=... PREFIX=...
 #
 # Honours CC, CFLAGS, CPPFLAGS, LDFLAGS, DESTDIR and PREFIX. Objects go to
@@ -34,13 +37,16 @@ LIB_SRCS = conf/cidr.c conf/conf.c \
 LIB_OBJS = $(LIB_SRCS:%.c=$(B)/%.o)
 
 DAEMON	= $(B)/quota-milter
+CTL	= $(B)/quota-milter-ctl
+CTL_OBJS = $(B)/ctl/quota-milter-ctl.o $(B)/ctl/row.o $(B)/ctl/scan.o $(B)/ctl/output.o
 UNIT_TESTS = $(B)/tests/check_conf $(B)/tests/check_month $(B)/tests/check_policy
 REDIS_TESTS = $(B)/tests/check_counters
 TEST_HELPERS = $(B)/tests/redis_helper.o
+MILTERLOAD = $(B)/tests/bench/milterload
 
 .SECONDARY:
-.PHONY: all run check check-unit check-asan test-run install clean deps
-all: $(DAEMON) $(UNIT_TESTS) $(REDIS_TESTS)
+.PHONY: all run check check-unit check-asan test-run install clean deps bench demo
+all: $(DAEMON) $(CTL) $(UNIT_TESTS) $(REDIS_TESTS) $(MILTERLOAD)
 
 $(B)/%.o: %.c
 	@mkdir -p $(@D)
@@ -65,8 +71,16 @@ $(B)/libqm.a: $(LIB_OBJS)
 $(DAEMON): $(B)/milter/quota-milter.o $(B)/libqm.a
 	$(CC) $(QM_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(QM_LIBS)
 
+$(CTL): $(CTL_OBJS) $(B)/libqm.a
+	$(CC) $(QM_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(filter-out -lmilter,$(QM_LIBS))
+
 $(B)/tests/check_%: $(B)/tests/check_%.o $(TEST_HELPERS) $(B)/libqm.a
 	$(CC) $(QM_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(QM_LIBS)
+
+# The benchmark's milter-protocol load generator (no libraries of ours).
+$(MILTERLOAD): tests/bench/milterload.c
+	@mkdir -p $(@D)
+	$(CC) $(QM_CPPFLAGS) $(CPPFLAGS) $(QM_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< -pthread
 
 deps:
 	@sh tests/deps.sh
@@ -81,17 +95,54 @@ check: deps
 	$(MAKE) check-asan
 	bash tests/run.sh $(B)
 
+# bench: a few minutes; the table goes to bench/RESULTS.md (see tests/bench/bench.sh).
+bench: deps
+	$(MAKE) all
+	bash tests/bench/bench.sh $(B)
+
+demo: deps
+	$(MAKE) all
+	bash tests/demo.sh $(B)
+
 check-asan:
 	$(MAKE) B=build-asan CC=$(or $(ASAN_CC),$(CC)) \
 		CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
 		LDFLAGS="-fsanitize=address,undefined" all
 
-install: $(DAEMON)
+install: $(DAEMON) $(CTL)
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/quota-milter
+	install -d $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5
 	install -m 755 $(DAEMON) $(DESTDIR)$(SBINDIR)/quota-milter
+	install -m 755 $(CTL) $(DESTDIR)$(SBINDIR)/quota-milter-ctl
+	install -m 644 man/quota-milter.8 man/quota-milter-ctl.8 $(DESTDIR)$(MANDIR)/man8
+	install -m 644 man/quota-milter.conf.5 $(DESTDIR)$(MANDIR)/man5
 	install -m 644 conf/quota-milter.conf $(DESTDIR)$(SYSCONFDIR)/quota-milter/quota-milter.conf
 
 clean:
 	rm -rf build build-asan counters/quota_lua.h
+
+# deb: the Debian package (debian/), built by `dpkg-buildpackage -us -uc -b`
+# in a scratch copy of the files git tracks or would track (committed or
+# not; ignored ones such as build/ left out), so that it builds what a clean
+# clone would. The .deb files end in $(DEB_OUT). Needs dpkg-dev, debhelper
+# and the Build-Depends of debian/control.
+DEB_OUT	?= build/deb
+.PHONY: deb
+deb:
+	@command -v dpkg-buildpackage >/dev/null && command -v dh >/dev/null || \
+		{ echo "make deb: needs dpkg-dev and debhelper (apt-get install dpkg-dev debhelper)" >&2; exit 1; }
+	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	mkdir "$$tmp/quota-milter"; \
+	if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+		git ls-files -z --cached --others --exclude-standard | \
+		xargs -0 -r sh -c 'for f; do [ -e "$$f" ] && printf "%s\000" "$$f"; done; :' sh | \
+		tar --null --verbatim-files-from -T - -cf - | tar -C "$$tmp/quota-milter" -xf -; \
+	else \
+		tar --exclude=./build --exclude=./build-asan -cf - . | tar -C "$$tmp/quota-milter" -xf -; \
+	fi; \
+	(cd "$$tmp/quota-milter" && dpkg-buildpackage -us -uc -b); \
+	mkdir -p $(DEB_OUT); \
+	mv "$$tmp"/*.deb "$$tmp"/*.buildinfo "$$tmp"/*.changes $(DEB_OUT)/; \
+	ls -l $(DEB_OUT)/*.deb
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -1,11 +1,15 @@
 #!/bin/sh
 # deps.sh - install with apt-get whatever the build and the tests need and
 # this machine lacks. Postfix is preseeded to "No configuration" so that no
-# system instance starts; the tests run their own.
+# system instance starts; the tests run their own. dpkg-dev, debhelper and
+# lintian build and check the package (t_deb.sh); m4 and libwrap0 are what
+# the unpacked, not installed, Sendmail of t_sendmail.sh needs (sendmail-bin
+# conflicts with postfix).
 set -eu
 
 PKGS="gcc make pkg-config libc6-dev libmilter-dev libhiredis-dev libconfuse-dev
-check redis-server redis-tools postfix miltertest valgrind"
+check redis-server redis-tools postfix miltertest valgrind
+dpkg-dev debhelper lintian tzdata m4 libwrap0 jq groff-base"
 
 missing=""
 for p in $PKGS; do

@@ -1,0 +1,541 @@
+/*
+ * scan.c - every account of a month: top and export
+ *
+ * The accounts with usage in a month are found with SCAN, MATCH on the
+ * usage key pattern and COUNT 1000: Redis does a bounded amount of work
+ * per call, so even 100 000 accounts never block it (KEYS would). The
+ * pattern is derived from keys_usage() itself, and each key found is
+ * rebuilt with keys_usage() and compared, so the key layout stays in
+ * counters/keys.c alone.
+ *
+ * top keeps only the best N in memory: a min-heap whose root is the
+ * weakest of the N, with a small hash set of its accounts (SCAN may
+ * return a key twice). export needs every account sorted, so it keeps
+ * the names, then reads the rows in pipelined batches.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl.h"
+
+#define SCAN_PLACEHOLDER	"X"	/* an account id, to find where ids go in a key */
+
+/* glob_escape - s with Redis glob metacharacters backslashed, into out */
+static void
+glob_escape(const char *s, size_t len, char *out)
+{
+	size_t	o = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		if (strchr("*?[]\\^", s[i]) != NULL)
+			out[o++] = '\\';
+		out[o++] = s[i];
+	}
+	out[o] = 0;
+}
+
+/* scan_account - the account of a usage key of month, or false */
+static bool
+scan_account(struct ctl *ctl, const char *key, size_t keylen, const char *month,
+	     size_t headlen, size_t taillen, char *account)
+{
+	char	rebuilt[KEYS_MAX];
+	size_t	len;
+
+	if (keylen <= headlen + taillen || keylen - headlen - taillen > QM_ACCOUNT_MAX)
+		return false;
+	len = keylen - headlen - taillen;
+	memcpy(account, key + headlen, len);
+	account[len] = 0;
+	if (!account_valid(account, NULL))
+		return false;
+	return keys_usage(rebuilt, ctl->conf->redis.prefix, account, month) == keylen
+	    && memcmp(rebuilt, key, keylen) == 0;
+}
+
+/* scan_usage - SCAN for the month's usage keys, batch by batch */
+int
+scan_usage(struct ctl *ctl, const char *month, scan_fn fn, void *arg, char *err, size_t errlen)
+{
+	char	sample[KEYS_MAX], pattern[2 * KEYS_MAX + 2], cursor[32] = "0";
+	char	account[QM_ACCOUNT_MAX + 1];
+	const char *argv[6] = {"SCAN", cursor, "MATCH", pattern, "COUNT", CTL_SCAN_COUNT};
+	const char *hole;
+	size_t	headlen, taillen;
+	char  **batch = NULL;
+	size_t	cap = 0;
+	int	rc = 0;
+
+	if (keys_usage(sample, ctl->conf->redis.prefix, SCAN_PLACEHOLDER, month) == 0
+	    || (hole = strstr(sample, "{" SCAN_PLACEHOLDER "}")) == NULL) {
+		snprintf(err, errlen, "cannot build the usage keys of %s", month);
+		return -1;
+	}
+	headlen = (size_t) (hole - sample) + 1;
+	taillen = strlen(hole) - strlen(SCAN_PLACEHOLDER) - 1;
+	glob_escape(sample, headlen, pattern);
+	strcat(pattern, "*");
+	glob_escape(hole + 1 + strlen(SCAN_PLACEHOLDER), taillen, pattern + strlen(pattern));
+
+	do {
+		redisReply *r, *keys;
+		size_t	count = 0;
+
+		if ((r = redis_pool_command(ctl->pool, 6, argv, NULL, err, errlen)) == NULL)
+			return -1;
+		if (r->type != REDIS_REPLY_ARRAY || r->elements != 2
+		    || r->element[0]->type != REDIS_REPLY_STRING || r->element[0]->len >= sizeof(cursor)
+		    || r->element[1]->type != REDIS_REPLY_ARRAY) {
+			snprintf(err, errlen, "unexpected reply from Redis to SCAN");
+			freeReplyObject(r);
+			rc = -1;
+			break;
+		}
+		memcpy(cursor, r->element[0]->str, r->element[0]->len);
+		cursor[r->element[0]->len] = 0;
+		keys = r->element[1];
+		if (keys->elements > cap) {
+			char  **grown = realloc(batch, keys->elements * sizeof(char *));
+
+			if (grown == NULL)
+				ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
+			batch = grown;
+			cap = keys->elements;
+		}
+		for (size_t i = 0; i < keys->elements; i++) {
+			const redisReply *k = keys->element[i];
+
+			if (k->type == REDIS_REPLY_STRING
+			    && scan_account(ctl, k->str, k->len, month, headlen, taillen, account)) {
+				if ((batch[count++] = strdup(account)) == NULL)
+					ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
+			}
+		}
+		freeReplyObject(r);
+		if (count > 0)
+			rc = fn(ctl, batch, count, arg, err, errlen);
+		for (size_t i = 0; i < count; i++)
+			free(batch[i]);
+	} while (rc == 0 && strcmp(cursor, "0") != 0);
+	free(batch);
+	return rc;
+}
+
+/* One account of the top: its total when scanned. */
+struct top_entry {
+	long long total;
+	char   *account;		/* owned; also in the set */
+};
+
+struct top {
+	const char *month;
+	size_t	n;			/* how many to keep */
+	size_t	count;			/* in the heap now */
+	struct top_entry *heap;		/* min-heap: heap[0] is the weakest */
+	char  **set;			/* open addressing, linear probing */
+	size_t	mask;			/* set size - 1 (a power of two > 2n) */
+};
+
+/* top_better - does a rank above b? Higher total first, then account name. */
+static bool
+top_better(const struct top_entry *a, const struct top_entry *b)
+{
+	if (a->total != b->total)
+		return a->total > b->total;
+	return strcmp(a->account, b->account) < 0;
+}
+
+/* top_hash - FNV-1a of an account */
+static size_t
+top_hash(const char *s)
+{
+	uint64_t h = 14695981039346656037ULL;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char) *s) * 1099511628211ULL;
+	return (size_t) h;
+}
+
+/* top_find - the slot holding account, or the empty slot where it would go */
+static size_t
+top_find(const struct top *top, const char *account)
+{
+	size_t	i = top_hash(account) & top->mask;
+
+	while (top->set[i] != NULL && strcmp(top->set[i], account) != 0)
+		i = (i + 1) & top->mask;
+	return i;
+}
+
+/* top_unset - remove an account from the set, shifting back its followers */
+static void
+top_unset(struct top *top, const char *account)
+{
+	size_t	i = top_find(top, account), j = i, k;
+
+	if (top->set[i] == NULL)
+		return;
+	top->set[i] = NULL;
+	for (;;) {
+		j = (j + 1) & top->mask;
+		if (top->set[j] == NULL)
+			break;
+		k = top_hash(top->set[j]) & top->mask;
+		/* An entry whose home lies cyclically in (i, j] stays where it is. */
+		if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
+			continue;
+		top->set[i] = top->set[j];
+		top->set[j] = NULL;
+		i = j;
+	}
+}
+
+/* top_sift_down - restore the heap below slot i */
+static void
+top_sift_down(struct top *top, size_t i)
+{
+	for (;;) {
+		size_t	l = 2 * i + 1, r = l + 1, w = i;
+		struct top_entry tmp;
+
+		if (l < top->count && top_better(&top->heap[w], &top->heap[l]))
+			w = l;
+		if (r < top->count && top_better(&top->heap[w], &top->heap[r]))
+			w = r;
+		if (w == i)
+			return;
+		tmp = top->heap[i];
+		top->heap[i] = top->heap[w];
+		top->heap[w] = tmp;
+		i = w;
+	}
+}
+
+/* top_sift_up - restore the heap above slot i */
+static void
+top_sift_up(struct top *top, size_t i)
+{
+	while (i > 0) {
+		size_t	p = (i - 1) / 2;
+		struct top_entry tmp;
+
+		if (!top_better(&top->heap[p], &top->heap[i]))
+			return;
+		tmp = top->heap[i];
+		top->heap[i] = top->heap[p];
+		top->heap[p] = tmp;
+		i = p;
+	}
+}
+
+/* top_offer - keep the account if it ranks among the best n; takes *account */
+static void
+top_offer(struct top *top, char **account, long long total)
+{
+	struct top_entry e = {total, *account};
+	size_t	slot;
+
+	if (top->set[slot = top_find(top, e.account)] != NULL)
+		return;			/* seen already: SCAN returned it twice */
+	if (top->count == top->n) {
+		if (!top_better(&e, &top->heap[0]))
+			return;
+		top_unset(top, top->heap[0].account);
+		free(top->heap[0].account);
+		top->heap[0] = e;
+		top_sift_down(top, 0);
+	} else {
+		top->heap[top->count++] = e;
+		top_sift_up(top, top->count - 1);
+	}
+	top->set[top_find(top, e.account)] = e.account;
+	*account = NULL;
+}
+
+/* top_batch - scan callback: one pipelined HGET total per account */
+static int
+top_batch(struct ctl *ctl, char **accounts, size_t count, void *arg, char *err, size_t errlen)
+{
+	struct top *top = arg;
+	struct redis_cmd *cmds = calloc(count, sizeof(*cmds));
+	char   (*keys)[KEYS_MAX] = calloc(count, KEYS_MAX);
+	const char *(*argv)[3] = calloc(count, sizeof(*argv));
+	redisReply **replies = calloc(count, sizeof(*replies));
+	long long total;
+	int	rc = 0;
+
+	if (cmds == NULL || keys == NULL || argv == NULL || replies == NULL)
+		ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
+	for (size_t i = 0; i < count; i++) {
+		keys_usage(keys[i], ctl->conf->redis.prefix, accounts[i], top->month);
+		argv[i][0] = "HGET";
+		argv[i][1] = keys[i];
+		argv[i][2] = USAGE_TOTAL;
+		cmds[i] = (struct redis_cmd) {3, argv[i], NULL};
+	}
+	if (redis_pool_run(ctl->pool, cmds, count, replies, err, errlen) < 0) {
+		rc = -1;
+	} else {
+		for (size_t i = 0; i < count; i++) {
+			const redisReply *r = replies[i];
+
+			if (r->type == REDIS_REPLY_NIL) {
+				total = 0;	/* only refused units, or gone meanwhile */
+			} else if (r->type == REDIS_REPLY_STRING && ctl_int(r->str, r->len, &total)) {
+				/* counted */
+			} else {
+				ctl_warn("%s: %s is not a count, account skipped", keys[i],
+					 r->type == REDIS_REPLY_ERROR ? r->str : "total");
+				continue;
+			}
+			top_offer(top, &accounts[i], total);
+		}
+	}
+	for (size_t i = 0; i < count; i++)
+		freeReplyObject(replies[i]);
+	free(cmds);
+	free(keys);
+	free(argv);
+	free(replies);
+	return rc;
+}
+
+/* row_cmp - sort rows: most used first, then by account */
+static int
+row_cmp(const void *a, const void *b)
+{
+	const struct ctl_row *x = a, *y = b;
+
+	if (x->used != y->used)
+		return x->used > y->used ? -1 : 1;
+	return strcmp(x->account, y->account);
+}
+
+/* top_print - the rows as a table or JSON */
+static void
+top_print(struct ctl *ctl, const char *month, struct ctl_row *rows, size_t count)
+{
+	static const char *const heads[] = {"ACCOUNT", "PLAN", "USED", "LIMIT", "REMAINING",
+		"PERCENT", "STATUS"};
+	static const bool right[] = {false, false, true, true, true, true, false};
+	char	used[32], limit[32], remaining[32], percent[32];
+	struct table *t;
+
+	if (ctl->json) {
+		fputs("{\"month\":", stdout);
+		json_cstr(stdout, month);
+		fputs(",\"accounts\":[", stdout);
+		for (size_t i = 0; i < count; i++) {
+			if (i > 0)
+				putchar(',');
+			row_json(ctl, &rows[i], NULL, false, stdout);
+			putchar('}');
+		}
+		fputs("]}\n", stdout);
+		return;
+	}
+	t = table_create(7, heads, right);
+	for (size_t i = 0; i < count; i++) {
+		const char *cells[7];
+
+		snprintf(used, sizeof(used), "%lld", rows[i].used);
+		cells[0] = rows[i].account;
+		cells[1] = rows[i].plan ? rows[i].plan : "-";
+		cells[2] = used;
+		cells[3] = row_limit_text(&rows[i], limit, sizeof(limit));
+		cells[4] = row_remaining_text(&rows[i], remaining, sizeof(remaining));
+		cells[5] = row_percent_text(&rows[i], percent, sizeof(percent));
+		cells[6] = counters_status_name(rows[i].status);
+		table_add(t, cells);
+	}
+	table_print(t, stdout);
+	table_free(t);
+}
+
+/* top_run - the n accounts with the highest total in month */
+int
+top_run(struct ctl *ctl, const char *month, size_t n)
+{
+	struct top top = {month, n, 0, NULL, NULL, 0};
+	struct ctl_row *rows;
+	char	err[CTL_ERR_MAX];
+	size_t	setsize = 16, kept = 0;
+	int	rc;
+
+	while (setsize < 2 * n + 1)
+		setsize *= 2;
+	top.mask = setsize - 1;
+	if ((top.heap = calloc(n, sizeof(*top.heap))) == NULL
+	    || (top.set = calloc(setsize, sizeof(char *))) == NULL)
+		ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
+	rc = scan_usage(ctl, month, top_batch, &top, err, sizeof(err));
+
+	if ((rows = calloc(top.count + 1, sizeof(*rows))) == NULL)
+		ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
+	for (size_t i = 0; i < top.count; i++) {
+		row_init(ctl, &rows[i], top.heap[i].account);
+		free(top.heap[i].account);
+	}
+	free(top.heap);
+	free(top.set);
+
+	/* Fresh rows for the winners; drop a hash that went away meanwhile. */
+	if (rc == 0 && (rc = rows_fetch(ctl, rows, top.count, month, err, sizeof(err))) == 0) {
+		for (size_t i = 0; i < top.count; i++) {
+			if (rows[i].exists)
+				rows[kept++] = rows[i];
+			else
+				row_free(&rows[i]);
+		}
+		qsort(rows, kept, sizeof(*rows), row_cmp);
+		top_print(ctl, month, rows, kept);
+	} else {
+		kept = top.count;
+	}
+	for (size_t i = 0; i < kept; i++)
+		row_free(&rows[i]);
+	free(rows);
+	if (rc != 0) {
+		fprintf(stderr, "%s: %s\n", CTL_NAME, err);
+		return CTL_EXIT_RUNTIME;
+	}
+	return 0;
+}
+
+/* Every account of the month, for export. */
+struct names {
+	char  **v;
+	size_t	count;
+	size_t	cap;
+};
+
+/* export_batch - scan callback: keep the names (taking them) */
+static int
+export_batch(struct ctl *ctl, char **accounts, size_t count, void *arg, char *err, size_t errlen)
+{
+	struct names *names = arg;
+
+	(void) ctl;
+	(void) err;
+	(void) errlen;
+	if (names->count + count > names->cap) {
+		size_t	cap = names->cap ? names->cap : 1024;
+		char  **grown;
+
+		while (cap < names->count + count)
+			cap *= 2;
+		if ((grown = realloc(names->v, cap * sizeof(char *))) == NULL)
+			ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
+		names->v = grown;
+		names->cap = cap;
+	}
+	for (size_t i = 0; i < count; i++) {
+		names->v[names->count++] = accounts[i];
+		accounts[i] = NULL;
+	}
+	return 0;
+}
+
+/* name_cmp - qsort by byte order of the account ids */
+static int
+name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* export_head - the CSV header row */
+static void
+export_head(struct ctl *ctl)
+{
+	fputs("account,plan,limit,total,messages", stdout);
+	for (size_t i = 0; i < ctl->conf->category_count; i++) {
+		putchar(',');
+		csv_field(stdout, ctl->conf->categories[i].name);
+	}
+	fputs(",refused\n", stdout);
+}
+
+/* export_row - one CSV row: limit -1 when unlimited, empty when unknown */
+static void
+export_row(struct ctl *ctl, const struct ctl_row *row)
+{
+	csv_field(stdout, row->account);
+	putchar(',');
+	csv_field(stdout, row->plan ? row->plan : "");
+	putchar(',');
+	if (row->has_limit)
+		printf("%lld", row->limit);
+	printf(",%lld,%lld", row->used, row->messages);
+	for (size_t i = 0; i < ctl->conf->category_count; i++)
+		printf(",%lld", row->cats[i]);
+	printf(",%lld\n", row->refused);
+}
+
+/* export_run - every account with usage in month, sorted, as CSV or JSON */
+int
+export_run(struct ctl *ctl, const char *month)
+{
+	struct names names = {NULL, 0, 0};
+	struct ctl_row *rows;
+	char	err[CTL_ERR_MAX];
+	size_t	unique = 0;
+	bool	first = true;
+	int	rc;
+
+	rc = scan_usage(ctl, month, export_batch, &names, err, sizeof(err));
+	if (rc == 0) {
+		if (names.count > 0)
+			qsort(names.v, names.count, sizeof(char *), name_cmp);
+		for (size_t i = 0; i < names.count; i++) {
+			if (unique > 0 && strcmp(names.v[unique - 1], names.v[i]) == 0)
+				free(names.v[i]);
+			else
+				names.v[unique++] = names.v[i];
+		}
+		names.count = unique;
+		if ((rows = calloc(CTL_BATCH, sizeof(*rows))) == NULL)
+			ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
+		if (ctl->json) {
+			fputs("{\"month\":", stdout);
+			json_cstr(stdout, month);
+			fputs(",\"accounts\":[", stdout);
+		} else {
+			export_head(ctl);
+		}
+		for (size_t done = 0; done < names.count && rc == 0; done += CTL_BATCH) {
+			size_t	n = names.count - done < CTL_BATCH ? names.count - done : CTL_BATCH;
+
+			for (size_t i = 0; i < n; i++)
+				row_init(ctl, &rows[i], names.v[done + i]);
+			rc = rows_fetch(ctl, rows, n, month, err, sizeof(err));
+			for (size_t i = 0; i < n; i++) {
+				if (rc == 0 && rows[i].exists) {
+					if (!ctl->json) {
+						export_row(ctl, &rows[i]);
+					} else {
+						if (!first)
+							putchar(',');
+						row_json(ctl, &rows[i], NULL, true, stdout);
+						putchar('}');
+					}
+					first = false;
+				}
+				row_free(&rows[i]);
+			}
+		}
+		if (ctl->json && rc == 0)
+			fputs("]}\n", stdout);
+		free(rows);
+	}
+	for (size_t i = 0; i < names.count; i++)
+		free(names.v[i]);
+	free(names.v);
+	if (rc != 0) {
+		fflush(stdout);
+		fprintf(stderr, "%s: %s\n", CTL_NAME, err);
+		return CTL_EXIT_RUNTIME;
+	}
+	return 0;
+}

@@ -1,0 +1,403 @@
+#!/bin/bash
+# t_milter_ctl.sh BUILD - quota-milter-ctl against a real redis-server, and
+# end to end with the real daemon under miltertest: what the milter counts
+# is what the ctl shows, and what the ctl sets the milter obeys on the next
+# message. Named t_milter* so that run.sh also runs it against the
+# ASan+UBSan build (there every ctl run is leak-checked by LeakSanitizer;
+# in the normal build a few runs go under valgrind instead).
+set -u
+cd "$(dirname "$0")/.."
+. tests/lib.sh
+build=${1:-build}
+ctlbin="$build/quota-milter-ctl"
+month=$(date -u +%Y-%m)		# the test conf's timezone is UTC
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+
+[ -x "$ctlbin" ] || { notok "$ctlbin is built"; finish; }
+command -v jq >/dev/null || { notok "jq is installed (tests/deps.sh)"; finish; }
+
+redis_start
+
+# The daemon's conf, pointed at the test's Redis; the ctl reads the same file.
+mport=$(free_port)
+msock="inet:$mport@127.0.0.1"
+sed -e "s|^socket .*|socket = \"$msock\"|" -e 's|^user .*|user = ""|' \
+    -e "s|address *= *\"127.0.0.1:6379\"|address = \"127.0.0.1:$REDIS_PORT\"|" \
+    conf/quota-milter.conf > "$T/qm.conf"
+grep -q "127.0.0.1:$REDIS_PORT" "$T/qm.conf" || notok "test conf points at the test Redis"
+
+# ctl ARGS... - run the ctl on the test conf; sets OUT, ERR and RC
+ctl() {
+	"$ctlbin" -c "$T/qm.conf" "$@" >"$T/out" 2>"$T/err"
+	RC=$?
+	OUT=$(cat "$T/out")
+	ERR=$(cat "$T/err")
+	cat "$T/err" >> "$T/stderr.all"
+}
+
+# ctl_ok NAME ARGS... - the ctl succeeds, silent on stderr
+ctl_ok() {
+	local name=$1
+	shift
+	ctl "$@"
+	if [ "$RC" = 0 ] && [ -z "$ERR" ]; then ok "$name"; else
+		notok "$name (exit $RC)"; sed 's/^/# /' "$T/err" | head -5; fi
+}
+
+# has NAME REGEX - OUT has a line matching the extended regex
+has() {
+	if grep -qE -- "$2" <<<"$OUT"; then ok "$1"; else
+		notok "$1"; sed 's/^/# /' <<<"$OUT" | head -20; fi
+}
+
+# jq_eq NAME FILTER EXPECTED - OUT is valid JSON and the filter gives EXPECTED
+jq_eq() {
+	local got
+	got=$(jq -c "$2" <<<"$OUT" 2>&1)
+	check_eq "$1" "$3" "$got"
+}
+
+# 1. Help: stdout, exit 0, every command; the daemon's too.
+for opt in --help -h; do
+	ctl "$opt"
+	check_eq "ctl $opt exits 0" 0 "$RC"
+	has "ctl $opt prints the usage line" "^usage: quota-milter-ctl \[-c FILE\] \[--json\] COMMAND"
+done
+for c in usage top plans set-plan set-limit suspend resume reset events export; do
+	has "--help names $c" "^  $c( |$)"
+done
+out=$("$build/quota-milter" -h 2>&1); rc=$?
+check_eq "quota-milter -h exits 0" 0 "$rc"
+check "quota-milter -h prints its options" grep -q -- "usage: quota-milter \[-c FILE\] \[-f\] \[-t\] \[-V\]" <<<"$out"
+
+# 2. plans: the conf's table, in file order.
+ctl_ok "plans" plans
+has "plans: head" "^PLAN +MONTHLY +DEFAULT$"
+has "plans: free is the default" "^free +0 +yes$"
+has "plans: enterprise is unlimited" "^enterprise +unlimited$"
+check_eq "plans: six, in conf order" "free trial basic standard professional enterprise" \
+	"$(awk 'NR > 1 {print $1}' <<<"$OUT" | paste -sd' ')"
+ctl_ok "plans --json" --json plans
+jq_eq "plans --json: default and plans" '[.default_plan, (.plans | length), .plans[5]]' \
+	'["free",6,{"name":"enterprise","monthly":-1,"default":false}]'
+
+# 3. What the ctl sets is what redis-cli reads.
+ctl_ok "set-plan" set-plan acme basic
+check_eq "set-plan says so" "account acme: plan set to basic" "$OUT"
+check_eq "set-plan is HSET plan" basic "$(rcli HGET 'qm:account:{acme}' plan)"
+ctl_ok "set-limit N" set-limit acme 5
+check_eq "set-limit N is HSET limit N" 5 "$(rcli HGET 'qm:account:{acme}' limit)"
+ctl_ok "set-limit unlimited" --json set-limit acme unlimited
+check_eq "set-limit unlimited is HSET limit -1" -1 "$(rcli HGET 'qm:account:{acme}' limit)"
+jq_eq "set-limit --json" . '{"account":"acme","command":"set-limit","limit":-1}'
+ctl_ok "usage with an unlimited override" usage acme
+has "usage: unlimited shown as such" "^limit +unlimited \(override\)$"
+has "usage: remaining unlimited" "^remaining +unlimited$"
+ctl_ok "set-limit plan" set-limit acme plan
+check_eq "set-limit plan is HDEL limit" 0 "$(rcli HEXISTS 'qm:account:{acme}' limit)"
+ctl_ok "suspend" suspend acme
+check_eq "suspend is HSET suspended 1" 1 "$(rcli HGET 'qm:account:{acme}' suspended)"
+ctl_ok "usage of a suspended account" --json usage acme
+jq_eq "usage --json: suspended" '[.status, .suspended]' '["suspended",true]'
+ctl_ok "resume" resume acme
+check_eq "resume is HDEL suspended" 0 "$(rcli HEXISTS 'qm:account:{acme}' suspended)"
+check_eq "the account hash holds just what was set" "plan basic" \
+	"$(rcli HGETALL 'qm:account:{acme}' | paste -sd' ')"
+
+# ... and what redis-cli (the billing system) sets is what the ctl shows.
+rcli HSET 'qm:account:{bill}' plan professional limit 123 suspended 1 >/dev/null
+rcli HSET "qm:usage:{bill}:$month" total 100 messages 4 crm 60 marketing 40 refused 7 \
+	would_refuse 2 legacy 9 >/dev/null
+ctl_ok "usage of a billing-made account" usage bill
+for line in "account +bill" "month +$month" "plan +professional" "limit +123 \(override\)" \
+	"used +100" "remaining +23" "percent +81%" "status +suspended" "suspended +yes" \
+	"messages +4" "crm +60" "marketing +40" "automation +0" "refused +7" "would_refuse +2" \
+	"legacy +9 \(not a category of the configuration\)"; do
+	has "usage shows '$line'" "^$line$"
+done
+ctl_ok "usage --json of a billing-made account" --json usage bill
+jq_eq "usage --json: the same facts, numbers as numbers" \
+	'[.account,.month,.plan,.plan_source,.limit,.limit_source,.used,.remaining,.percent,.status,.messages,.categories,.refused,.would_refuse,.other]' \
+	"[\"bill\",\"$month\",\"professional\",\"account\",123,\"override\",100,23,81,\"suspended\",4,{\"crm\":60,\"marketing\":40,\"automation\":0},7,2,{\"legacy\":9}]"
+rcli HDEL 'qm:account:{bill}' limit suspended >/dev/null
+ctl_ok "usage after the billing system dropped the override" --json usage bill
+jq_eq "usage --json: the plan's limit applies again" '[.limit,.limit_source,.remaining,.percent,.status]' \
+	'[100000,"plan",99900,0,"ok"]'
+ctl_ok "usage of an account Redis never heard of" --json usage nobody "$month"
+jq_eq "usage --json: default_plan, nothing used" '[.plan,.plan_source,.limit,.used,.percent,.status]' \
+	'["free","default_plan",0,0,null,"no_mail"]'
+rcli HSET 'qm:account:{ghost}' plan gold >/dev/null
+ctl_ok "usage of an account on a plan the conf lacks" --json usage ghost
+jq_eq "usage --json: unknown plan has no limit" '[.plan,.limit,.remaining,.status]' '["gold",null,null,"unknown_plan"]'
+
+# 4. Bad input: a message on stderr, nothing on stdout, exit 2 (usage) or 1 (runtime).
+long=$(printf 'a%.0s' $(seq 1 129))
+rcli HSET 'qm:account:{limitless}' plan basic >/dev/null
+while IFS=';' read -r want msg args; do
+	eval "set -- $args"
+	ctl "$@"
+	if [ "$RC" = "$want" ] && [ -z "$OUT" ] && grep -qE -- "^quota-milter-ctl: $msg" <<<"$ERR"; then
+		ok "error: $args -> exit $want, $msg"
+	else
+		notok "error: $args -> exit $want, $msg (exit $RC)"
+		sed 's/^/# /' "$T/err" "$T/out" | head -5
+	fi
+done <<EOF
+2;unknown command "frob";frob
+2;no command given;
+2;no command given;--json
+2;bad account id "a b": characters outside A-Z a-z 0-9 . _ @ \+ -;usage 'a b'
+2;bad account id "": empty;usage ''
+2;bad account id "a\?b": characters outside;usage \$'a\\eb'
+2;bad account id "a+": longer than 128 characters;usage $long
+2;bad account id ".*": characters outside;set-plan 'x{y}' basic
+2;bad month "2026-13": expected YYYY-MM;usage acme 2026-13
+2;bad month "26-01";export 26-01
+2;bad month "2026-1";top 2026-1
+2;bad month "1969-12";reset acme 1969-12
+2;bad -n "0": expected a count from 1 to 100000;top -n 0
+2;bad -n "100001";top -n 100001
+2;bad -n "x";events -n x
+2;bad -n "10001";events -n 10001
+2;usage takes no -n;usage acme -n 3
+2;unknown plan "gold" \(plans of .*: free, trial, basic, standard, professional, enterprise\);set-plan acme gold
+2;bad limit "-5": expected a count from 0 to 999999999999999, unlimited or plan;set-limit acme -5
+2;bad limit "1.5";set-limit acme 1.5
+2;bad limit "1000000000000000";set-limit acme 1000000000000000
+2;usage: quota-milter-ctl set-limit ACCOUNT N\|unlimited\|plan;set-limit acme
+2;usage: quota-milter-ctl export YYYY-MM;export
+2;usage: quota-milter-ctl plans;plans extra
+2;usage: quota-milter-ctl usage ACCOUNT \[YYYY-MM\];usage a b c d
+2;unknown option --frob;--frob plans
+2;option -c needs a value;plans -c
+1;/nonexistent.conf: cannot open: No such file or directory;-c /nonexistent.conf plans
+EOF
+check_eq "a refused plan never reached Redis" basic "$(rcli HGET 'qm:account:{acme}' plan)"
+check_eq "a refused limit never reached Redis" 0 "$(rcli HEXISTS 'qm:account:{acme}' limit)"
+
+printf 'redis {\n\taddress = "127.0.0.1:%s"\n}\nmode = "sideways"\n' "$REDIS_PORT" > "$T/bad.conf"
+ctl -c "$T/bad.conf" plans
+check "a bad conf: exit 1 with FILE:LINE: reason" test "$RC" = 1 -a -n "$(grep -F "quota-milter-ctl: $T/bad.conf:4: bad mode" <<<"$ERR")"
+
+deadport=$(free_port)
+sed "s|127.0.0.1:$REDIS_PORT|127.0.0.1:$deadport|" "$T/qm.conf" > "$T/dead.conf"
+for args in "usage acme" "top" "set-plan acme basic" "suspend acme" "reset acme" "events" "export $month"; do
+	start=$(date +%s%N)
+	# shellcheck disable=SC2086
+	ctl -c "$T/dead.conf" $args
+	ms=$(( ($(date +%s%N) - start) / 1000000 ))
+	check "Redis down: $args -> exit 1 naming the address, in ${ms} ms" \
+		test "$RC" = 1 -a "$ms" -lt 3000 -a \
+		"$ERR" = "quota-milter-ctl: Redis 127.0.0.1:$deadport: Connection refused"
+done
+rcli SET 'qm:account:{strkey}' oops >/dev/null
+ctl usage strkey
+check "a key of the wrong type: exit 1 with Redis's error" \
+	test "$RC" = 1 -a -n "$(grep -E '^quota-milter-ctl: account strkey: Redis: WRONGTYPE' <<<"$ERR")"
+
+# 5. export and top over a month of hand-made usage.
+m=2025-03
+rcli HSET 'qm:account:{zeta}' plan professional >/dev/null
+rcli HSET "qm:usage:{zeta}:$m" total 900 messages 9 crm 900 >/dev/null
+rcli HSET 'qm:account:{alpha}' plan basic limit 20 >/dev/null
+rcli HSET "qm:usage:{alpha}:$m" total 20 messages 2 marketing 15 automation 5 refused 4 >/dev/null
+rcli HSET 'qm:account:{m.x@y+z_1-2}' plan enterprise >/dev/null
+rcli HSET "qm:usage:{m.x@y+z_1-2}:$m" total 900 messages 3 crm 900 >/dev/null
+rcli HSET 'qm:account:{quoted}' plan 'go,ld "x"' >/dev/null
+rcli HSET "qm:usage:{quoted}:$m" total 1 messages 1 crm 1 >/dev/null
+rcli HSET "qm:usage:{refusedonly}:$m" refused 3 >/dev/null
+rcli HSET "qm:usage:{zeta}:2025-04" total 5 >/dev/null		# another month
+rcli HSET "other:usage:{alien}:$m" total 5000 >/dev/null	# another prefix
+rcli HSET "qm:usage:{bad id}:$m" total 7000 >/dev/null	# no account id: skipped
+rcli HSET "qm:usage:{zeta}:$m:x" total 8000 >/dev/null	# not a usage key
+ctl_ok "export" export "$m"
+cat > "$T/want.csv" <<EOF
+account,plan,limit,total,messages,crm,marketing,automation,refused
+alpha,basic,20,20,2,0,15,5,4
+m.x@y+z_1-2,enterprise,-1,900,3,900,0,0,0
+quoted,"go,ld ""x""",,1,1,1,0,0,0
+refusedonly,free,0,0,0,0,0,0,3
+zeta,professional,100000,900,9,900,0,0,0
+EOF
+check_eq "export: header, rows sorted by account, CSV quoting" "$(cat "$T/want.csv")" "$OUT"
+ctl_ok "export --json" --json export "$m"
+jq_eq "export --json: same accounts" '[.month, [.accounts[].account], .accounts[0].refused]' \
+	"[\"$m\",[\"alpha\",\"m.x@y+z_1-2\",\"quoted\",\"refusedonly\",\"zeta\"],4]"
+ctl_ok "export of a month without usage" export 2001-01
+check_eq "export of an empty month: the header only" \
+	"account,plan,limit,total,messages,crm,marketing,automation,refused" "$OUT"
+
+# A prefix with glob characters matches itself only.
+sed 's|^\([[:space:]]*prefix *=\).*|\1 "q*[m]:"|' "$T/qm.conf" > "$T/glob.conf"
+rcli HSET "q*[m]:usage:{globbed}:$m" total 5 >/dev/null
+rcli HSET "qxm:usage:{decoy}:$m" total 6 >/dev/null
+ctl -c "$T/glob.conf" export "$m"
+check_eq "a prefix with glob characters: escaped in MATCH" "globbed,free,0,5,0,0,0,0,0" "$(tail -n +2 "$T/out")"
+
+ctl_ok "top" top "$m"
+check_eq "top: head and order (total, then account)" \
+	"ACCOUNT PLAN USED LIMIT REMAINING PERCENT STATUS|m.x@y+z_1-2 enterprise 900 unlimited unlimited - ok|zeta professional 900 100000 99100 0% ok|alpha basic 20 20 0 100% exhausted|quoted go,ld \"x\" 1 - - - unknown_plan|refusedonly free 0 0 0 - no_mail" \
+	"$(sed -E 's/  +/ /g' <<<"$OUT" | paste -sd'|')"
+ctl_ok "top -n 2" top "$m" -n 2
+check_eq "top -n 2: the first two" "m.x@y+z_1-2 zeta" "$(awk 'NR > 1 {print $1}' <<<"$OUT" | paste -sd' ')"
+ctl_ok "top --json -n 3" --json top -n 3 "$m"
+jq_eq "top --json" '[.month, [.accounts[] | [.account, .used, .limit, .remaining, .percent]]]' \
+	"[\"$m\",[[\"m.x@y+z_1-2\",900,-1,-1,null],[\"zeta\",900,100000,99100,0],[\"alpha\",20,20,0,100]]]"
+ctl_ok "top of an empty month" top 2001-01
+check_eq "top of an empty month: the head only" "ACCOUNT  PLAN  USED  LIMIT  REMAINING  PERCENT  STATUS" "$OUT"
+
+# 6. top over 20 000 accounts: SCAN (never KEYS), fast, Redis never blocked.
+big=2024-01
+nacc=20000
+awk -v m="$big" -v n="$nacc" 'BEGIN {
+	for (i = 1; i <= n; i++) {
+		k = "qm:usage:{acct" i "}:" m; v = (i * 7919) % 20011
+		printf "*6\r\n$4\r\nHSET\r\n$%d\r\n%s\r\n$5\r\ntotal\r\n$%d\r\n%d\r\n$8\r\nmessages\r\n$1\r\n1\r\n",
+			length(k), k, length(v ""), v
+	}
+}' | redis-cli -p "$REDIS_PORT" --pipe >"$T/pipe.log" 2>&1
+check_eq "$nacc synthetic accounts loaded with redis-cli --pipe" "$nacc" \
+	"$(rcli --scan --pattern "qm:usage:*:$big" | wc -l)"
+want=$(awk -v n="$nacc" 'BEGIN { for (i = 1; i <= n; i++) print (i * 7919) % 20011, "acct" i }' |
+	sort -k1,1nr -k2,2 | head -25 | awk '{print $2}' | paste -sd' ')
+rcli CONFIG SET slowlog-log-slower-than 20000 >/dev/null
+rcli SLOWLOG RESET >/dev/null
+rcli CONFIG RESETSTAT >/dev/null
+start=$(date +%s%N)
+ctl_ok "top -n 25 over $nacc accounts" --json top "$big" -n 25
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+echo "# top -n 25 over $nacc accounts: $ms ms ($build)"
+check "top over $nacc accounts in ${ms} ms (< 5000)" test "$ms" -lt 5000
+check_eq "top over $nacc accounts: the right 25, in order" "$want" "$(jq -r '[.accounts[].account] | join(" ")' <<<"$OUT")"
+stats=$(rcli INFO commandstats)
+check "top used SCAN" grep -q '^cmdstat_scan:calls=' <<<"$stats"
+check "top never used KEYS" test -z "$(grep '^cmdstat_keys:' <<<"$stats")"
+check_eq "no Redis command of the top took 20 ms or more" 0 "$(rcli SLOWLOG LEN)"
+start=$(date +%s%N)
+ctl_ok "export over $nacc accounts" export "$big"
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+echo "# export over $nacc accounts: $ms ms ($build)"
+check_eq "export over $nacc accounts: one row each" $((nacc + 1)) "$(wc -l <<<"$OUT")"
+check "export over $nacc accounts: sorted by account" bash -c "tail -n +2 '$T/out' | cut -d, -f1 | LC_ALL=C sort -c"
+ctl_ok "top -n 100000 over $nacc accounts (all of them)" top "$big" -n 100000
+check_eq "top -n larger than the accounts: each once" $((nacc + 1)) "$(wc -l <<<"$OUT")"
+
+# 7. events: newest first, -n, fields, hostile bytes kept off the terminal.
+rcli XADD qm:events '*' type threshold account acme month "$m" percent 80 used 16 limit 20 plan basic >/dev/null
+rcli XADD qm:events '*' type exhausted account acme month "$m" used 20 limit 20 plan basic \
+	note "$(printf 'x\033[31my')" >/dev/null
+ctl_ok "events" events
+has "events: head" "^TIME \(UTC\) +TYPE +ACCOUNT +MONTH +PERCENT +USED +LIMIT +PLAN +OTHER$"
+check_eq "events: newest first" "exhausted threshold" "$(awk 'NR > 1 {print $3}' <<<"$OUT" | paste -sd' ')"
+has "events: threshold fields" "^[0-9-]+ [0-9:]+ +threshold +acme +$m +80 +16 +20 +basic$"
+check "events: no escape byte reaches the terminal" test -z "$(grep -P '\x1b' "$T/out")"
+ctl_ok "events -n 1 --json" events -n 1 --json
+jq_eq "events --json: the latest, fields, numbers as numbers" \
+	'[(.events | length), .events[0].fields.type, .events[0].fields.used, .events[0].fields.note]' \
+	'[1,"exhausted",20,"x\u001b[31my"]'
+jq_eq "events --json: id and time" \
+	'.events[0] | (.id | test("^[0-9]+-[0-9]+$")) and (.time | test("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z$"))' true
+
+# 8. reset: the usage and the announced thresholds go, replay markers stay.
+rcli HSET "qm:usage:{acme}:$m" total 20 messages 2 >/dev/null
+rcli HSET "qm:warned:{acme}:$m" 80 1 100 1 exhausted 1 replay:host-1-2-3 1 >/dev/null
+ctl_ok "reset" reset acme "$m"
+check_eq "reset says so" "account acme: usage of $m reset" "$OUT"
+check_eq "reset is DEL of the usage hash" 0 "$(rcli EXISTS "qm:usage:{acme}:$m")"
+check_eq "reset clears the thresholds, keeps replay markers" "replay:host-1-2-3" \
+	"$(rcli HKEYS "qm:warned:{acme}:$m" | paste -sd' ')"
+ctl_ok "reset again" --json reset acme "$m"
+jq_eq "reset --json: nothing left to delete" . \
+	"{\"account\":\"acme\",\"command\":\"reset\",\"month\":\"$m\",\"deleted\":false}"
+
+# 9. End to end: the daemon counts, the ctl shows it; the ctl changes, the daemon obeys.
+milter_start "$build" "$T/qm.conf" milter
+mpid=$MILTER_PID
+wait_for milter 20 bash -c "echo > /dev/tcp/127.0.0.1/$mport" || { notok "milter started"; sed 's/^/# /' "$T/milter.log"; }
+# send LABEL RCPTS EXPECT - one crm message of account e2e through the daemon
+send() {
+	miltertest -D sock="$msock" -D rport="$REDIS_PORT" -D month="$month" \
+		-D lib=tests/milter/common.lua -D account=e2e -D label="$1" -D rcpts="$2" \
+		-D expect="$3" -s tests/milter/ctl.lua
+}
+ctl_ok "e2e: set-plan basic" set-plan e2e basic
+ctl_ok "e2e: set-limit 5" set-limit e2e 5
+send "3 recipients within the limit" 3 accept
+ctl_ok "e2e: usage after one message" --json usage e2e
+jq_eq "e2e: the ctl shows what the milter counted" '[.used,.messages,.categories.crm,.remaining,.percent,.status]' \
+	'[3,1,3,2,60,"ok"]'
+check_eq "e2e: and so does redis-cli" 3 "$(rcli HGET "qm:usage:{e2e}:$month" total)"
+send "a fourth recipient crosses 80%" 1 accept
+ctl_ok "e2e: events" --json events -n 1
+jq_eq "e2e: the 80% threshold event, as the ctl shows it" \
+	'.events[0].fields | [.type,.account,.month,.percent,.used,.limit,.plan]' \
+	"[\"threshold\",\"e2e\",\"$month\",80,4,5,\"basic\"]"
+ctl_ok "e2e: set-limit 4" set-limit e2e 4
+send "after set-limit 4, the next is refused" 1 \
+	"Monthly sending limit of 4 emails reached for account e2e (plan basic)"
+ctl_ok "e2e: usage after a refusal" usage e2e
+has "e2e: the refusal is counted in refused" "^refused +1$"
+has "e2e: status exhausted" "^status +exhausted$"
+ctl_ok "e2e: set-limit unlimited" set-limit e2e unlimited
+send "after set-limit unlimited, accepted" 2 accept
+ctl_ok "e2e: suspend" suspend e2e
+send "after suspend, refused" 1 "Sending is suspended for account e2e"
+ctl_ok "e2e: resume" resume e2e
+send "after resume, accepted" 1 accept
+ctl_ok "e2e: set-plan free, set-limit plan" set-plan e2e free
+ctl_ok "e2e: set-limit plan" set-limit e2e plan
+send "on plan free without override, refused" 1 "Plan free of account e2e does not include outgoing mail"
+ctl_ok "e2e: set-plan basic" set-plan e2e basic
+ctl_ok "e2e: reset" reset e2e
+send "after reset, counted from zero" 2 accept
+ctl_ok "e2e: usage after reset" --json usage e2e
+jq_eq "e2e: usage after reset is the one message since" '[.used,.messages,.refused,.limit]' '[2,1,0,10000]'
+check "e2e: the daemon stops cleanly" milter_stop "$mpid" milter
+
+# 10. No sanitizer report from any ctl run; valgrind on a few (normal build).
+check "no sanitizer report from the ctl" test -z "$(grep -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$T/stderr.all")"
+if ldd "$ctlbin" 2>/dev/null | grep -q libasan; then
+	: # LeakSanitizer checked every run above
+elif command -v valgrind >/dev/null; then
+	for args in "--json usage bill" "top $m" "export $m" "events" "reset acme $m" "set-plan acme gold"; do
+		# shellcheck disable=SC2086
+		valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=99 \
+			"$ctlbin" -c "$T/qm.conf" $args >/dev/null 2>"$T/vg.log"
+		rc=$?
+		check "valgrind: $args (exit $rc, no errors or leaks)" test "$rc" != 99 -a -z "$(grep '^==' "$T/vg.log")"
+	done
+else
+	notok "valgrind is installed"
+fi
+
+# 11. Man pages: clean under groff -ww, and they name what they must.
+if command -v groff >/dev/null; then
+	for page in man/quota-milter.8 man/quota-milter-ctl.8 man/quota-milter.conf.5; do
+		check "$page: no groff warnings" test -z "$(groff -man -Tutf8 -ww -z "$page" 2>&1)"
+	done
+	text() { groff -man -Tascii -P-cbou "$1" 2>/dev/null; }
+	spec=""
+	for f in ../shared/SPEC.md /work/shared/SPEC.md; do [ -f "$f" ] && { spec=$f; break; }; done
+	if [ -n "$spec" ]; then
+		# The Programs line: "COMMAND`: usage ACCOUNT [YYYY-MM] · top ... · export YYYY-MM ..."
+		cmds=$(sed -n '/`quota-milter-ctl \[-c FILE\]/,/^$/p' "$spec" | tr '\n' ' ' |
+			sed 's/.*COMMAND`: *//' | tr '·' '\n' | awk 'NF {print $1}' | paste -sd' ')
+	fi
+	[ -n "${cmds:-}" ] || cmds="usage top plans set-plan set-limit suspend resume reset events export"
+	for c in $cmds; do
+		check "quota-milter-ctl.8 documents $c" grep -qE "^ {7}$c( |$)" <(text man/quota-milter-ctl.8)
+	done
+	for o in $(grep -oE 'CFG_[A-Z_]+\("[a-z_]+"' conf/conf.c | sed -E 's/.*"(.*)"/\1/' | sort -u); do
+		check "quota-milter.conf.5 documents $o" grep -qw -- "$o" <(text man/quota-milter.conf.5)
+	done
+	for r in exhausted no_mail suspended no_account bad_account untrusted conflict no_plan unknown_plan race unavailable; do
+		check "quota-milter.conf.5 documents reply $r" grep -qw -- "$r" <(text man/quota-milter.conf.5)
+	done
+	for o in -c -f -t -V SIGUSR1 SIGHUP SIGTERM; do
+		check "quota-milter.8 documents $o" grep -qw -- "$o" <(text man/quota-milter.8)
+	done
+else
+	notok "groff is installed (tests/deps.sh: groff-base)"
+fi
+
+finish
