@@ -16,7 +16,12 @@ void
 log_open(const char *ident, bool to_stderr)
 {
 	log_ident = ident;
-	log_stderr = to_stderr;
+
+	/*
+	 * Under systemd stderr goes to the journal, where syslog lines go too:
+	 * write each line once.
+	 */
+	log_stderr = to_stderr && getenv("JOURNAL_STREAM") == NULL;
 	openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
 }
 

@@ -10,7 +10,11 @@
 
 #include <stdbool.h>
 
-/* log_open - start logging as ident; also to stderr if to_stderr */
+/*
+ * log_open - start logging as ident; also to stderr if to_stderr, unless
+ * stderr is systemd's journal (JOURNAL_STREAM set), which has the syslog
+ * lines already.
+ */
 void	log_open(const char *ident, bool to_stderr);
 
 void	msg_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
