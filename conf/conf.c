@@ -244,6 +244,10 @@ conf_put_error(struct conf_ctx *ctx, int line, const char *reason)
 		snprintf(ctx->err, ctx->errlen, "%s:%d: %s", ctx->path, line, reason);
 	else
 		snprintf(ctx->err, ctx->errlen, "%s: %s", ctx->path, reason);
+	/* A quoted bad value may hold a newline or control bytes: one line. */
+	for (char *cp = ctx->err; *cp; cp++)
+		if ((unsigned char) *cp < 0x20 || *cp == 0x7f)
+			*cp = '?';
 	ctx->failed = true;
 }
 

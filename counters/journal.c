@@ -193,16 +193,68 @@ journal_pending(struct journal *jr)
 	return pending;
 }
 
-/* journal_parse_line - parse one journal line; false if malformed */
+/* parse_count - a decimal count 0..999999999, digits only */
+static bool
+parse_count(const char *text, long long *out)
+{
+	size_t	len = strlen(text);
+
+	if (len == 0 || len > 9 || strspn(text, "0123456789") != len)
+		return false;
+	*out = strtoll(text, NULL, 10);
+	return true;
+}
+
+/* copy_field - copy a field that must fit, whole */
+static bool
+copy_field(char *dst, size_t size, const char *src)
+{
+	size_t	len = strlen(src);
+
+	if (len == 0 || len >= size)
+		return false;
+	memcpy(dst, src, len + 1);
+	return true;
+}
+
+/*
+ * journal_parse_line - parse one journal line; false if malformed. A line
+ * is exactly six fields separated by single spaces and ends in a newline
+ * (or its end): ID MONTH ACCOUNT CATEGORY UNITS REFUSED. A field too long
+ * for its place is an error, never cut down.
+ */
 bool
 journal_parse_line(const char *line, struct journal_entry *e)
 {
-	char	tail;
+	char	buf[512];
+	char   *field[7];
+	char   *save = NULL;
+	size_t	len = strlen(line);
+	int	n = 0;
 
 	memset(e, 0, sizeof(*e));
-	if (sscanf(line, "%63s %7s %128s %64s %lld %lld %c", e->id, e->month, e->account,
-		   e->category, &e->units, &e->refused, &tail) != 6)
+	if (len > 0 && line[len - 1] == '\n')
+		len--;
+	if (len == 0 || len >= sizeof(buf))
 		return false;
+	memcpy(buf, line, len);
+	buf[len] = 0;
+	if (buf[0] == ' ' || buf[len - 1] == ' ' || strstr(buf, "  ") != NULL)
+		return false;
+	for (char *tok = strtok_r(buf, " ", &save); tok != NULL; tok = strtok_r(NULL, " ", &save)) {
+		if (n == 7)
+			return false;
+		field[n++] = tok;
+	}
+	if (n != 6 || !copy_field(e->id, sizeof(e->id), field[0])
+	    || !copy_field(e->month, sizeof(e->month), field[1])
+	    || !copy_field(e->account, sizeof(e->account), field[2])
+	    || !copy_field(e->category, sizeof(e->category), field[3])
+	    || !parse_count(field[4], &e->units) || !parse_count(field[5], &e->refused))
+		return false;
+	for (const char *cp = e->id; *cp; cp++)
+		if (*cp < 0x21 || *cp > 0x7e)
+			return false;
 	if (strcmp(e->category, "-") == 0)
 		e->category[0] = 0;
 	else if (keys_reserved_field(e->category))
@@ -211,9 +263,7 @@ journal_parse_line(const char *line, struct journal_entry *e)
 		if (!(*cp >= 'a' && *cp <= 'z') && !(*cp >= 'A' && *cp <= 'Z')
 		    && !(*cp >= '0' && *cp <= '9') && *cp != '_' && *cp != '-')
 			return false;
-	return account_valid(e->account, NULL) && month_valid(e->month)
-	    && e->units >= 0 && e->refused >= 0 && e->units < 1000000000LL
-	    && e->refused < 1000000000LL;
+	return account_valid(e->account, NULL) && month_valid(e->month);
 }
 
 /* set_aside - keep an unusable file as *.bad and say so */

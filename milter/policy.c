@@ -137,7 +137,7 @@ header_account(const struct qm_conf *conf, const struct policy_msg *msg,
 			*value = h->value;
 	}
 	if (msg->headers_truncated) {
-		*reason = "account header too long or too many headers";
+		*reason = "account or category headers too long or too many";
 		return POLICY_ACCOUNT_BAD;
 	}
 	if (*value == NULL) {

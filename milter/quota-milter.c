@@ -223,14 +223,16 @@ decision_log(SMFICTX *ctx, const struct conn_ctx *cc, long long units,
 	const struct msg_ctx *m = &cc->msg;
 	char	plan[QM_NAME_MAX + 1];
 	char	limit[32];
+	char	qid[64];
 
 	policy_sanitize(plan, sizeof(plan), m->quota.plan[0] ? m->quota.plan : "-");
 	if (m->quota.limit == QM_UNLIMITED)
 		snprintf(limit, sizeof(limit), "unlimited");
 	else
 		snprintf(limit, sizeof(limit), "%lld", m->quota.limit);
+	policy_sanitize(qid, sizeof(qid), queue_id(ctx));
 	msg_info("%s: account=%s plan=%s category=%s units=%lld used=%lld/%s decision=%s%s%s",
-		 queue_id(ctx), m->account[0] ? m->account : "-", plan,
+		 qid, m->account[0] ? m->account : "-", plan,
 		 category_name(cc->rt->conf, m->category), units, m->quota.used,
 		 limit, decision, detail && *detail ? " reason=" : "",
 		 detail ? detail : "");
@@ -482,6 +484,31 @@ qm_envrcpt(SMFICTX *ctx, char **argv)
 	return SMFIS_CONTINUE;
 }
 
+/*
+ * header_unfold - a header value as RFC 5322 reads it: line breaks of a
+ * folded header removed, blanks at both ends trimmed. NULL when out of
+ * memory.
+ */
+static char *
+header_unfold(const char *value)
+{
+	char   *out = malloc(strlen(value) + 1);
+	char   *end;
+	char   *dst;
+
+	if (out == NULL)
+		return NULL;
+	for (dst = out; *value; value++)
+		if (*value != '\r' && *value != '\n')
+			*dst++ = *value;
+	*dst = 0;
+	for (end = dst; end > out && (end[-1] == ' ' || end[-1] == '\t'); end--)
+		end[-1] = 0;
+	dst = out + strspn(out, " \t");
+	memmove(out, dst, strlen(dst) + 1);
+	return out;
+}
+
 /* qm_header - keep the headers the policy reads */
 static sfsistat
 qm_header(SMFICTX *ctx, char *name, char *value)
@@ -489,7 +516,6 @@ qm_header(SMFICTX *ctx, char *name, char *value)
 	struct conn_ctx *cc = conn_get(ctx);
 	struct msg_ctx *m;
 	struct policy_header *h;
-	size_t	len;
 	int	slot;
 
 	if (cc == NULL)
@@ -502,17 +528,12 @@ qm_header(SMFICTX *ctx, char *name, char *value)
 	    && (m->slot_seen = calloc(cc->rt->conf->category_count + 1, sizeof(unsigned))) == NULL)
 		return SMFIS_TEMPFAIL;
 	m->slot_seen[slot]++;
-	while (*value == ' ' || *value == '\t')
-		value++;
-	len = strlen(value);
-	while (len > 0 && strchr(" \t\r\n", value[len - 1]) != NULL)
-		len--;
-	if (len > POLICY_HEADER_MAX || m->header_count >= POLICY_HEADERS_MAX) {
+	if (strlen(value) > POLICY_HEADER_MAX || m->header_count >= POLICY_HEADERS_MAX) {
 		m->headers_truncated = true;
 		return SMFIS_CONTINUE;
 	}
 	h = &m->headers[m->header_count];
-	if ((h->name = strdup(name)) == NULL || (h->value = strndup(value, len)) == NULL) {
+	if ((h->name = strdup(name)) == NULL || (h->value = header_unfold(value)) == NULL) {
 		free(h->name);
 		h->name = NULL;
 		return SMFIS_TEMPFAIL;
@@ -570,6 +591,17 @@ qm_eom(SMFICTX *ctx)
 	monitor = conf->mode == QM_MODE_MONITOR;
 	policy_view(cc, true, &pm);
 	if (m->category < 0 && (m->category = policy_classify(conf, &pm)) < 0) {
+		/*
+		 * Headers were dropped (too long, too many): what decides the
+		 * category may be among them. Never let that pass uncounted.
+		 */
+		if (m->headers_truncated) {
+			reason = "account or category headers too long or too many";
+			decision_log(ctx, cc, 0, "refuse", reason);
+			rc = reply(ctx, cc, QM_REPLY_BAD_ACCOUNT, reason);
+			msg_reset(m);
+			return rc;
+		}
 		msg_reset(m);
 		return SMFIS_CONTINUE;
 	}
