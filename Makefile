@@ -45,7 +45,7 @@ TEST_HELPERS = $(B)/tests/redis_helper.o
 MILTERLOAD = $(B)/tests/bench/milterload
 
 .SECONDARY:
-.PHONY: all run check check-unit check-asan test-run install clean deps bench demo
+.PHONY: all run check check-unit check-asan test-run install clean deps bench demo fuzz fuzz-build fuzz-clean
 all: $(DAEMON) $(CTL) $(UNIT_TESTS) $(REDIS_TESTS) $(MILTERLOAD)
 
 $(B)/%.o: %.c
@@ -146,3 +146,50 @@ deb:
 	ls -l $(DEB_OUT)/*.deb
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
+
+# fuzz: libFuzzer targets (tests/fuzz/), built with clang into $(FUZZ_B)
+# with ASan+UBSan, each run for FUZZ_SECONDS on a copy of its seed corpus
+# in $(FUZZ_B)/corpus/ (what it finds stays there, not in the repo); a
+# crash, leak or broken invariant leaves its input in $(FUZZ_B)/artifacts/.
+# fuzz-build only builds (tests/t_fuzz.sh uses it).
+FUZZ_CC	?= clang
+FUZZ_B	?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_CFLAGS ?= -O1 -g -fno-omit-frame-pointer
+FUZZ_SAN = -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_TARGETS = fuzz_conf fuzz_classify fuzz_account fuzz_reply
+FUZZ_LIB_SRCS = conf/cidr.c conf/conf.c milter/policy.c counters/keys.c \
+	counters/month.c counters/journal.c
+FUZZ_LIB_OBJS = $(FUZZ_LIB_SRCS:%.c=$(FUZZ_B)/%.o)
+FUZZ_LIBS = $(shell pkg-config --libs libconfuse 2>/dev/null || echo -lconfuse) -pthread
+
+$(FUZZ_B)/%.o: %.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(QM_CPPFLAGS) $(CPPFLAGS) $(QM_CFLAGS) $(FUZZ_CFLAGS) $(FUZZ_SAN) \
+		-fsanitize=fuzzer-no-link -MMD -MP -c -o $@ $<
+
+$(FUZZ_B)/fuzz_%: $(FUZZ_B)/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(FUZZ_LIBS)
+
+fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_B)/%)
+
+fuzz: fuzz-build
+	@rc=0; for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_B)/corpus/$$t $(FUZZ_B)/artifacts; \
+		cp tests/fuzz/corpus/$$t/* $(FUZZ_B)/corpus/$$t/; \
+		echo "== $$t: $(FUZZ_SECONDS) s"; \
+		$(FUZZ_B)/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 \
+			-artifact_prefix=$(FUZZ_B)/artifacts/$$t- $(FUZZ_B)/corpus/$$t \
+			2>$(FUZZ_B)/$$t.log || { rc=1; echo "FAIL $$t:"; \
+			grep -E -A14 'ERROR: |invariant failed|runtime error:' $(FUZZ_B)/$$t.log | \
+			grep -v -E 'fuzzer::|libc|pthread_kill|raise\.c|abort\.c|_start|stat::' | head -30; }; \
+		grep -E '^stat::(number_of_executed_units|peak_rss_mb)' $(FUZZ_B)/$$t.log; \
+	done; \
+	ls $(FUZZ_B)/artifacts/ 2>/dev/null | sed 's|^|artifact: $(FUZZ_B)/artifacts/|'; \
+	exit $$rc
+
+fuzz-clean:
+	rm -rf $(FUZZ_B)
+clean: fuzz-clean
+
+-include $(shell find $(FUZZ_B) -name '*.d' 2>/dev/null)
