@@ -38,7 +38,17 @@
 #                   SMTP_GREETING, SMTP_MAIL_REPLY, SMTP_RCPT_REPLIES (array),
 #                   SMTP_DATA_REPLY (the reply at end of DATA), SMTP_REPLY
 #                   (the last reply), multi-line replies joined by newlines;
-#                   appends a C:/S: transcript to $SMTP_LOG. Returns 0 when
+#                   SMTP_DATA_MS (milliseconds from the end of the message
+#                   to the reply at end of DATA, or to giving up on it; ""
+#                   when the message was never sent),
+#                   SMTP_MAX_MS (the slowest reply of the transaction, the
+#                   greeting's counted from the connect; a reply that never
+#                   came counts as the time waited for it);
+#                   appends a C:/S: transcript to $SMTP_LOG. With
+#                   $SMTP_XCLIENT set (e.g. "ADDR=192.0.2.7 NAME=[UNAVAILABLE]",
+#                   for an instance with smtpd_authorized_xclient_hosts) it
+#                   sends "XCLIENT $SMTP_XCLIENT" after EHLO, then EHLO again,
+#                   and sets SMTP_XCLIENT_REPLY. Returns 0 when
 #                   the message was accepted (2xx at end of DATA), 1 if
 #                   refused, 2 on a connection or protocol failure.
 #
@@ -305,24 +315,33 @@ msg_text() {
 	printf '\n%s\n' "$MSG_BODY"
 }
 
-# _smtp_read - one reply into _reply and its code into _code
+# _smtp_now_us - the wall clock in microseconds, without a fork
+_smtp_now_us() { _now=${EPOCHREALTIME//[!0-9]/}; }
+
+# _smtp_read - one reply into _reply and its code into _code; how long it
+# took (ms) into _ms, and the slowest so far into SMTP_MAX_MS
 _smtp_read() {
-	local line i
+	local line i _now t0 rc=1
 	_reply='' _code=000
+	_smtp_now_us; t0=$_now
 	for i in $(seq 1 100); do
 		if ! IFS= read -r -t "$SMTP_TIMEOUT" -u "$_fd" line; then
 			echo "S: (connection closed or ${SMTP_TIMEOUT}s timeout)" >> "$SMTP_LOG"
-			return 1
+			break
 		fi
 		line=${line%$'\r'}
 		echo "S: $line" >> "$SMTP_LOG"
 		_reply+=${_reply:+$'\n'}$line
 		if [[ $line =~ ^[0-9]{3}-  ]]; then continue; fi
-		[[ $line =~ ^[0-9]{3} ]] || return 1
+		[[ $line =~ ^[0-9]{3} ]] || break
 		_code=${line:0:3}
-		return 0
+		rc=0
+		break
 	done
-	return 1
+	_smtp_now_us
+	_ms=$(( (_now - t0) / 1000 ))
+	[ "$_ms" -le "${SMTP_MAX_MS:-0}" ] || SMTP_MAX_MS=$_ms
+	return $rc
 }
 
 # _smtp_cmd LINE - send one command line, read its reply
@@ -333,23 +352,36 @@ _smtp_cmd() {
 }
 
 smtp_send() {
-	local port=$1 from=$2 rcpts=$3 r accepted=0 rc=2 data line _fd _reply _code
-	local pipe_trap
+	local port=$1 from=$2 rcpts=$3 r accepted=0 rc=2 data line _fd _reply _code _ms _now
+	local pipe_trap t0
 	shift 3
 	SMTP_GREETING='' SMTP_MAIL_REPLY='' SMTP_DATA_REPLY='' SMTP_REPLY=''
+	SMTP_XCLIENT_REPLY=''
+	SMTP_DATA_MS='' SMTP_MAX_MS=0
 	SMTP_RCPT_REPLIES=()
 	echo "--- $(date +%T.%N) smtp_send 127.0.0.1:$port" >> "$SMTP_LOG"
 	# A peer that hangs up must fail the send, not kill the test.
 	pipe_trap=$(trap -p PIPE)
 	trap '' PIPE
+	_smtp_now_us; t0=$_now
 	if ! { exec {_fd}<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null; then
 		echo "S: (cannot connect)" >> "$SMTP_LOG"
 		eval "${pipe_trap:-trap - PIPE}"
 		return 2
 	fi
 	while :; do
-		_smtp_read; SMTP_GREETING=$_reply; [ "$_code" = 220 ] || break
+		_smtp_read; SMTP_GREETING=$_reply
+		# the greeting waits count from the connect
+		_smtp_now_us; _ms=$(( (_now - t0) / 1000 ))
+		[ "$_ms" -le "$SMTP_MAX_MS" ] || SMTP_MAX_MS=$_ms
+		[ "$_code" = 220 ] || break
 		_smtp_cmd "EHLO $SMTP_EHLO"; [ "$_code" = 250 ] || break
+		if [ -n "${SMTP_XCLIENT:-}" ]; then
+			# the server starts over: a new greeting, then EHLO again
+			_smtp_cmd "XCLIENT $SMTP_XCLIENT"; SMTP_XCLIENT_REPLY=$_reply
+			[ "$_code" = 220 ] || { rc=1; break; }
+			_smtp_cmd "EHLO $SMTP_EHLO"; [ "$_code" = 250 ] || break
+		fi
 		_smtp_cmd "MAIL FROM:<$from>"; SMTP_MAIL_REPLY=$_reply
 		[ "$_code" = 250 ] || { rc=1; break; }
 		for r in $rcpts; do
@@ -367,7 +399,7 @@ smtp_send() {
 		done < <(msg_text "$@")
 		printf '%s.\r\n' "$data" 1>&"$_fd" 2>/dev/null || break
 		echo "C: (message, $(msg_text "$@" | wc -l) lines) ." >> "$SMTP_LOG"
-		_smtp_read; SMTP_DATA_REPLY=$_reply
+		_smtp_read; SMTP_DATA_REPLY=$_reply SMTP_DATA_MS=$_ms
 		case $_code in 2??) rc=0 ;; 000) rc=2 ;; *) rc=1 ;; esac
 		break
 	done
