@@ -9,6 +9,8 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/random.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "counters.h"
@@ -18,7 +20,7 @@
 #include "redis.h"
 #include "quota_lua.h"
 
-#define COUNTERS_KEYS	4		/* KEYS[] of quota.lua */
+#define COUNTERS_KEYS	5		/* KEYS[] of quota.lua */
 #define COUNTERS_ARGS	11		/* ARGV[] before the plan table */
 #define COUNTERS_ID_MAX	63		/* longest journal entry id */
 #define COUNTERS_NUM	24		/* room for a long long in text */
@@ -193,12 +195,39 @@ struct counters_args {
 	const char *replay_id;		/* "" unless op is replay */
 };
 
+/*
+ * counters_charge_id - a fresh id for each charge, 64 random bits in hex;
+ * "0" for the other ops, which never touch the charge key. The pool may
+ * send a request twice when a connection ends before any reply byte; the
+ * script keeps each charge's outcome under its id for 2 minutes, so the
+ * second run counts nothing.
+ */
+static const char *
+counters_charge_id(const struct counters_args *a, char *buf)
+{
+	static _Atomic unsigned long long seq;
+	unsigned long long rnd;
+	size_t	len = strlen(a->replay_id);
+
+	/* A journal entry of a charge that may have run: look for its outcome. */
+	if (strcmp(a->op, "replay") == 0 && len == 16 && strspn(a->replay_id, "0123456789abcdef") == 16)
+		return a->replay_id;
+	if (strcmp(a->op, "charge") != 0)
+		return "0";
+	if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t) sizeof(rnd))
+		rnd = ((unsigned long long) time(NULL) << 20) ^ ((unsigned long long) getpid() << 40)
+		    ^ ++seq;
+	snprintf(buf, 17, "%016llx", rnd);
+	return buf;
+}
+
 /* counters_call - one run of the quota script */
 static int
 counters_call(struct counters *ctr, const struct counters_args *a, struct qm_quota *out,
 	      char *err, size_t errlen)
 {
-	char    kaccount[KEYS_MAX], kusage[KEYS_MAX], kwarned[KEYS_MAX];
+	char    kaccount[KEYS_MAX], kusage[KEYS_MAX], kwarned[KEYS_MAX], kcharge[KEYS_MAX];
+	char    charge_id[17];
 	char    units_text[COUNTERS_NUM], expire_text[COUNTERS_NUM], refused_text[COUNTERS_NUM];
 	const char *why, *category = a->category ? a->category : "";
 	const char **argv;
@@ -238,10 +267,14 @@ counters_call(struct counters *ctr, const struct counters_args *a, struct qm_quo
 	}
 	if (keys_account(kaccount, ctr->conf->redis.prefix, a->account) == 0
 	    || keys_usage(kusage, ctr->conf->redis.prefix, a->account, out->month) == 0
-	    || keys_warned(kwarned, ctr->conf->redis.prefix, a->account, out->month) == 0) {
+	    || keys_warned(kwarned, ctr->conf->redis.prefix, a->account, out->month) == 0
+	    || keys_charge(kcharge, ctr->conf->redis.prefix, a->account,
+			   counters_charge_id(a, charge_id)) == 0) {
 		snprintf(err, errlen, "cannot build the Redis keys of account %s", a->account);
 		return -1;
 	}
+	if (strcmp(a->op, "charge") == 0)
+		memcpy(out->charge_id, charge_id, sizeof(out->charge_id));
 	snprintf(units_text, sizeof(units_text), "%lld", a->units);
 	snprintf(expire_text, sizeof(expire_text), "%lld", (long long) expireat);
 	snprintf(refused_text, sizeof(refused_text), "%lld", a->refused);
@@ -255,17 +288,18 @@ counters_call(struct counters *ctr, const struct counters_args *a, struct qm_quo
 	argv[1] = kusage;
 	argv[2] = kwarned;
 	argv[3] = ctr->events;
-	argv[4] = a->op;
-	argv[5] = units_text;
-	argv[6] = category;
-	argv[7] = a->monitor ? "1" : "0";
-	argv[8] = expire_text;
-	argv[9] = out->month;
-	argv[10] = a->account;
-	argv[11] = ctr->conf->default_plan ? ctr->conf->default_plan : "";
-	argv[12] = ctr->warn;
-	argv[13] = refused_text;
-	argv[14] = a->replay_id;
+	argv[4] = kcharge;
+	argv[5] = a->op;
+	argv[6] = units_text;
+	argv[7] = category;
+	argv[8] = a->monitor ? "1" : "0";
+	argv[9] = expire_text;
+	argv[10] = out->month;
+	argv[11] = a->account;
+	argv[12] = ctr->conf->default_plan ? ctr->conf->default_plan : "";
+	argv[13] = ctr->warn;
+	argv[14] = refused_text;
+	argv[15] = a->replay_id;
 	memcpy(argv + COUNTERS_KEYS + COUNTERS_ARGS, ctr->plan_argv,
 	       ctr->plan_argc * sizeof(*argv));
 

@@ -37,6 +37,7 @@ struct qm_quota {
 	long long limit;		/* effective limit, QM_UNLIMITED for none */
 	long long used;			/* month's total: before (peek), after (charge) */
 	char	month[8];		/* "YYYY-MM" the call used */
+	char	charge_id[17];		/* charge: its id, set also when it failed */
 };
 
 struct counters;
@@ -96,7 +97,9 @@ struct journal_entry;
  * was away) to its month: counted whether it fits or not (what does not
  * fit also goes to would_refuse), thresholds announced as by a charge.
  * Redis remembers the entry's id until the usage hash expires, so an
- * entry replayed twice is counted once. Returns 0, or -1 with err.
+ * entry replayed twice is counted once. An entry whose id is the
+ * charge_id of a charge that failed is not counted if that charge did
+ * run after all (its outcome is kept 2 minutes). Returns 0, or -1 with err.
  */
 int	counters_replay(struct counters *ctr, const struct journal_entry *entry,
 		char *err, size_t errlen);

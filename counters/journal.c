@@ -160,7 +160,8 @@ journal_append(struct journal *jr, struct journal_entry *e, char *err, size_t er
 		}
 		sync_folder(jr->folder);
 	}
-	snprintf(e->id, sizeof(e->id), "%s-%lu", jr->idbase, ++jr->entry_seq);
+	if (e->id[0] == 0 || strpbrk(e->id, " \t\r\n") != NULL)
+		snprintf(e->id, sizeof(e->id), "%s-%lu", jr->idbase, ++jr->entry_seq);
 	len = snprintf(line, sizeof(line), "%s %s %s %s %lld %lld\n", e->id, e->month,
 		       e->account, e->category[0] ? e->category : "-", e->units, e->refused);
 	if (len < 0 || (size_t) len >= sizeof(line)) {

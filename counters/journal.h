@@ -43,7 +43,8 @@ struct journal *journal_open(const char *folder, char *err, size_t errlen);
 void	journal_close(struct journal *jr);
 
 /*
- * journal_append - give the entry a fresh id and write it durably
+ * journal_append - write the entry durably, under its own id when it has
+ * one (a failed charge's charge_id), else a fresh one
  * (write, then fdatasync). Thread-safe. Returns 0, or -1 with err: then
  * the count is not kept and the caller must not accept the message.
  */

@@ -117,6 +117,24 @@ keys_warned(char *buf, const char *prefix, const char *account, const char *mont
 	return keys_build(buf, prefix, "warned", account, month);
 }
 
+/* keys_charge - PREFIXcharge:{ACCOUNT}:ID, ID 1 to 32 hex digits */
+size_t
+keys_charge(char *buf, const char *prefix, const char *account, const char *id)
+{
+	size_t	len;
+	size_t	idlen = id != NULL ? strlen(id) : 0;
+
+	if (idlen == 0 || idlen > 32 || strspn(id, "0123456789abcdef") != idlen
+	    || (len = keys_build(buf, prefix, "charge", account, NULL)) == 0
+	    || len + 1 + idlen >= KEYS_MAX) {
+		buf[0] = 0;
+		return 0;
+	}
+	buf[len] = ':';
+	memcpy(buf + len + 1, id, idlen + 1);
+	return len + 1 + idlen;
+}
+
 /* keys_events - PREFIXevents */
 size_t
 keys_events(char *buf, const char *prefix)

@@ -7,6 +7,8 @@
  *	PREFIXaccount:{ACCOUNT}		hash: plan, limit, suspended
  *	PREFIXusage:{ACCOUNT}:YYYY-MM	hash: total, messages, CATEGORY..., refused, would_refuse
  *	PREFIXwarned:{ACCOUNT}:YYYY-MM	hash: thresholds already announced (internal)
+ *	PREFIXcharge:{ACCOUNT}:ID	string: outcome of one charge, kept 2 minutes
+ *					(internal: a resent charge is not counted twice)
  *	PREFIXevents			stream: threshold and exhausted events
  *
  * Every builder refuses an invalid account id or month, so nothing that
@@ -34,6 +36,8 @@ size_t	keys_account(char *buf, const char *prefix, const char *account);
 size_t	keys_usage(char *buf, const char *prefix, const char *account, const char *month);
 size_t	keys_warned(char *buf, const char *prefix, const char *account, const char *month);
 size_t	keys_events(char *buf, const char *prefix);
+/* keys_charge - ID is 1 to 32 lower-case hex digits */
+size_t	keys_charge(char *buf, const char *prefix, const char *account, const char *id);
 
 /* The usage hash fields that are not categories. */
 #define USAGE_TOTAL		"total"

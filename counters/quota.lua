@@ -11,6 +11,7 @@
 -- KEYS[3]  warned hash   PREFIXwarned:{A}:M     percents announced, "exhausted",
 --                                               "replay:ID" of journal entries applied
 -- KEYS[4]  events stream PREFIXevents
+-- KEYS[5]  charge string PREFIXcharge:{A}:ID     a charge's outcome, 2 minutes
 --
 -- ARGV[1]  op: "peek" (writes nothing), "charge", "refused", "replay"
 -- ARGV[2]  units, integer >= 0
@@ -60,7 +61,7 @@ local default_plan, percents, refused_extra = ARGV[8], ARGV[9], int(ARGV[10])
 local replay_id = ARGV[11]
 
 if (op ~= 'peek' and op ~= 'charge' and op ~= 'refused' and op ~= 'replay')
-    or #KEYS ~= 4 or #ARGV < 11 or (#ARGV - 11) % 2 ~= 0
+    or #KEYS ~= 5 or #ARGV < 11 or (#ARGV - 11) % 2 ~= 0
     or units == nil or units < 0 or refused_extra == nil or refused_extra < 0
     or expireat == nil or (op == 'replay') ~= (replay_id ~= '') then
   return redis.error_reply('ERR quota.lua: bad arguments')
@@ -156,6 +157,10 @@ if op == 'refused' then
 end
 
 if op == 'replay' then
+  -- The entry of a charge that failed in doubt, and did run: counted already.
+  if redis.call('EXISTS', KEYS[5]) == 1 then
+    return {quota_status(), plan, limit, used}
+  end
   if redis.call('HSETNX', KEYS[3], 'replay:' .. replay_id, '1') == 0 then
     return {quota_status(), plan, limit, used}
   end
@@ -163,7 +168,23 @@ if op == 'replay' then
   monitor = true
 end
 
--- charge (and replay)
+-- charge (and replay). A charge is sent twice only when its connection
+-- ended before the reply (Redis ran it, then dropped its clients): the
+-- outcome kept under the charge's id answers the second run, uncounted.
+local charge_key = op == 'charge' and KEYS[5] or nil
+if charge_key then
+  local done = redis.call('GET', charge_key)
+  if done then
+    return {done, plan, limit, used}
+  end
+end
+local function charged(outcome)
+  if charge_key then
+    redis.call('SET', charge_key, outcome, 'PX', '120000')
+  end
+  return outcome
+end
+
 local fits = status == nil and (limit == -1 or used + units <= limit)
 if not fits and not monitor then
   -- The message's own units are not recorded as refused here: the milter
@@ -177,7 +198,7 @@ if not fits and not monitor then
     exhausted(used)
     status = 'exhausted'
   end
-  return {status, plan, limit, used}
+  return {charged(status), plan, limit, used}
 end
 
 local total = add('total', units)
@@ -218,6 +239,6 @@ if tlimit > 0 then
 end
 
 if fits then
-  return {'ok', plan, limit, total}
+  return {charged('ok'), plan, limit, total}
 end
-return {'over', plan, limit, total}
+return {charged('over'), plan, limit, total}

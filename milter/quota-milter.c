@@ -299,6 +299,8 @@ unavailable(SMFICTX *ctx, struct conn_ctx *cc, long long units, const char *err)
 
 	if (cc->rt->conf->on_redis_error == QM_ON_ERROR_ACCEPT && units > 0 && jr != NULL) {
 		memset(&e, 0, sizeof(e));
+		/* If the failed charge ran after all, its id keeps it from counting twice. */
+		snprintf(e.id, sizeof(e.id), "%s", m->quota.charge_id);
 		snprintf(e.account, sizeof(e.account), "%s", m->account);
 		snprintf(e.category, sizeof(e.category), "%s", category_name(cc->rt->conf, m->category));
 		e.units = units;

@@ -355,7 +355,7 @@ check "f: multi-recipient messages were accepted (a message is one unit)" \
 
 # Every key is one of the contract's.
 check_eq "every Redis key is an account, usage, warned or events key" "" \
-	"$(rcli --scan | grep -vxE "qm:(account|usage|warned):\{fleet-[a-f](\.example)?\}(:$month)?|qm:events")"
+	"$(rcli --scan | grep -vxE "qm:(account|usage|warned):\{fleet-[a-f](\.example)?\}(:$month)?|qm:charge:\{fleet-[a-f](\.example)?\}:[0-9a-f]{16}|qm:events")"
 
 for d in "$PF1" "$PF2"; do
 	n=$(basename "$d")
