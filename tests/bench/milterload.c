@@ -3,16 +3,17 @@
  * messages per second
  *
  *	milterload [-c CONNS] [-n MESSAGES] [-t SECONDS] [-k PER_CONN]
- *		   [-r RCPTS] [-f SENDER] [-l BODY_BYTES] [-H SECONDS [-p PID]]
- *		   [-N] [-v] SOCKET
+ *		   [-r RCPTS] [-f SENDER] [-h 'NAME: VALUE']... [-l BODY_BYTES]
+ *		   [-H SECONDS [-p PID]] [-N] [-v] SOCKET
  *
  * SOCKET is written as in libmilter: inet:PORT@HOST, inet6:PORT@HOST,
  * unix:/PATH (or /PATH). CONNS threads (default 10) each open a milter
  * connection, negotiate protocol version 6 offering what Postfix 3.7 offers,
  * send CONNECT and HELO, then PER_CONN messages (default 1, one SMTP
  * session per message as smtp-source sends them): MAIL, RCPT (RCPTS
- * recipients), DATA, six headers, end of headers, one body chunk and end
- * of message, each with the macros Postfix sends; then QUIT. Events the
+ * recipients), DATA, six headers and those given with -h (at most 8),
+ * end of headers, one body chunk and end of message, each with the
+ * macros Postfix sends; then QUIT. Events the
  * milter negotiated away (SMFIP_NO*) are not sent, though their macros are,
  * as Postfix does; replies it negotiated away (SMFIP_NR_*) are not read.
  * Packets are buffered and written at once just before a reply is
@@ -95,6 +96,7 @@
 #define ML_EOM_REPLIES	1000		/* most packets read at end of message */
 #define ML_IO_TIMEOUT	10		/* seconds, per socket read or write */
 #define ML_STACK	(256 * 1024)	/* thread stack size */
+#define ML_EXTRA_MAX	8		/* most -h headers */
 
  /* How a message ended. */
 enum ml_outcome {
@@ -113,6 +115,9 @@ struct ml_opts {
 	int	per_conn;
 	int	rcpts;
 	const char *sender;
+	const char *extra_name[ML_EXTRA_MAX];	/* -h headers */
+	const char *extra_value[ML_EXTRA_MAX];
+	int	extra_count;
 	size_t	body_len;
 	double	hold;
 	long	pid;
@@ -577,6 +582,9 @@ message_run(struct ml_conn *c, long id)
 	    || (out = header_put(c, "Date", "Thu, 1 Jan 2026 00:00:00 +0000")) != -1
 	    || (out = header_put(c, "Message-ID", msgid)) != -1)
 		goto done;
+	for (r = 0; r < opts.extra_count; r++)
+		if ((out = header_put(c, opts.extra_name[r], opts.extra_value[r])) != -1)
+			goto done;
 	macro_put(c, SMFIC_EOH, qid_macros);
 	if ((out = event(c, SMFIC_EOH, SMFIP_NOEOH, SMFIP_NR_EOH, NULL, 0)) != -1)
 		goto done;
@@ -620,7 +628,22 @@ claim(void)
 	return id < opts.messages ? id : -1;
 }
 
-/* worker - one thread: connections one after another until done */
+/* conn_failed - count a failed connection, say why once, close it */
+static void
+conn_failed(struct ml_conn *c)
+{
+	if (!atomic_exchange(&error_shown, 1))
+		fprintf(stderr, "milterload: %s\n", c->err);
+	atomic_fetch_add(&failed_conns, 1);
+	conn_close(c, false);
+}
+
+/*
+ * worker - one thread: connections one after another until done. In hold
+ * mode every message that ends before the hold point (refused, failed)
+ * still checks in at the hold, after its failure is counted, so that the
+ * others never wait for it.
+ */
 static void *
 worker(void *arg)
 {
@@ -631,35 +654,34 @@ worker(void *arg)
 
 	(void) arg;
 	while ((id = claim()) >= 0) {
-		if (conn_open(&c) < 0 || (out = session_start(&c)) == ML_ERROR) {
-			out = ML_ERROR;
-			if (opts.hold > 0)
-				hold_wait();	/* never block the others */
-		} else if (out != -1) {
-			atomic_fetch_add(&count[out], 1);	/* refused at connect */
+		out = conn_open(&c) < 0 ? ML_ERROR : session_start(&c);
+		if (out != -1) {
+			if (out == ML_ERROR)
+				conn_failed(&c);
+			else
+				atomic_fetch_add(&count[out], 1);	/* refused at connect */
 			conn_close(&c, true);
 			if (opts.hold > 0)
 				hold_wait();
+			if (out == ML_ERROR)
+				break;
 			continue;
 		}
 		if (opts.verbose && !atomic_exchange(&flags_shown, 1))
 			fprintf(stderr, "milterload: the milter asked for protocol flags 0x%lx\n", c.prot);
-		for (k = 0; out != ML_ERROR; ) {
+		for (k = 0;;) {
 			c.held = false;
 			out = message_run(&c, id);
-			if (opts.hold > 0 && !c.held)
-				hold_wait();	/* ended early: never block the others */
 			atomic_fetch_add(&count[out], 1);
+			if (out == ML_ERROR)
+				conn_failed(&c);
+			if (opts.hold > 0 && !c.held)
+				hold_wait();
 			if (out == ML_ERROR || ++k >= opts.per_conn || (id = claim()) < 0)
 				break;
 		}
-		if (out == ML_ERROR) {
-			if (!atomic_exchange(&error_shown, 1))
-				fprintf(stderr, "milterload: %s\n", c.err);
-			atomic_fetch_add(&failed_conns, 1);
-			conn_close(&c, false);
+		if (out == ML_ERROR)
 			break;
-		}
 		conn_close(&c, true);
 	}
 	free(c.out);
@@ -786,6 +808,25 @@ body_make(size_t len)
 	body[len] = 0;
 }
 
+/* extra_header - a -h 'NAME: VALUE' header, or die */
+static void
+extra_header(char *arg)
+{
+	char   *colon = strchr(arg, ':');
+	char   *value;
+
+	if (opts.extra_count >= ML_EXTRA_MAX)
+		ml_fatal("at most %d -h headers", ML_EXTRA_MAX);
+	if (colon == NULL || colon == arg || strlen(arg) > 400 || strpbrk(arg, "\r\n") != NULL)
+		ml_fatal("-h %s: not NAME: VALUE on one line", arg);
+	*colon = 0;
+	for (value = colon + 1; *value == ' ' || *value == '\t'; value++)
+		continue;
+	opts.extra_name[opts.extra_count] = arg;
+	opts.extra_value[opts.extra_count] = value;
+	opts.extra_count++;
+}
+
 /* number - a whole number option in [min, max], or die */
 static long
 number(int opt, const char *s, long min, long max)
@@ -818,8 +859,9 @@ usage(void)
 {
 	fprintf(stderr,
 		"usage: milterload [-c CONNS] [-n MESSAGES] [-t SECONDS] [-k PER_CONN]\n"
-		"                  [-r RCPTS] [-f SENDER] [-l BODY_BYTES] [-H SECONDS [-p PID]]\n"
-		"                  [-N] [-v] inet:PORT@HOST|inet6:PORT@HOST|unix:/PATH\n");
+		"                  [-r RCPTS] [-f SENDER] [-h 'NAME: VALUE']... [-l BODY_BYTES]\n"
+		"                  [-H SECONDS [-p PID]] [-N] [-v]\n"
+		"                  inet:PORT@HOST|inet6:PORT@HOST|unix:/PATH\n");
 	exit(2);
 }
 
@@ -835,7 +877,7 @@ main(int argc, char **argv)
 	int	i;
 	int	started;
 
-	while ((ch = getopt(argc, argv, "c:n:t:k:r:f:l:H:p:Nv")) != -1) {
+	while ((ch = getopt(argc, argv, "c:n:t:k:r:f:h:l:H:p:Nv")) != -1) {
 		switch (ch) {
 		case 'c':
 			opts.conns = (int) number(ch, optarg, 1, 5000);
@@ -856,6 +898,9 @@ main(int argc, char **argv)
 			if (strlen(optarg) > 250 || strpbrk(optarg, "<>\r\n") != NULL)
 				ml_fatal("-f %s: not a plain address", optarg);
 			opts.sender = optarg;
+			break;
+		case 'h':
+			extra_header(optarg);
 			break;
 		case 'l':
 			opts.body_len = (size_t) number(ch, optarg, 0, 60000);
