@@ -16,9 +16,7 @@ ctl() { echo "\$ quota-milter-ctl $*"; "$build/quota-milter-ctl" -c "$T/qm.conf"
 [ -x "$build/quota-milter" ] && [ -x "$build/quota-milter-ctl" ] || die "build first: make all"
 redis_start || die "redis-server did not start"
 mport=$(free_port)
-sed -e "s|^socket .*|socket = \"inet:$mport@127.0.0.1\"|" -e 's|^user .*|user = ""|' \
-    -e "s|address *= *\"127.0.0.1:6379\"|address = \"127.0.0.1:$REDIS_PORT\"|" \
-    conf/quota-milter.conf > "$T/qm.conf"
+write_conf "$T/qm.conf" "inet:$mport@127.0.0.1"
 milter_start "$build" "$T/qm.conf" milter
 wait_for milter 20 bash -c "echo > /dev/tcp/127.0.0.1/$mport" || die "quota-milter did not start"
 postfix_start "$T/postfix" "$(free_port)" "$(postfix_milter_conf "inet:127.0.0.1:$mport")" >/dev/null ||

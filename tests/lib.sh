@@ -75,6 +75,16 @@ redis_start() {
 # rcli ARGS... - redis-cli on the test's Redis, raw output
 rcli() { redis-cli -p "$REDIS_PORT" --raw "$@"; }
 
+# write_conf FILE SOCKET [EXTRA] - the shipped conf with the test's socket,
+# Redis, journal folder and starting user, then the EXTRA lines
+write_conf() {
+	sed -e "s|^socket .*|socket = \"$2\"|" -e 's|^user .*|user = ""|' \
+	    -e "s|^journal .*|journal = \"$T/journal\"|" \
+	    -e "s|address *= *\"127.0.0.1:6379\"|address = \"127.0.0.1:$REDIS_PORT\"|" \
+	    conf/quota-milter.conf > "$1"
+	printf '%s\n' "${3:-}" >> "$1"
+}
+
 # milter_start BUILD CONF [NAME] - run the daemon in the foreground; sets MILTER_PID
 milter_start() {
 	local build=$1 conf=$2 name=${3:-milter}

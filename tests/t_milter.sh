@@ -17,14 +17,6 @@ seed_accounts() {
 }
 seed_accounts
 
-# write_conf FILE SOCKET EXTRA - the shipped plans with a test's socket and Redis
-write_conf() {
-	sed -e "s|^socket .*|socket = \"$2\"|" -e 's|^user .*|user = ""|' \
-	    -e "s|address *= *\"127.0.0.1:6379\"|address = \"127.0.0.1:$REDIS_PORT\"|" \
-	    conf/quota-milter.conf > "$1"
-	printf '%s\n' "$3" >> "$1"
-}
-
 # mt SOCKET SCRIPT [-D NAME=VALUE...] - run tests/milter/SCRIPT.lua under miltertest
 mt() {
 	local sock=$1 script=$2

@@ -12,15 +12,6 @@ month=$(date -u +%Y-%m)
 
 [ -x "$build/quota-milter" ] || { notok "$build/quota-milter is built"; finish; }
 
-# write_conf FILE SOCKET EXTRA - the shipped conf with a test's socket and Redis
-write_conf() {
-	sed -e "s|^socket .*|socket = \"$2\"|" -e 's|^user .*|user = ""|' \
-	    -e "s|^journal .*|journal = \"$T/journal\"|" \
-	    -e "s|address *= *\"127.0.0.1:6379\"|address = \"127.0.0.1:$REDIS_PORT\"|" \
-	    conf/quota-milter.conf > "$1"
-	printf '%s\n' "$3" >> "$1"
-}
-
 # usage ACCOUNT FIELD - a field of the account's usage hash this month
 usage() { rcli HGET "qm:usage:{$1}:$month" "$2"; }
 

@@ -87,15 +87,6 @@ if ! ldd "$ROOT/usr/libexec/sendmail/sendmail" >"$T/ldd.log" 2>&1 || grep -q 'no
 fi
 ok "sendmail $(dpkg-deb -f "$(find "$DEBS" -name 'sendmail-bin_*.deb' | sort | tail -1)" Version) unpacked"
 
-# write_conf FILE SOCKET EXTRA - the shipped conf with a test's socket and Redis
-write_conf() {
-	sed -e "s|^socket .*|socket = \"$2\"|" -e 's|^user .*|user = ""|' \
-	    -e "s|^journal .*|journal = \"$T/journal\"|" \
-	    -e "s|address *= *\"127.0.0.1:6379\"|address = \"127.0.0.1:$REDIS_PORT\"|" \
-	    conf/quota-milter.conf > "$1"
-	printf '%s\n' "$3" >> "$1"
-}
-
 # usage ACCOUNT FIELD - a field of the account's usage hash this month
 usage() { rcli HGET "qm:usage:{$1}:$month" "$2"; }
 
