@@ -184,7 +184,7 @@ counters_reply(const redisReply *r, struct qm_quota *out, char *err, size_t errl
 
 /* A call of the script: what varies from one to the next. */
 struct counters_args {
-	const char *op;			/* peek, charge, refused, replay */
+	const char *op;			/* peek, charge, refused, replay, cancel */
 	const char *account;
 	const char *category;		/* NULL or "": none */
 	long long units;
@@ -192,7 +192,7 @@ struct counters_args {
 	bool	monitor;
 	const char *month;		/* NULL: the month of `now` */
 	time_t	now;
-	const char *replay_id;		/* "" unless op is replay */
+	const char *replay_id;		/* "" unless op is replay or cancel */
 };
 
 /*
@@ -210,7 +210,8 @@ counters_charge_id(const struct counters_args *a, char *buf)
 	size_t	len = strlen(a->replay_id);
 
 	/* A journal entry of a charge that may have run: look for its outcome. */
-	if (strcmp(a->op, "replay") == 0 && len == 16 && strspn(a->replay_id, "0123456789abcdef") == 16)
+	if ((strcmp(a->op, "replay") == 0 || strcmp(a->op, "cancel") == 0)
+	    && len == 16 && strspn(a->replay_id, "0123456789abcdef") == 16)
 		return a->replay_id;
 	if (strcmp(a->op, "charge") != 0)
 		return "0";
@@ -304,7 +305,7 @@ counters_call(struct counters *ctr, const struct counters_args *a, struct qm_quo
 	       ctr->plan_argc * sizeof(*argv));
 
 	reply = redis_pool_eval(ctr->pool, &ctr->script, COUNTERS_KEYS, (int) argc, argv, NULL,
-				err, errlen);
+				&out->doubt, err, errlen);
 	free(argv);
 	if (reply == NULL)
 		return -1;
@@ -355,17 +356,24 @@ counters_month(struct counters *ctr, time_t t, char *buf)
 	return month_of(ctr->months, t, buf) ? 0 : -1;
 }
 
-/* counters_replay - apply a journaled count once, to its own month */
+/*
+ * counters_replay - apply a journaled count once, to its own month, or
+ * settle a journaled charge in doubt
+ */
 int
 counters_replay(struct counters *ctr, const struct journal_entry *entry,
 		char *err, size_t errlen)
 {
-	struct counters_args a = {"replay", entry->account, entry->category, entry->units,
-		entry->refused, true, entry->month, 0, entry->id};
+	struct counters_args a = {entry->cancel ? "cancel" : "replay", entry->account,
+		entry->category, entry->units, entry->refused, true, entry->month, 0, entry->id};
 	struct qm_quota out;
 	time_t  expireat;
 	size_t  len = strnlen(entry->id, sizeof(entry->id));
 
+	if (entry->cancel && (len != 16 || strspn(entry->id, "0123456789abcdef") != 16)) {
+		snprintf(err, errlen, "journal cancel entry without a charge id");
+		return -1;
+	}
 	if (len == 0 || len > COUNTERS_ID_MAX || len == sizeof(entry->id)) {
 		snprintf(err, errlen, "journal entry without a valid id");
 		return -1;

@@ -38,6 +38,7 @@ struct qm_quota {
 	long long used;			/* month's total: before (peek), after (charge) */
 	char	month[8];		/* "YYYY-MM" the call used */
 	char	charge_id[17];		/* charge: its id, set also when it failed */
+	bool	doubt;			/* failed, yet Redis may have run it (redis.h) */
 };
 
 struct counters;
@@ -99,7 +100,14 @@ struct journal_entry;
  * Redis remembers the entry's id until the usage hash expires, so an
  * entry replayed twice is counted once. An entry whose id is the
  * charge_id of a charge that failed is not counted if that charge did
- * run after all (its outcome is kept 2 minutes). Returns 0, or -1 with err.
+ * run after all (its outcome is kept 2 minutes), and that charge counts
+ * nothing should it run later.
+ *
+ * A cancel entry (entry->cancel) settles a charge that failed in doubt
+ * (out->doubt) and whose message was not accepted: a charge that ran is
+ * taken back, one that has not run yet never will; the entry's refused
+ * units are recorded once either way. Applying it twice changes nothing
+ * more. Returns 0, or -1 with err.
  */
 int	counters_replay(struct counters *ctr, const struct journal_entry *entry,
 		char *err, size_t errlen);

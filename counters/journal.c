@@ -162,8 +162,9 @@ journal_append(struct journal *jr, struct journal_entry *e, char *err, size_t er
 	}
 	if (e->id[0] == 0 || strpbrk(e->id, " \t\r\n") != NULL)
 		snprintf(e->id, sizeof(e->id), "%s-%lu", jr->idbase, ++jr->entry_seq);
-	len = snprintf(line, sizeof(line), "%s %s %s %s %lld %lld\n", e->id, e->month,
-		       e->account, e->category[0] ? e->category : "-", e->units, e->refused);
+	len = snprintf(line, sizeof(line), "%s %s %s %s %lld %lld%s\n", e->id, e->month,
+		       e->account, e->category[0] ? e->category : "-", e->units, e->refused,
+		       e->cancel ? " cancel" : "");
 	if (len < 0 || (size_t) len >= sizeof(line)) {
 		snprintf(err, errlen, "journal: entry too long");
 		goto out;
@@ -220,15 +221,16 @@ copy_field(char *dst, size_t size, const char *src)
 
 /*
  * journal_parse_line - parse one journal line; false if malformed. A line
- * is exactly six fields separated by single spaces and ends in a newline
- * (or its end): ID MONTH ACCOUNT CATEGORY UNITS REFUSED. A field too long
- * for its place is an error, never cut down.
+ * is six fields separated by single spaces, ID MONTH ACCOUNT CATEGORY
+ * UNITS REFUSED, then for a cancel entry a seventh, the word "cancel",
+ * and ends in a newline (or its end). A field too long for its place is
+ * an error, never cut down.
  */
 bool
 journal_parse_line(const char *line, struct journal_entry *e)
 {
 	char	buf[512];
-	char   *field[7];
+	char   *field[8];
 	char   *save = NULL;
 	size_t	len = strlen(line);
 	int	n = 0;
@@ -243,11 +245,15 @@ journal_parse_line(const char *line, struct journal_entry *e)
 	if (buf[0] == ' ' || buf[len - 1] == ' ' || strstr(buf, "  ") != NULL)
 		return false;
 	for (char *tok = strtok_r(buf, " ", &save); tok != NULL; tok = strtok_r(NULL, " ", &save)) {
-		if (n == 7)
+		if (n == 8)
 			return false;
 		field[n++] = tok;
 	}
-	if (n != 6 || !copy_field(e->id, sizeof(e->id), field[0])
+	if (n == 7 && strcmp(field[6], "cancel") == 0)
+		e->cancel = true;
+	else if (n != 6)
+		return false;
+	if (!copy_field(e->id, sizeof(e->id), field[0])
 	    || !copy_field(e->month, sizeof(e->month), field[1])
 	    || !copy_field(e->account, sizeof(e->account), field[2])
 	    || !copy_field(e->category, sizeof(e->category), field[3])

@@ -9,6 +9,13 @@
  * op "replay"), so an entry applied twice, for instance when the milter
  * is killed in the middle of a replay, is counted once.
  *
+ * The same files keep cancels (journal_entry.cancel): with the other
+ * failure modes, a charge that failed in doubt (Redis may have run it)
+ * and whose message got a 451 is taken back once Redis answers again.
+ *
+ * Line: ID MONTH ACCOUNT CATEGORY UNITS REFUSED, and " cancel" for a
+ * cancel (its ID is then the charge's id).
+ *
  * Files: FOLDER/journal.RANDOM.N.log while written (RANDOM: 64 bits drawn
  * per process), renamed to FOLDER/replay.RANDOM.N.log when a replay takes
  * them, removed once every entry is in Redis. A file that cannot be read or parsed is renamed to
@@ -29,6 +36,7 @@ struct journal_entry {
 	char	category[QM_NAME_MAX + 1];
 	long long units;
 	long long refused;		/* units refused at RCPT stage */
+	bool	cancel;			/* settle a charge in doubt, see counters.h */
 };
 
 struct journal;

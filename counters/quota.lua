@@ -13,7 +13,7 @@
 -- KEYS[4]  events stream PREFIXevents
 -- KEYS[5]  charge string PREFIXcharge:{A}:ID     a charge's outcome, 2 minutes
 --
--- ARGV[1]  op: "peek" (writes nothing), "charge", "refused", "replay"
+-- ARGV[1]  op: "peek" (writes nothing), "charge", "refused", "replay", "cancel"
 -- ARGV[2]  units, integer >= 0
 -- ARGV[3]  category field of the usage hash, "" for none
 -- ARGV[4]  monitor: "1" counts what does not fit (status "over"), "0" refuses
@@ -23,17 +23,26 @@
 -- ARGV[8]  default plan for accounts without one, "" for none
 -- ARGV[9]  warn percents, "80,100", "" for none
 -- ARGV[10] units refused earlier at RCPT stage, integer >= 0
--- ARGV[11] replay: the journal entry's id, "" for the other ops
+-- ARGV[11] replay, cancel: the journal entry's id, "" for the other ops
 -- ARGV[12], ARGV[13], ...  the plan table: name, monthly (-1 unlimited)
 --
 -- "replay" applies a count journaled while Redis was away: a charge in
 -- monitor mode (counted whether it fits or not), done only if the
 -- warned hash has no field "replay:ID" yet, which it then sets; so an
--- entry replayed twice counts once while the month's hashes live.
+-- entry replayed twice counts once while the month's hashes live. When
+-- the id is a charge's (16 hex digits), the charge key is set too, so
+-- that the charge itself, should it still be on its way, counts nothing.
+--
+-- "cancel" settles a charge whose reply never came (Redis hung or died,
+-- the connection broke) and whose message was answered with a 451: the
+-- charge key of the id ARGV[11] is set to "cancelled", so a charge still
+-- on its way counts nothing; a charge that did run and counted is taken
+-- back (total, messages, category, would_refuse); the RCPT-stage refusals
+-- it carried (ARGV[10]) are recorded once, whether it ran or not.
 --
 -- Returns {status, plan, limit, used}:
 --   status  ok, over, exhausted, no_mail, suspended, no_plan, unknown_plan
---           (a replay already applied answers as a peek would)
+--           (a replay already applied, and a cancel, answer as a peek would)
 --   plan    the plan in force, "" when there is none
 --   limit   the effective limit, -1 unlimited, 0 when no plan applies
 --   used    the month's total after a charge that counted, before otherwise
@@ -60,19 +69,27 @@ local monitor, expireat, month, account = ARGV[4] == '1', int(ARGV[5]), ARGV[6],
 local default_plan, percents, refused_extra = ARGV[8], ARGV[9], int(ARGV[10])
 local replay_id = ARGV[11]
 
-if (op ~= 'peek' and op ~= 'charge' and op ~= 'refused' and op ~= 'replay')
+local journaled = op == 'replay' or op == 'cancel'
+if (op ~= 'peek' and op ~= 'charge' and op ~= 'refused' and not journaled)
     or #KEYS ~= 5 or #ARGV < 11 or (#ARGV - 11) % 2 ~= 0
     or units == nil or units < 0 or refused_extra == nil or refused_extra < 0
-    or expireat == nil or (op == 'replay') ~= (replay_id ~= '') then
+    or expireat == nil or journaled ~= (replay_id ~= '')
+    or (op == 'cancel' and not string.match(replay_id, '^%x+$')) then
   return redis.error_reply('ERR quota.lua: bad arguments')
 end
 
-local want = {'hash', 'hash', 'hash', 'stream'}
-for i = 1, 4 do
-  local t = redis.call('TYPE', KEYS[i])['ok']
-  if t ~= 'none' and t ~= want[i] then
-    return redis.error_reply('WRONGTYPE quota.lua: ' .. KEYS[i] .. ' is a ' .. t
-      .. ', not a ' .. want[i])
+-- The account and usage hashes are read (HMGET) before anything is
+-- written, and a key of another type fails that read. The warned hash and
+-- the stream are only written, after the usage: their types are checked
+-- first, by the ops that may write them.
+if op == 'charge' or op == 'refused' or op == 'replay' then
+  local want = {[3] = 'hash', [4] = 'stream'}
+  for i = 3, 4 do
+    local t = redis.call('TYPE', KEYS[i])['ok']
+    if t ~= 'none' and t ~= want[i] then
+      return redis.error_reply('WRONGTYPE quota.lua: ' .. KEYS[i] .. ' is a ' .. t
+        .. ', not a ' .. want[i])
+    end
   end
 end
 
@@ -156,6 +173,39 @@ if op == 'refused' then
   return {quota_status(), plan, limit, used}
 end
 
+-- How long a charge's outcome is kept under its id: far longer than any
+-- request can wait in a connection's buffer.
+local CHARGE_TTL = '120000'
+local charge_id = string.match(replay_id, '^%x+$') and #replay_id == 16
+
+if op == 'cancel' then
+  local done = redis.call('GET', KEYS[5])
+  if done == 'ok' or done == 'over' then
+    -- It ran and counted: take it back, never below zero.
+    local back = {total = units, messages = 1}
+    if category ~= '' then
+      back[category] = units
+    end
+    if done == 'over' then
+      back.would_refuse = units
+    end
+    for field, n in pairs(back) do
+      if add(field, -n) < 0 then
+        redis.call('HSET', KEYS[2], field, '0')
+      end
+    end
+    used = math.max(used - units, 0)
+  elseif not done and refused_extra > 0 then
+    -- It never ran: its RCPT-stage refusals are recorded here instead.
+    add('refused', refused_extra)
+    redis.call('EXPIREAT', KEYS[2], str(expireat))
+  end
+  if done ~= 'cancelled' then
+    redis.call('SET', KEYS[5], 'cancelled', 'PX', CHARGE_TTL)
+  end
+  return {quota_status(), plan, limit, used}
+end
+
 if op == 'replay' then
   -- The entry of a charge that failed in doubt, and did run: counted already.
   if redis.call('EXISTS', KEYS[5]) == 1 then
@@ -165,12 +215,18 @@ if op == 'replay' then
     return {quota_status(), plan, limit, used}
   end
   redis.call('EXPIREAT', KEYS[3], str(expireat))
+  if charge_id then
+    -- The charge itself may still be on its way: it must find this.
+    redis.call('SET', KEYS[5], 'replayed', 'PX', CHARGE_TTL)
+  end
   monitor = true
 end
 
 -- charge (and replay). A charge is sent twice only when its connection
 -- ended before the reply (Redis ran it, then dropped its clients): the
 -- outcome kept under the charge's id answers the second run, uncounted.
+-- A charge that finds its id "cancelled" or "replayed" came late, after
+-- the milter gave up on it: it counts nothing, and nobody reads its reply.
 local charge_key = op == 'charge' and KEYS[5] or nil
 if charge_key then
   local done = redis.call('GET', charge_key)
@@ -180,7 +236,7 @@ if charge_key then
 end
 local function charged(outcome)
   if charge_key then
-    redis.call('SET', charge_key, outcome, 'PX', '120000')
+    redis.call('SET', charge_key, outcome, 'PX', CHARGE_TTL)
   end
   return outcome
 end

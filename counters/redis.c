@@ -82,6 +82,7 @@ struct pool_call {
 	struct timespec deadline;	/* the whole call ends by then */
 	struct redis_conn conn;		/* the slot's connection */
 	int	retries_left;		/* transparent retries still allowed */
+	bool	doubt;			/* a request may have run unanswered */
 	sigset_t oldmask;		/* caller's signal mask */
 	bool	pipe_pending;		/* SIGPIPE was pending before the call */
 };
@@ -310,20 +311,24 @@ ctx_alive(redisContext *c)
 
 /*
  * ctx_exchange - append `count` commands, send them and read `count`
- * replies. Returns 0 with every reply stored, or -1 with none stored and
+ * replies. Returns 0 with every reply stored, or -1 with none stored,
  * *unsent telling whether the failure proves that Redis never received
  * or never answered any of them (write error, or EOF/ECONNRESET before a
- * single reply byte).
+ * single reply byte), and *sent whether the whole request was written:
+ * then Redis may have run it, even when *unsent (a crash in the very
+ * turn that ran it).
  */
 static int
 ctx_exchange(redisContext *c, const char *where, const struct redis_cmd *cmds, size_t count,
-	     redisReply **replies, bool *unsent, char *err, size_t errlen)
+	     redisReply **replies, bool *unsent, bool *sent, char *err, size_t errlen)
 {
 	size_t  before_len, before_pos, i;
 	void   *reply;
 	int     saved;
+	int     done = 0;
 
 	*unsent = false;
+	*sent = false;
 	for (i = 0; i < count; i++)
 		replies[i] = NULL;
 	for (i = 0; i < count; i++) {
@@ -333,6 +338,18 @@ ctx_exchange(redisContext *c, const char *where, const struct redis_cmd *cmds, s
 			return -1;
 		}
 	}
+
+	/* Written in full, or the last command never reached Redis whole. */
+	while (!done) {
+		errno = 0;
+		if (redisBufferWrite(c, &done) != REDIS_OK) {
+			saved = errno;
+			*unsent = true;
+			ctx_error(c, saved, where, err, errlen);
+			return -1;
+		}
+	}
+	*sent = true;
 	/* Any byte read moves the reader's buffer length or cursor. */
 	before_len = c->reader->len;
 	before_pos = c->reader->pos;
@@ -404,7 +421,7 @@ pool_resolve(struct redis_pool *pool, const struct timespec *deadline, struct re
 	struct redis_cmd cmd = {3, argv, NULL};
 	redisReply *reply;
 	redisContext *c;
-	bool    unsent;
+	bool    unsent, sent;
 	int     ms;
 
 	snprintf(err, errlen, "Sentinel: no sentinel answered in time");
@@ -415,7 +432,7 @@ pool_resolve(struct redis_pool *pool, const struct timespec *deadline, struct re
 		snprintf(where, sizeof(where), "Sentinel %s", name);
 		if ((c = ctx_connect(&pool->sentinels[i], ms, err, errlen)) == NULL)
 			continue;
-		if (ctx_exchange(c, where, &cmd, 1, &reply, &unsent, err, errlen) < 0) {
+		if (ctx_exchange(c, where, &cmd, 1, &reply, &unsent, &sent, err, errlen) < 0) {
 			redisFree(c);
 			continue;
 		}
@@ -476,7 +493,7 @@ pool_handshake(struct redis_pool *pool, redisContext *c, const char *where, char
 	struct redis_cmd cmds[3];
 	redisReply *replies[3];
 	size_t  count = 0, i;
-	bool    unsent;
+	bool    unsent, sent;
 	int     rc = 0;
 
 	snprintf(dbtext, sizeof(dbtext), "%d", pool->database);
@@ -488,7 +505,7 @@ pool_handshake(struct redis_pool *pool, redisContext *c, const char *where, char
 		cmds[count++] = (struct redis_cmd) {1, role, NULL};
 	if (count == 0)
 		return 0;
-	if (ctx_exchange(c, where, cmds, count, replies, &unsent, err, errlen) < 0)
+	if (ctx_exchange(c, where, cmds, count, replies, &unsent, &sent, err, errlen) < 0)
 		return -1;
 	for (i = 0; i < count && rc == 0; i++) {
 		const redisReply *r = replies[i];
@@ -623,7 +640,7 @@ pool_exchange(struct redis_pool *pool, struct pool_call *call, const struct redi
 	      size_t count, redisReply **replies, char *err, size_t errlen)
 {
 	struct redis_conn *conn = &call->conn;
-	bool    unsent;
+	bool    unsent, sent;
 	int     ms;
 
 	for (;;) {
@@ -643,7 +660,7 @@ pool_exchange(struct redis_pool *pool, struct pool_call *call, const struct redi
 			}
 			conn->timeout_ms = ms;
 		}
-		if (ctx_exchange(conn->ctx, conn->where, cmds, count, replies, &unsent, err,
+		if (ctx_exchange(conn->ctx, conn->where, cmds, count, replies, &unsent, &sent, err,
 				 errlen) == 0) {
 			if (pool->sentinel_count == 0 || !replies_readonly(replies, count))
 				return 0;
@@ -659,6 +676,8 @@ pool_exchange(struct redis_pool *pool, struct pool_call *call, const struct redi
 		} else {
 			pool_conn_drop(pool, conn);
 			pool_master_lost(pool, false);
+			if (sent)
+				call->doubt = true;
 			if (!unsent || call->retries_left == 0)
 				return -1;
 		}
@@ -681,6 +700,7 @@ call_begin(struct redis_pool *pool, struct pool_call *call, char *err, size_t er
 	ts_after(&slot_deadline, pool->timeout_ms);
 	call->conn.ctx = NULL;
 	call->retries_left = 1;
+	call->doubt = false;
 
 	sigemptyset(&pipe);
 	sigaddset(&pipe, SIGPIPE);
@@ -885,7 +905,8 @@ sha_valid(const redisReply *r)
 /* redis_pool_eval - EVALSHA, with SCRIPT LOAD + EVAL the first time and after NOSCRIPT */
 redisReply *
 redis_pool_eval(struct redis_pool *pool, struct redis_script *script, int numkeys,
-		int argc, const char **argv, const size_t *argvlen, char *err, size_t errlen)
+		int argc, const char **argv, const size_t *argvlen, bool *doubt,
+		char *err, size_t errlen)
 {
 	const char *load[3] = {"SCRIPT", "LOAD", script->body};
 	const char **av;
@@ -908,6 +929,8 @@ redis_pool_eval(struct redis_pool *pool, struct redis_script *script, int numkey
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
+	if (doubt != NULL)
+		*doubt = false;
 	snprintf(nk, sizeof(nk), "%d", numkeys);
 	av[2] = nk;
 	al[2] = strlen(nk);
@@ -955,6 +978,8 @@ redis_pool_eval(struct redis_pool *pool, struct redis_script *script, int numkey
 		}
 	}
 	call_end(pool, &call);
+	if (rc != 0 && doubt != NULL)
+		*doubt = call.doubt;
 	if (rc == 0 && reply->type == REDIS_REPLY_ERROR) {
 		snprintf(err, errlen, "Redis: %.*s", (int) reply->len, reply->str);
 		freeReplyObject(reply);

@@ -26,10 +26,12 @@
  *   connection ended (EOF, ECONNRESET) before a single reply byte came,
  *   which is what a restarted Redis looks like. (Redis replies to each
  *   command in the event loop turn that ran it, so only a crash in that
- *   same instant could have run it unanswered.) A request is never sent
- *   again after a read timeout: it may have run, and the caller must see
- *   the failure. A READONLY error reply under Sentinel is also sent again
- *   once, to the newly found master (Redis ran nothing).
+ *   same instant could have run it unanswered: a script that must not
+ *   run twice carries an id of its own, see quota.lua.) A request is
+ *   never sent again after a read timeout: it may have run, and the
+ *   caller must see the failure, in doubt (redis_pool_eval). A READONLY
+ *   error reply under Sentinel is also sent again once, to the newly
+ *   found master (Redis ran nothing).
  * - While a call writes, SIGPIPE is blocked in the calling thread and a
  *   SIGPIPE it caused is discarded, so a closed socket is an error, not
  *   the death of the process, whatever the program does with SIGPIPE.
@@ -119,10 +121,15 @@ void	redis_script_destroy(struct redis_script *script);
  * redis_pool_eval - run the script with numkeys keys followed by the other
  * arguments in argv (argc in all). Returns the script's reply, or NULL with
  * a reason in err when Redis failed or the script raised an error. Free
- * with freeReplyObject().
+ * with freeReplyObject(). When doubt is not NULL, *doubt tells whether a
+ * failure leaves the script's run in doubt: it was sent and no reply came
+ * (a read timeout, a connection that ended after part of the reply, or
+ * one that broke without proof that Redis never read the request), so
+ * Redis may have run it, or may still run it.
  */
 redisReply *redis_pool_eval(struct redis_pool *pool, struct redis_script *script, int numkeys,
-		int argc, const char **argv, const size_t *argvlen, char *err, size_t errlen);
+		int argc, const char **argv, const size_t *argvlen, bool *doubt,
+		char *err, size_t errlen);
 
 /* redis_pool_stats - copy the pool's counters */
 void	redis_pool_stats(struct redis_pool *pool, struct redis_pool_stats *stats);

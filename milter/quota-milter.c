@@ -90,9 +90,10 @@ struct conn_ctx {
 static bool opt_foreground;
 
  /*
-  * The journal of on_redis_error = accept: opened at start (after the
-  * privileges are dropped) or at the first reload that asks for it; its
-  * folder is fixed until restart.
+  * The journal: counts of on_redis_error = accept, and in every mode the
+  * cancels of charges left in doubt. Opened at start (after the
+  * privileges are dropped) or at the first reload that finds it closed;
+  * its folder is fixed until restart.
   */
 static pthread_mutex_t journal_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct journal *journal;
@@ -286,6 +287,37 @@ journal_get(void)
 }
 
 /*
+ * charge_cancel - the charge failed in doubt and its message will not be
+ * accepted: Redis may have run it, or may still run it. A cancel entry in
+ * the journal takes it back once Redis answers (see counters_replay), so
+ * that nothing stays counted for mail that was not accepted.
+ */
+static void
+charge_cancel(SMFICTX *ctx, struct conn_ctx *cc, struct journal *jr, long long units)
+{
+	struct msg_ctx *m = &cc->msg;
+	struct journal_entry e;
+	char	jerr[256] = "no journal (see the journal setting)";
+
+	memset(&e, 0, sizeof(e));
+	snprintf(e.id, sizeof(e.id), "%s", m->quota.charge_id);
+	snprintf(e.month, sizeof(e.month), "%s", m->quota.month);
+	snprintf(e.account, sizeof(e.account), "%s", m->account);
+	snprintf(e.category, sizeof(e.category), "%s", category_name(cc->rt->conf, m->category));
+	e.units = units;
+	e.refused = m->refused;
+	e.cancel = true;
+	if (jr != NULL && journal_append(jr, &e, jerr, sizeof(jerr)) == 0) {
+		msg_info("%s: account %s: charge %s in doubt, cancel journaled", queue_id(ctx),
+			 m->account, e.id);
+		m->refused = 0;
+		return;
+	}
+	msg_warn("%s: account %s: charge %s of %lld units may have been counted in Redis, "
+		 "and cannot be cancelled: %s", queue_id(ctx), m->account, e.id, units, jerr);
+}
+
+/*
  * unavailable - Redis failed: apply on_redis_error. In accept mode the
  * message's counts go to the journal first; if even that fails, the
  * message is tempfailed rather than let through uncounted.
@@ -315,6 +347,8 @@ unavailable(SMFICTX *ctx, struct conn_ctx *cc, long long units, const char *err)
 		}
 		msg_warn("%s: cannot journal the count: %s", queue_id(ctx), jerr);
 	}
+	if (m->quota.doubt && m->quota.charge_id[0] != 0 && units > 0)
+		charge_cancel(ctx, cc, jr, units);
 	decision_log(ctx, cc, units, "tempfail", err);
 	return reply(ctx, cc, QM_REPLY_UNAVAILABLE, err);
 }
@@ -793,7 +827,7 @@ replay_thread(void *arg)
 		n = journal_replay(jr, replay_apply, rt->ctr, replay_warn, err, sizeof(err));
 		runtime_release(rt);
 		if (n > 0)
-			msg_info("journal: %ld counted messages replayed into Redis", n);
+			msg_info("journal: %ld entries replayed into Redis", n);
 		if (n < 0 && !failing)
 			msg_warn("journal: replay waits for Redis: %s", err);
 		failing = n < 0;
@@ -801,16 +835,24 @@ replay_thread(void *arg)
 	return NULL;
 }
 
-/* journal_start - open the journal for accept mode, once per process */
+/*
+ * journal_start - open the journal, once per process. Accept mode cannot
+ * work without it: -1 with err. The other modes only need it to cancel
+ * charges left in doubt: a warning, and 0.
+ */
 static int
 journal_start(const struct qm_conf *conf, char *err, size_t errlen)
 {
 	struct journal *jr;
 
-	if (conf->on_redis_error != QM_ON_ERROR_ACCEPT || journal_get() != NULL)
+	if (journal_get() != NULL)
 		return 0;
-	if ((jr = journal_open(conf->journal, err, errlen)) == NULL)
-		return -1;
+	if ((jr = journal_open(conf->journal, err, errlen)) == NULL) {
+		if (conf->on_redis_error == QM_ON_ERROR_ACCEPT)
+			return -1;
+		msg_warn("%s; a charge left in doubt by a Redis failure cannot be cancelled", err);
+		return 0;
+	}
 	pthread_mutex_lock(&journal_lock);
 	journal = jr;
 	pthread_mutex_unlock(&journal_lock);

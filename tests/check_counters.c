@@ -1074,6 +1074,8 @@ START_TEST(test_timeout_no_retry)
 		      "took %lld ms", elapsed);
 
 	/* Redis ran the request after all, once: the caller was right not to count on it. */
+	ck_assert_msg(q.doubt, "a timed-out charge is in doubt");
+	ck_assert_int_eq(strlen(q.charge_id), 16);
 	for (int i = 0; i < 100 && usage("acme", "total") != 2; i++)
 		helper_sleep_ms(10);
 	helper_sleep_ms(100);
@@ -1082,7 +1084,141 @@ START_TEST(test_timeout_no_retry)
 	ck_assert_uint_eq(st.retries, 0);
 	ck_assert_uint_eq(st.open, 0);
 
-	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 3);
+	/* Its cancel takes it back: the message got a 451. Twice is once. */
+	{
+		struct journal_entry e = entry(q.charge_id, q.month, "acme", 1, 0);
+
+		e.cancel = true;
+		for (int i = 0; i < 2; i++) {
+			ck_assert_msg(counters_replay(ctr, &e, err, sizeof(err)) == 0, "%s", err);
+			ck_assert_int_eq(usage("acme", "total"), 1);
+			ck_assert_int_eq(usage("acme", "messages"), 1);
+			ck_assert_int_eq(usage("acme", "crm"), 1);
+		}
+	}
+
+	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 2);
+	counters_free(ctr);
+}
+END_TEST
+
+/* Redis down before anything was sent: the charge failed, and is not in doubt */
+START_TEST(test_down_no_doubt)
+{
+	struct counters *ctr;
+	struct qm_quota q;
+	char    err[256];
+
+	cmd_ok("HSET qm:account:{acme} plan tiny");
+	ctr = make();
+	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 1);
+	redisFree(direct);
+	direct = NULL;
+	redis_server_stop(&server);
+	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, 0, false, now, &q, err,
+					 sizeof(err)), -1);
+	ck_assert_msg(!q.doubt, "refused connection left the charge in doubt: %s", err);
+	counters_free(ctr);
+}
+END_TEST
+
+/* raw_charge - the script's charge op with a chosen id: "ok", "cancelled", ... */
+static char *
+raw_charge(const char *account, const char *id, long long units, bool monitor)
+{
+	static char status[32];
+	char    kacct[KEYS_MAX], kwarn[KEYS_MAX], kcharge[KEYS_MAX], units_text[24];
+	redisReply *r;
+
+	snprintf(kacct, sizeof(kacct), "qm:account:{%s}", account);
+	snprintf(kwarn, sizeof(kwarn), "qm:warned:{%s}:%s", account, month);
+	snprintf(kcharge, sizeof(kcharge), "qm:charge:{%s}:%s", account, id);
+	snprintf(units_text, sizeof(units_text), "%lld", units);
+	r = cmd("EVAL %s 5 %s %s %s qm:events %s charge %s crm %s %lld %s %s free 80,100 0 %s "
+		"tiny 5 hundred 100", quota_lua, kacct, usage_key(account), kwarn, kcharge,
+		units_text, monitor ? "1" : "0", (long long) now + 86400 * 400, month, account, "");
+	ck_assert_msg(r->type == REDIS_REPLY_ARRAY && r->elements == 4
+		      && r->element[0]->type == REDIS_REPLY_STRING, "charge reply type %d: %s",
+		      r->type, r->type == REDIS_REPLY_ERROR ? r->str : "");
+	snprintf(status, sizeof(status), "%s", r->element[0]->str);
+	freeReplyObject(r);
+	return status;
+}
+
+/* cancel - apply a cancel entry that must reach Redis */
+static void
+cancel(struct counters *ctr, const char *id, const char *account, long long units,
+       long long refused)
+{
+	struct journal_entry e = entry(id, month, account, units, refused);
+	char    err[256] = "";
+
+	e.cancel = true;
+	ck_assert_msg(counters_replay(ctr, &e, err, sizeof(err)) == 0, "cancel %s: %s", id, err);
+}
+
+/* Cancels of charges in doubt: before or after the charge runs, exactly once */
+START_TEST(test_cancel)
+{
+	struct journal_entry e;
+	struct counters *ctr;
+	char    err[256];
+
+	cmd_ok("HSET qm:account:{acme} plan hundred");
+	ctr = make();
+
+	/* The charge ran, then its cancel: nothing stays, however often. */
+	ck_assert_str_eq(raw_charge("acme", "00000000000000a1", 3, false), "ok");
+	ck_assert_int_eq(usage("acme", "total"), 3);
+	for (int i = 0; i < 2; i++) {
+		cancel(ctr, "00000000000000a1", "acme", 3, 0);
+		ck_assert_int_eq(usage("acme", "total"), 0);
+		ck_assert_int_eq(usage("acme", "messages"), 0);
+		ck_assert_int_eq(usage("acme", "crm"), 0);
+		ck_assert_int_eq(usage("acme", "refused"), -1);
+	}
+
+	/* The cancel first, the charge late: the charge counts nothing. */
+	cancel(ctr, "00000000000000b2", "acme", 4, 2);
+	ck_assert_int_eq(usage("acme", "refused"), 2);
+	ck_assert_str_eq(raw_charge("acme", "00000000000000b2", 4, false), "cancelled");
+	ck_assert_int_eq(usage("acme", "total"), 0);
+	cancel(ctr, "00000000000000b2", "acme", 4, 2);
+	ck_assert_int_eq(usage("acme", "refused"), 2);
+
+	/* Other charges are not touched; a monitor charge over the limit is taken back whole. */
+	ck_assert_str_eq(raw_charge("acme", "00000000000000c3", 90, false), "ok");
+	ck_assert_str_eq(raw_charge("acme", "00000000000000d4", 20, true), "over");
+	ck_assert_int_eq(usage("acme", "would_refuse"), 20);
+	cancel(ctr, "00000000000000d4", "acme", 20, 0);
+	ck_assert_int_eq(usage("acme", "total"), 90);
+	ck_assert_int_eq(usage("acme", "messages"), 1);
+	ck_assert_int_eq(usage("acme", "crm"), 90);
+	ck_assert_int_eq(usage("acme", "would_refuse"), 0);
+
+	/* A refused charge counted nothing: its cancel takes nothing back. */
+	ck_assert_str_eq(raw_charge("acme", "00000000000000e5", 20, false), "exhausted");
+	cancel(ctr, "00000000000000e5", "acme", 20, 0);
+	ck_assert_int_eq(usage("acme", "total"), 90);
+
+	/* A usage reset in between: never below zero. */
+	ck_assert_str_eq(raw_charge("acme", "00000000000000f6", 5, false), "ok");
+	cmd_ok("HSET %s total 2", usage_key("acme"));
+	cancel(ctr, "00000000000000f6", "acme", 5, 0);
+	ck_assert_int_eq(usage("acme", "total"), 0);
+
+	/* Accept mode: a replayed journal entry, then its charge arrives late: once. */
+	cmd_ok("DEL %s", usage_key("acme"));
+	e = entry("00000000000000a7", month, "acme", 6, 0);
+	ck_assert_msg(counters_replay(ctr, &e, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_str_eq(raw_charge("acme", "00000000000000a7", 6, false), "replayed");
+	ck_assert_int_eq(usage("acme", "total"), 6);
+
+	/* A cancel needs a charge's id. */
+	e = entry("mta1-42-1700000000-1", month, "acme", 1, 0);
+	e.cancel = true;
+	ck_assert_int_eq(counters_replay(ctr, &e, err, sizeof(err)), -1);
+	ck_assert_int_eq(usage("acme", "total"), 6);
 	counters_free(ctr);
 }
 END_TEST
@@ -1660,6 +1796,7 @@ counters_suite(void)
 	tcase_add_test(tc, test_refused);
 	tcase_add_test(tc, test_events);
 	tcase_add_test(tc, test_replay);
+	tcase_add_test(tc, test_cancel);
 	tcase_add_test(tc, test_expire);
 	tcase_add_test(tc, test_bad_data);
 	tcase_add_test(tc, test_bad_arguments);
@@ -1682,6 +1819,7 @@ counters_suite(void)
 	tcase_add_test(tc, test_restart);
 	tcase_add_test(tc, test_retry_once);
 	tcase_add_test(tc, test_timeout_no_retry);
+	tcase_add_test(tc, test_down_no_doubt);
 	tcase_add_test(tc, test_stopped_bound);
 	tcase_add_test(tc, test_down_backoff);
 	tcase_add_test(tc, test_idle_killed);

@@ -139,8 +139,9 @@ check_keys(const char *account, const char *prefix, const char *month)
 static int
 format_line(char *line, size_t len, const struct journal_entry *e)
 {
-	return snprintf(line, len, "%s %s %s %s %lld %lld\n", e->id, e->month, e->account,
-			e->category[0] ? e->category : "-", e->units, e->refused);
+	return snprintf(line, len, "%s %s %s %s %lld %lld%s\n", e->id, e->month, e->account,
+			e->category[0] ? e->category : "-", e->units, e->refused,
+			e->cancel ? " cancel" : "");
 }
 
 /* same_number - is the token the decimal spelling of n (sign, leading zeros allowed)? */
@@ -157,8 +158,9 @@ same_number(const char *tok, long long n)
 
 /*
  * check_tokens - the accepted line is exactly six whitespace-separated
- * fields, and each says what the entry holds. Catches a parser that
- * splits one field in two or glues two into one.
+ * fields, or seven of which the last is "cancel" for a cancel entry, and
+ * each says what the entry holds. Catches a parser that splits one field
+ * in two or glues two into one.
  */
 static void
 check_tokens(const char *line, const struct journal_entry *e)
@@ -176,7 +178,8 @@ check_tokens(const char *line, const struct journal_entry *e)
 			tok[n++] = t;
 		else
 			n++;
-	FUZZ_CHECK(n == 6, "accepted a line of %zu fields: \"%s\"", n, line);
+	FUZZ_CHECK(n == (e->cancel ? 7u : 6u), "accepted a line of %zu fields: \"%s\"", n, line);
+	FUZZ_CHECK(!e->cancel || strcmp(tok[6], "cancel") == 0, "cancel read from \"%s\"", line);
 	FUZZ_CHECK(strcmp(tok[0], e->id) == 0, "id \"%s\" read as \"%s\"", tok[0], e->id);
 	FUZZ_CHECK(strcmp(tok[1], e->month) == 0, "month \"%s\" read as \"%s\"", tok[1], e->month);
 	FUZZ_CHECK(strcmp(tok[2], e->account) == 0, "account \"%s\" read as \"%s\"", tok[2],
@@ -243,6 +246,7 @@ check_journal(const char *line, const char *account, const char *month, const ch
 		snprintf(e.category, sizeof(e.category), "%s", category);
 	e.units = (long long) (h % 1000000000ULL);
 	e.refused = (long long) ((h >> 32) % 1000ULL);
+	e.cancel = (h >> 48) & 1;
 	format_line(out, sizeof(out), &e);
 	FUZZ_CHECK(journal_parse_line(out, &e), "valid entry refused: \"%s\"", out);
 	check_entry(out, &e);
