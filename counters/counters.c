@@ -193,32 +193,49 @@ struct counters_args {
 	const char *month;		/* NULL: the month of `now` */
 	time_t	now;
 	const char *replay_id;		/* "" unless op is replay or cancel */
+	const char *charge_id;		/* charge: its id, NULL for a fresh one */
 };
 
+/* charge_id_valid - 16 lowercase hex digits? */
+static bool
+charge_id_valid(const char *id)
+{
+	return strlen(id) == 16 && strspn(id, "0123456789abcdef") == 16;
+}
+
+/* counters_charge_id_new - a fresh charge id: 64 random bits in hex */
+void
+counters_charge_id_new(char id[17])
+{
+	static _Atomic unsigned long long seq;
+	unsigned long long rnd;
+
+	if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t) sizeof(rnd))
+		rnd = ((unsigned long long) time(NULL) << 20) ^ ((unsigned long long) getpid() << 40)
+		    ^ ++seq;
+	snprintf(id, 17, "%016llx", rnd);
+}
+
 /*
- * counters_charge_id - a fresh id for each charge, 64 random bits in hex;
- * "0" for the other ops, which never touch the charge key. The pool may
- * send a request twice when a connection ends before any reply byte; the
+ * counters_charge_id - the id of the call's charge key: the charge's own
+ * (fresh unless the caller chose it), that of a journaled charge, or "0"
+ * for the other ops, which never touch the charge key. The pool may send
+ * a request twice when a connection ends before any reply byte; the
  * script keeps each charge's outcome under its id for 2 minutes, so the
  * second run counts nothing.
  */
 static const char *
 counters_charge_id(const struct counters_args *a, char *buf)
 {
-	static _Atomic unsigned long long seq;
-	unsigned long long rnd;
-	size_t	len = strlen(a->replay_id);
-
 	/* A journal entry of a charge that may have run: look for its outcome. */
 	if ((strcmp(a->op, "replay") == 0 || strcmp(a->op, "cancel") == 0)
-	    && len == 16 && strspn(a->replay_id, "0123456789abcdef") == 16)
+	    && charge_id_valid(a->replay_id))
 		return a->replay_id;
 	if (strcmp(a->op, "charge") != 0)
 		return "0";
-	if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t) sizeof(rnd))
-		rnd = ((unsigned long long) time(NULL) << 20) ^ ((unsigned long long) getpid() << 40)
-		    ^ ++seq;
-	snprintf(buf, 17, "%016llx", rnd);
+	if (a->charge_id != NULL)
+		return a->charge_id;
+	counters_charge_id_new(buf);
 	return buf;
 }
 
@@ -230,7 +247,7 @@ counters_call(struct counters *ctr, const struct counters_args *a, struct qm_quo
 	char    kaccount[KEYS_MAX], kusage[KEYS_MAX], kwarned[KEYS_MAX], kcharge[KEYS_MAX];
 	char    charge_id[17];
 	char    units_text[COUNTERS_NUM], expire_text[COUNTERS_NUM], refused_text[COUNTERS_NUM];
-	const char *why, *category = a->category ? a->category : "";
+	const char *why, *id, *category = a->category ? a->category : "";
 	const char **argv;
 	redisReply *reply;
 	time_t  expireat;
@@ -249,6 +266,10 @@ counters_call(struct counters *ctr, const struct counters_args *a, struct qm_quo
 	}
 	if (a->units < 0 || a->refused < 0) {
 		snprintf(err, errlen, "negative units");
+		return -1;
+	}
+	if (a->charge_id != NULL && !charge_id_valid(a->charge_id)) {
+		snprintf(err, errlen, "invalid charge id");
 		return -1;
 	}
 	if (a->month != NULL) {
@@ -270,12 +291,12 @@ counters_call(struct counters *ctr, const struct counters_args *a, struct qm_quo
 	    || keys_usage(kusage, ctr->conf->redis.prefix, a->account, out->month) == 0
 	    || keys_warned(kwarned, ctr->conf->redis.prefix, a->account, out->month) == 0
 	    || keys_charge(kcharge, ctr->conf->redis.prefix, a->account,
-			   counters_charge_id(a, charge_id)) == 0) {
+			   (id = counters_charge_id(a, charge_id))) == 0) {
 		snprintf(err, errlen, "cannot build the Redis keys of account %s", a->account);
 		return -1;
 	}
 	if (strcmp(a->op, "charge") == 0)
-		memcpy(out->charge_id, charge_id, sizeof(out->charge_id));
+		snprintf(out->charge_id, sizeof(out->charge_id), "%s", id);
 	snprintf(units_text, sizeof(units_text), "%lld", a->units);
 	snprintf(expire_text, sizeof(expire_text), "%lld", (long long) expireat);
 	snprintf(refused_text, sizeof(refused_text), "%lld", a->refused);
@@ -321,7 +342,7 @@ int
 counters_peek(struct counters *ctr, const char *account, time_t now,
 	      struct qm_quota *out, char *err, size_t errlen)
 {
-	struct counters_args a = {"peek", account, "", 0, 0, false, NULL, now, ""};
+	struct counters_args a = {"peek", account, "", 0, 0, false, NULL, now, "", NULL};
 
 	return counters_call(ctr, &a, out, err, errlen);
 }
@@ -332,8 +353,18 @@ counters_charge(struct counters *ctr, const char *account, const char *category,
 		long long units, long long refused, bool monitor, time_t now,
 		struct qm_quota *out, char *err, size_t errlen)
 {
+	return counters_charge_as(ctr, NULL, account, category, units, refused, monitor, now,
+				  out, err, errlen);
+}
+
+/* counters_charge_as - counters_charge under an id the caller chose */
+int
+counters_charge_as(struct counters *ctr, const char *charge_id, const char *account,
+		   const char *category, long long units, long long refused, bool monitor,
+		   time_t now, struct qm_quota *out, char *err, size_t errlen)
+{
 	struct counters_args a = {"charge", account, category, units, refused, monitor, NULL,
-		now, ""};
+		now, "", charge_id};
 
 	return counters_call(ctr, &a, out, err, errlen);
 }
@@ -343,7 +374,7 @@ int
 counters_refused(struct counters *ctr, const char *account, long long units,
 		 time_t now, char *err, size_t errlen)
 {
-	struct counters_args a = {"refused", account, "", units, 0, false, NULL, now, ""};
+	struct counters_args a = {"refused", account, "", units, 0, false, NULL, now, "", NULL};
 	struct qm_quota out;
 
 	return counters_call(ctr, &a, &out, err, errlen);
@@ -365,12 +396,12 @@ counters_replay(struct counters *ctr, const struct journal_entry *entry,
 		char *err, size_t errlen)
 {
 	struct counters_args a = {entry->cancel ? "cancel" : "replay", entry->account,
-		entry->category, entry->units, entry->refused, true, entry->month, 0, entry->id};
+		entry->category, entry->units, entry->refused, true, entry->month, 0, entry->id, NULL};
 	struct qm_quota out;
 	time_t  expireat;
 	size_t  len = strnlen(entry->id, sizeof(entry->id));
 
-	if (entry->cancel && (len != 16 || strspn(entry->id, "0123456789abcdef") != 16)) {
+	if (entry->cancel && (len == sizeof(entry->id) || !charge_id_valid(entry->id))) {
 		snprintf(err, errlen, "journal cancel entry without a charge id");
 		return -1;
 	}

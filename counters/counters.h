@@ -78,6 +78,18 @@ int	counters_charge(struct counters *ctr, const char *account, const char *categ
 		struct qm_quota *out, char *err, size_t errlen);
 
 /*
+ * counters_charge_as - counters_charge() under charge_id (16 lowercase hex
+ * digits, from counters_charge_id_new()), so that the caller can name the
+ * charge before it is sent (see inflight.h); NULL makes a fresh one.
+ */
+int	counters_charge_as(struct counters *ctr, const char *charge_id, const char *account,
+		const char *category, long long units, long long refused, bool monitor,
+		time_t now, struct qm_quota *out, char *err, size_t errlen);
+
+/* counters_charge_id_new - a fresh charge id, 64 random bits in hex, into id */
+void	counters_charge_id_new(char id[17]);
+
+/*
  * counters_refused - record units refused for good (a 5xx): at RCPT stage
  * for a message that never reached end of message, or a whole message
  * refused at its end. Returns 0 or -1 with err.

@@ -137,6 +137,36 @@ write_all(int fd, const char *buf, size_t len)
 	return 0;
 }
 
+/* format_entry - the entry's line; its length, or -1 when it does not fit */
+static int
+format_entry(char *line, size_t size, const struct journal_entry *e)
+{
+	int	len = snprintf(line, size, "%s %s %s %s %lld %lld%s\n", e->id, e->month,
+			       e->account, e->category[0] ? e->category : "-", e->units,
+			       e->refused, e->cancel ? " cancel" : "");
+
+	return len < 0 || (size_t) len >= size ? -1 : len;
+}
+
+/* terminated - does the field hold a NUL? */
+#define terminated(field) (memchr((field), 0, sizeof(field)) != NULL)
+
+/* journal_entry_valid - would the entry be read back from its line as it is? */
+bool
+journal_entry_valid(const struct journal_entry *e)
+{
+	struct journal_entry again;
+	char	line[512];
+
+	if (!terminated(e->id) || !terminated(e->month) || !terminated(e->account)
+	    || !terminated(e->category) || format_entry(line, sizeof(line), e) < 0
+	    || !journal_parse_line(line, &again))
+		return false;
+	return strcmp(again.id, e->id) == 0 && strcmp(again.month, e->month) == 0
+	    && strcmp(again.account, e->account) == 0 && strcmp(again.category, e->category) == 0
+	    && again.units == e->units && again.refused == e->refused && again.cancel == e->cancel;
+}
+
 /* journal_append - give the entry an id and write it durably */
 int
 journal_append(struct journal *jr, struct journal_entry *e, char *err, size_t errlen)
@@ -162,10 +192,7 @@ journal_append(struct journal *jr, struct journal_entry *e, char *err, size_t er
 	}
 	if (e->id[0] == 0 || strpbrk(e->id, " \t\r\n") != NULL)
 		snprintf(e->id, sizeof(e->id), "%s-%lu", jr->idbase, ++jr->entry_seq);
-	len = snprintf(line, sizeof(line), "%s %s %s %s %lld %lld%s\n", e->id, e->month,
-		       e->account, e->category[0] ? e->category : "-", e->units, e->refused,
-		       e->cancel ? " cancel" : "");
-	if (len < 0 || (size_t) len >= sizeof(line)) {
+	if ((len = format_entry(line, sizeof(line), e)) < 0) {
 		snprintf(err, errlen, "journal: entry too long");
 		goto out;
 	}
@@ -262,6 +289,9 @@ journal_parse_line(const char *line, struct journal_entry *e)
 	for (const char *cp = e->id; *cp; cp++)
 		if (*cp < 0x21 || *cp > 0x7e)
 			return false;
+	/* A cancel names a charge: its id is 16 hex digits (counters.c). */
+	if (e->cancel && (strlen(e->id) != 16 || strspn(e->id, "0123456789abcdef") != 16))
+		return false;
 	if (strcmp(e->category, "-") == 0)
 		e->category[0] = 0;
 	else if (keys_reserved_field(e->category))
@@ -273,20 +303,19 @@ journal_parse_line(const char *line, struct journal_entry *e)
 	return account_valid(e->account, NULL) && month_valid(e->month);
 }
 
-/* set_aside - keep an unusable file as *.bad and say so */
-static void
-set_aside(const char *path, const char *why, journal_warn_fn warn)
+/* journal_set_aside - keep an unusable file as *.bad and say so */
+void
+journal_set_aside(const char *what, const char *path, const char *why, journal_warn_fn warn)
 {
 	char	bad[PATH_MAX + 8];
 	char	text[PATH_MAX * 2 + 128];
 
 	snprintf(bad, sizeof(bad), "%s.bad", path);
 	if (rename(path, bad) < 0)
-		snprintf(text, sizeof(text), "journal %s: %s; cannot set it aside: %s",
-			 path, why, strerror(errno));
+		snprintf(text, sizeof(text), "%s %s: %s; cannot set it aside: %s",
+			 what, path, why, strerror(errno));
 	else
-		snprintf(text, sizeof(text), "journal %s: %s; kept as %s, not replayed",
-			 path, why, bad);
+		snprintf(text, sizeof(text), "%s %s: %s; kept as %s, not used", what, path, why, bad);
 	if (warn != NULL)
 		warn(text);
 }
@@ -327,7 +356,7 @@ replay_file(const char *path, journal_apply_fn apply, void *arg, journal_warn_fn
 	char	why[128];
 
 	if (fp == NULL) {
-		set_aside(path, strerror(errno), warn);
+		journal_set_aside("journal", path, strerror(errno), warn);
 		return 0;
 	}
 	while ((n = getline(&line, &cap, fp)) > 0) {
@@ -336,7 +365,7 @@ replay_file(const char *path, journal_apply_fn apply, void *arg, journal_warn_fn
 			fclose(fp);
 			free(line);
 			snprintf(why, sizeof(why), "line %lu is malformed", lineno);
-			set_aside(path, why, warn);
+			journal_set_aside("journal", path, why, warn);
 			return 0;
 		}
 		switch (apply(arg, &e, err, errlen)) {

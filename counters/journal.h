@@ -14,7 +14,7 @@
  * and whose message got a 451 is taken back once Redis answers again.
  *
  * Line: ID MONTH ACCOUNT CATEGORY UNITS REFUSED, and " cancel" for a
- * cancel (its ID is then the charge's id).
+ * cancel (its ID is then the charge's id, 16 hex digits).
  *
  * Files: FOLDER/journal.RANDOM.N.log while written (RANDOM: 64 bits drawn
  * per process), renamed to FOLDER/replay.RANDOM.N.log when a replay takes
@@ -78,7 +78,20 @@ typedef void (*journal_warn_fn)(const char *text);
 long	journal_replay(struct journal *jr, journal_apply_fn apply, void *arg,
 		journal_warn_fn warn, char *err, size_t errlen);
 
+/*
+ * journal_set_aside - rename a file that cannot be used to PATH.bad and
+ * report it through warn() as "WHAT PATH: WHY; kept as PATH.bad"
+ */
+void	journal_set_aside(const char *what, const char *path, const char *why,
+		journal_warn_fn warn);
+
 /* journal_parse_line - parse one journal line; false if malformed */
 bool	journal_parse_line(const char *line, struct journal_entry *entry);
+
+/*
+ * journal_entry_valid - is the entry one that journal_parse_line() could
+ * have made (every field terminated, in range, read back unchanged)?
+ */
+bool	journal_entry_valid(const struct journal_entry *entry);
 
 #endif

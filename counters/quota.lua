@@ -34,11 +34,12 @@
 -- that the charge itself, should it still be on its way, counts nothing.
 --
 -- "cancel" settles a charge whose reply never came (Redis hung or died,
--- the connection broke) and whose message was answered with a 451: the
--- charge key of the id ARGV[11] is set to "cancelled", so a charge still
--- on its way counts nothing; a charge that did run and counted is taken
--- back (total, messages, category, would_refuse); the RCPT-stage refusals
--- it carried (ARGV[10]) are recorded once, whether it ran or not.
+-- the connection broke, the milter was killed) and whose message was not
+-- accepted: the charge key of the id ARGV[11] is set to "cancelled", so
+-- a charge still on its way counts nothing; a charge that did run and
+-- counted, or its journal entry replayed, is taken back (total, messages,
+-- category, would_refuse); the RCPT-stage refusals it carried (ARGV[10])
+-- are recorded once, whether it ran or not.
 --
 -- Returns {status, plan, limit, used}:
 --   status  ok, over, exhausted, no_mail, suspended, no_plan, unknown_plan
@@ -180,13 +181,13 @@ local charge_id = string.match(replay_id, '^%x+$') and #replay_id == 16
 
 if op == 'cancel' then
   local done = redis.call('GET', KEYS[5])
-  if done == 'ok' or done == 'over' then
+  if done == 'ok' or done == 'over' or done == 'replayed' or done == 'replayed-over' then
     -- It ran and counted: take it back, never below zero.
     local back = {total = units, messages = 1}
     if category ~= '' then
       back[category] = units
     end
-    if done == 'over' then
+    if done == 'over' or done == 'replayed-over' then
       back.would_refuse = units
     end
     for field, n in pairs(back) do
@@ -215,10 +216,6 @@ if op == 'replay' then
     return {quota_status(), plan, limit, used}
   end
   redis.call('EXPIREAT', KEYS[3], str(expireat))
-  if charge_id then
-    -- The charge itself may still be on its way: it must find this.
-    redis.call('SET', KEYS[5], 'replayed', 'PX', CHARGE_TTL)
-  end
   monitor = true
 end
 
@@ -227,16 +224,23 @@ end
 -- outcome kept under the charge's id answers the second run, uncounted.
 -- A charge that finds its id "cancelled" or "replayed" came late, after
 -- the milter gave up on it: it counts nothing, and nobody reads its reply.
-local charge_key = op == 'charge' and KEYS[5] or nil
-if charge_key then
-  local done = redis.call('GET', charge_key)
+if op == 'charge' then
+  local done = redis.call('GET', KEYS[5])
   if done then
     return {done, plan, limit, used}
   end
 end
+-- The outcome under the charge's id. A replayed charge's: the charge
+-- itself may still be on its way, and must find it; a cancel that comes
+-- after must know what to take back.
+local charge_key = (op == 'charge' or (op == 'replay' and charge_id)) and KEYS[5] or nil
 local function charged(outcome)
   if charge_key then
-    redis.call('SET', charge_key, outcome, 'PX', CHARGE_TTL)
+    local kept = outcome
+    if op == 'replay' then
+      kept = outcome == 'ok' and 'replayed' or 'replayed-over'
+    end
+    redis.call('SET', charge_key, kept, 'PX', CHARGE_TTL)
   end
   return outcome
 end

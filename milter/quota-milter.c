@@ -34,6 +34,7 @@
 
 #include "../conf/conf.h"
 #include "../counters/counters.h"
+#include "../counters/inflight.h"
 #include "../counters/journal.h"
 #include "log.h"
 #include "policy.h"
@@ -97,6 +98,7 @@ static bool opt_foreground;
   */
 static pthread_mutex_t journal_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct journal *journal;
+static struct inflight *inflight;	/* set with journal, then never changed */
 
 static int journal_start(const struct qm_conf *conf, char *err, size_t errlen);
 static void strip_headers(SMFICTX *ctx, struct conn_ctx *cc);
@@ -274,16 +276,37 @@ reply_final(const struct conn_ctx *cc, enum qm_reply_id id)
 	return cc->rt->conf->replies[id].code[0] == '5';
 }
 
-/* journal_get - the journal, or NULL when accept mode never asked for one */
+/*
+ * journal_get - the journal, or NULL when it could not be opened; with
+ * infp, also the inflight file (NULL when it could not be made)
+ */
 static struct journal *
-journal_get(void)
+journal_get(struct inflight **infp)
 {
 	struct journal *jr;
 
 	pthread_mutex_lock(&journal_lock);
 	jr = journal;
+	if (infp != NULL)
+		*infp = inflight;
 	pthread_mutex_unlock(&journal_lock);
 	return jr;
+}
+
+/* msg_entry - the message's charge as a journal entry */
+static void
+msg_entry(const struct conn_ctx *cc, const char *id, const char *month, long long units,
+	  struct journal_entry *e)
+{
+	const struct msg_ctx *m = &cc->msg;
+
+	memset(e, 0, sizeof(*e));
+	snprintf(e->id, sizeof(e->id), "%s", id);
+	snprintf(e->month, sizeof(e->month), "%s", month);
+	snprintf(e->account, sizeof(e->account), "%s", m->account);
+	snprintf(e->category, sizeof(e->category), "%s", category_name(cc->rt->conf, m->category));
+	e->units = units;
+	e->refused = m->refused;
 }
 
 /*
@@ -299,13 +322,7 @@ charge_cancel(SMFICTX *ctx, struct conn_ctx *cc, struct journal *jr, long long u
 	struct journal_entry e;
 	char	jerr[256] = "no journal (see the journal setting)";
 
-	memset(&e, 0, sizeof(e));
-	snprintf(e.id, sizeof(e.id), "%s", m->quota.charge_id);
-	snprintf(e.month, sizeof(e.month), "%s", m->quota.month);
-	snprintf(e.account, sizeof(e.account), "%s", m->account);
-	snprintf(e.category, sizeof(e.category), "%s", category_name(cc->rt->conf, m->category));
-	e.units = units;
-	e.refused = m->refused;
+	msg_entry(cc, m->quota.charge_id, m->quota.month, units, &e);
 	e.cancel = true;
 	if (jr != NULL && journal_append(jr, &e, jerr, sizeof(jerr)) == 0) {
 		msg_info("%s: account %s: charge %s in doubt, cancel journaled", queue_id(ctx),
@@ -326,18 +343,13 @@ static sfsistat
 unavailable(SMFICTX *ctx, struct conn_ctx *cc, long long units, const char *err)
 {
 	struct msg_ctx *m = &cc->msg;
-	struct journal *jr = journal_get();
+	struct journal *jr = journal_get(NULL);
 	struct journal_entry e;
 	char	jerr[256] = "no month for the current time";
 
 	if (cc->rt->conf->on_redis_error == QM_ON_ERROR_ACCEPT && units > 0 && jr != NULL) {
-		memset(&e, 0, sizeof(e));
 		/* If the failed charge ran after all, its id keeps it from counting twice. */
-		snprintf(e.id, sizeof(e.id), "%s", m->quota.charge_id);
-		snprintf(e.account, sizeof(e.account), "%s", m->account);
-		snprintf(e.category, sizeof(e.category), "%s", category_name(cc->rt->conf, m->category));
-		e.units = units;
-		e.refused = m->refused;
+		msg_entry(cc, m->quota.charge_id, "", units, &e);
 		if (counters_month(cc->rt->ctr, time(NULL), e.month) == 0
 		    && journal_append(jr, &e, jerr, sizeof(jerr)) == 0) {
 			m->refused = 0;
@@ -603,6 +615,24 @@ strip_headers(SMFICTX *ctx, struct conn_ctx *cc)
 	}
 }
 
+/*
+ * inflight_charge - keep the charge about to be sent in the inflight
+ * file: should the milter die before its verdict, the next start cancels
+ * it. The slot, or -1 when it cannot be kept.
+ */
+static int
+inflight_charge(struct conn_ctx *cc, struct inflight *inf, const char *charge_id, time_t now,
+		long long units)
+{
+	struct journal_entry e;
+	char	month[8];
+
+	if (inf == NULL || counters_month(cc->rt->ctr, now, month) < 0)
+		return -1;
+	msg_entry(cc, charge_id, month, units, &e);
+	return inflight_begin(inf, &e);
+}
+
 /* qm_eom - decide the message: one atomic charge */
 static sfsistat
 qm_eom(SMFICTX *ctx)
@@ -617,7 +647,11 @@ qm_eom(SMFICTX *ctx)
 	bool	monitor;
 	enum qm_reply_id id;
 	sfsistat rc;
+	time_t	now = time(NULL);
+	struct inflight *inf;
+	char	charge_id[17];
 	char	err[256];
+	int	slot;
 
 	if (cc == NULL)
 		return SMFIS_TEMPFAIL;
@@ -658,11 +692,16 @@ qm_eom(SMFICTX *ctx)
 		return rc;
 	}
 
-	if (counters_charge(cc->rt->ctr, m->account, conf->categories[m->category].name,
-			    units, m->refused, monitor, time(NULL), &m->quota,
-			    err, sizeof(err)) < 0) {
+	/* Named and kept in the inflight file until its verdict is returned. */
+	counters_charge_id_new(charge_id);
+	(void) journal_get(&inf);
+	slot = inflight_charge(cc, inf, charge_id, now, units);
+	if (counters_charge_as(cc->rt->ctr, charge_id, m->account,
+			       conf->categories[m->category].name, units, m->refused, monitor,
+			       now, &m->quota, err, sizeof(err)) < 0) {
 		rc = unavailable(ctx, cc, units, err);
 		msg_reset(m);
+		inflight_end(inf, slot);
 		return rc;
 	}
 	m->refused = 0;			/* recorded by the charge */
@@ -690,6 +729,7 @@ qm_eom(SMFICTX *ctx)
 		break;
 	}
 	msg_reset(m);
+	inflight_end(inf, slot);
 	return rc;
 }
 
@@ -821,7 +861,7 @@ replay_thread(void *arg)
 		long	n;
 
 		sleep(1);
-		if ((jr = journal_get()) == NULL || !journal_pending(jr))
+		if ((jr = journal_get(NULL)) == NULL || !journal_pending(jr))
 			continue;
 		rt = runtime_acquire();
 		n = journal_replay(jr, replay_apply, rt->ctr, replay_warn, err, sizeof(err));
@@ -845,7 +885,10 @@ journal_start(const struct qm_conf *conf, char *err, size_t errlen)
 {
 	struct journal *jr;
 
-	if (journal_get() != NULL)
+	struct inflight *inf;
+	long	n;
+
+	if (journal_get(NULL) != NULL)
 		return 0;
 	if ((jr = journal_open(conf->journal, err, errlen)) == NULL) {
 		if (conf->on_redis_error == QM_ON_ERROR_ACCEPT)
@@ -853,8 +896,17 @@ journal_start(const struct qm_conf *conf, char *err, size_t errlen)
 		msg_warn("%s; a charge left in doubt by a Redis failure cannot be cancelled", err);
 		return 0;
 	}
+
+	/* Charges a killed milter left in flight: their messages were not accepted. */
+	if ((n = inflight_recover(conf->journal, jr, replay_warn, err, errlen)) < 0)
+		msg_warn("%s; charges in flight when a milter died stay counted", err);
+	else if (n > 0)
+		msg_info("inflight: %ld charges a killed milter left in flight, cancel journaled", n);
+	if ((inf = inflight_open(conf->journal, err, errlen)) == NULL)
+		msg_warn("%s; charges in flight if the milter dies will stay counted", err);
 	pthread_mutex_lock(&journal_lock);
 	journal = jr;
+	inflight = inf;
 	pthread_mutex_unlock(&journal_lock);
 	return 0;
 }

@@ -9,7 +9,9 @@
  * (QM_TEST_SLACK_MS, default 400).
  */
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -20,10 +22,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "counters/counters.h"
+#include "counters/inflight.h"
 #include "counters/journal.h"
 #include "counters/keys.h"
 #include "counters/month.h"
@@ -631,6 +635,106 @@ START_TEST(test_replay)
 }
 END_TEST
 
+/* journal_lines - every line of the journal files in folder, joined */
+static char *
+journal_lines(const char *folder)
+{
+	static char all[4096];
+	char	cmdline[PATH_MAX + 64];
+	FILE   *fp;
+	size_t	n;
+
+	snprintf(cmdline, sizeof(cmdline), "cat %s/journal.*.log 2>/dev/null", folder);
+	ck_assert_ptr_nonnull(fp = popen(cmdline, "r"));
+	n = fread(all, 1, sizeof(all) - 1, fp);
+	all[n] = 0;
+	pclose(fp);
+	return all;
+}
+
+/* files_named - how many files in folder start with prefix */
+static int
+files_named(const char *folder, const char *prefix)
+{
+	DIR    *d = opendir(folder);
+	struct dirent *de;
+	int	n = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while ((de = readdir(d)) != NULL)
+		n += strncmp(de->d_name, prefix, strlen(prefix)) == 0;
+	closedir(d);
+	return n;
+}
+
+/* Inflight files: what a dead milter left in flight is cancelled, a live one's is not */
+START_TEST(test_inflight)
+{
+	char	folder[] = "/tmp/qm-inflight.XXXXXX";
+	char	err[256], path[PATH_MAX + 32], want[256];
+	struct journal_entry e1 = entry("00000000000000c1", month, "acme", 2, 1);
+	struct journal_entry e2 = entry("00000000000000c2", month, "beta", 3, 0);
+	struct journal_entry e3 = entry("00000000000000c3", month, "gamma", 4, 0);
+	struct journal *jr;
+	struct inflight *mine;
+	pid_t	pid;
+	int	status, a, b, fd;
+
+	ck_assert_ptr_nonnull(mkdtemp(folder));
+	ck_assert_ptr_nonnull(jr = journal_open(folder, err, sizeof(err)));
+	ck_assert_ptr_nonnull(mine = inflight_open(folder, err, sizeof(err)));
+	a = inflight_begin(mine, &e1);
+	b = inflight_begin(mine, &e2);
+	ck_assert_int_ge(a, 0);
+	ck_assert_int_ne(a, b);
+	inflight_end(mine, b);
+
+	/* A milter that dies with one charge in flight, one ended. */
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct inflight *inf = inflight_open(folder, err, sizeof(err));
+
+		if (inf == NULL)
+			_exit(2);
+		inflight_end(inf, inflight_begin(inf, &e1));
+		(void) inflight_begin(inf, &e3);
+		_exit(0);		/* no inflight_close: as killed */
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_int_eq(status, 0);
+	ck_assert_int_eq(files_named(folder, "inflight."), 2);
+
+	/* Something else under an inflight name is set aside, not read. */
+	snprintf(path, sizeof(path), "%s/inflight.junk.map", folder);
+	ck_assert_int_ge(fd = open(path, O_WRONLY | O_CREAT, 0600), 0);
+	ck_assert_int_eq(write(fd, "junk", 4), 4);
+	close(fd);
+
+	ck_assert_int_eq(inflight_recover(folder, jr, NULL, err, sizeof(err)), 1);
+	snprintf(want, sizeof(want), "00000000000000c3 %s gamma crm 4 0 cancel\n", month);
+	ck_assert_str_eq(journal_lines(folder), want);
+	/* The dead one's file is gone, ours stays (its milter lives), the junk is kept aside. */
+	ck_assert_int_eq(files_named(folder, "inflight."), 2);
+	ck_assert_int_eq(access(path, F_OK), -1);
+	snprintf(path, sizeof(path), "%s/inflight.junk.map.bad", folder);
+	ck_assert_int_eq(access(path, F_OK), 0);
+	ck_assert_int_eq(unlink(path), 0);
+
+	/* Again: nothing more. Then ours, as if this process had died: its one charge. */
+	ck_assert_int_eq(inflight_recover(folder, jr, NULL, err, sizeof(err)), 0);
+	/* Ours is locked by this live process, even against itself: never read. */
+	ck_assert_int_eq(inflight_recover(folder, jr, NULL, err, sizeof(err)), 0);
+	ck_assert_str_eq(journal_lines(folder), want);
+	inflight_end(mine, a);
+	inflight_close(mine);
+	ck_assert_int_eq(files_named(folder, "inflight."), 0);
+	journal_close(jr);
+	snprintf(path, sizeof(path), "rm -rf %s", folder);
+	ck_assert_int_eq(system(path), 0);
+}
+END_TEST
+
 /* Expiry: usage and warned hashes go keep_months after the month ends */
 START_TEST(test_expire)
 {
@@ -1213,6 +1317,14 @@ START_TEST(test_cancel)
 	ck_assert_msg(counters_replay(ctr, &e, err, sizeof(err)) == 0, "%s", err);
 	ck_assert_str_eq(raw_charge("acme", "00000000000000a7", 6, false), "replayed");
 	ck_assert_int_eq(usage("acme", "total"), 6);
+
+	/* Replayed, then cancelled (the milter died before its verdict): taken back. */
+	e = entry("00000000000000b8", month, "acme", 7, 0);
+	ck_assert_msg(counters_replay(ctr, &e, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_int_eq(usage("acme", "total"), 13);
+	cancel(ctr, "00000000000000b8", "acme", 7, 0);
+	ck_assert_int_eq(usage("acme", "total"), 6);
+	ck_assert_int_eq(usage("acme", "crm"), 6);
 
 	/* A cancel needs a charge's id. */
 	e = entry("mta1-42-1700000000-1", month, "acme", 1, 0);
@@ -1797,6 +1909,7 @@ counters_suite(void)
 	tcase_add_test(tc, test_events);
 	tcase_add_test(tc, test_replay);
 	tcase_add_test(tc, test_cancel);
+	tcase_add_test(tc, test_inflight);
 	tcase_add_test(tc, test_expire);
 	tcase_add_test(tc, test_bad_data);
 	tcase_add_test(tc, test_bad_arguments);

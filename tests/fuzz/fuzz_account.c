@@ -208,6 +208,9 @@ check_entry(const char *line, const struct journal_entry *e)
 		   == strlen(e->category), "category \"%s\"", e->category);
 	FUZZ_CHECK(e->units >= 0 && e->units < 1000000000LL && e->refused >= 0
 		   && e->refused < 1000000000LL, "units %lld refused %lld", e->units, e->refused);
+	FUZZ_CHECK(!e->cancel || (strlen(e->id) == 16 && strspn(e->id, "0123456789abcdef") == 16),
+		   "cancel of id \"%s\"", e->id);
+	FUZZ_CHECK(journal_entry_valid(e), "parsed entry not valid: \"%s\"", e->id);
 	if (line != NULL)
 		check_tokens(line, e);
 
@@ -247,6 +250,8 @@ check_journal(const char *line, const char *account, const char *month, const ch
 	e.units = (long long) (h % 1000000000ULL);
 	e.refused = (long long) ((h >> 32) % 1000ULL);
 	e.cancel = (h >> 48) & 1;
+	if (e.cancel)			/* a cancel names a charge: 16 hex digits */
+		snprintf(e.id, sizeof(e.id), "%016llx", (unsigned long long) h);
 	format_line(out, sizeof(out), &e);
 	FUZZ_CHECK(journal_parse_line(out, &e), "valid entry refused: \"%s\"", out);
 	check_entry(out, &e);
