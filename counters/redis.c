@@ -3,7 +3,8 @@
  *
  * See redis.h for the contract. Inside, a call goes:
  *
- *	call_begin	deadline = now + 2 x timeout_ms; block SIGPIPE; wait at
+ *	call_begin	deadline = now + 2 x timeout_ms; block SIGPIPE (unless
+ *			ignored); wait at
  *			most timeout_ms for a slot; take an idle connection
  *	pool_exchange	check the connection (alive, same master generation),
  *			connect if needed (backoff, Sentinel, AUTH/SELECT/ROLE),
@@ -75,6 +76,7 @@ struct redis_pool {
 	int	backoff_ms;		/* current backoff; 0 after a success */
 	char	last_error[REDIS_ERR_MAX];	/* why the last connect failed */
 	struct redis_pool_stats stats;
+	bool	pipe_ignored;		/* SIGPIPE was ignored at creation */
 };
 
 /* The state of one public call. */
@@ -702,17 +704,21 @@ call_begin(struct redis_pool *pool, struct pool_call *call, char *err, size_t er
 	call->retries_left = 1;
 	call->doubt = false;
 
-	sigemptyset(&pipe);
-	sigaddset(&pipe, SIGPIPE);
-	pthread_sigmask(SIG_BLOCK, &pipe, &call->oldmask);
-	call->pipe_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1;
+	if (!pool->pipe_ignored) {
+		sigemptyset(&pipe);
+		sigaddset(&pipe, SIGPIPE);
+		pthread_sigmask(SIG_BLOCK, &pipe, &call->oldmask);
+		call->pipe_pending = sigpending(&pending) == 0
+		    && sigismember(&pending, SIGPIPE) == 1;
+	}
 
 	pthread_mutex_lock(&pool->lock);
 	while (pool->busy >= pool->size && (rc == 0 || rc == EINTR))
 		rc = pthread_cond_timedwait(&pool->freed, &pool->lock, &slot_deadline);
 	if (pool->busy >= pool->size) {
 		pthread_mutex_unlock(&pool->lock);
-		pthread_sigmask(SIG_SETMASK, &call->oldmask, NULL);
+		if (!pool->pipe_ignored)
+			pthread_sigmask(SIG_SETMASK, &call->oldmask, NULL);
 		snprintf(err, errlen, "Redis: no free connection within %d ms (pool_size %zu)",
 			 pool->timeout_ms, pool->size);
 		return -1;
@@ -745,6 +751,8 @@ call_end(struct redis_pool *pool, struct pool_call *call)
 	pthread_mutex_unlock(&pool->lock);
 
 	/* Discard the SIGPIPE a write of ours raised, then unblock. */
+	if (pool->pipe_ignored)
+		return;
 	if (!call->pipe_pending) {
 		sigemptyset(&pipe);
 		sigaddset(&pipe, SIGPIPE);
@@ -772,6 +780,11 @@ redis_pool_create(const struct qm_redis_conf *conf, char *err, size_t errlen)
 	}
 	pool->size = (size_t) conf->pool_size;
 	pool->timeout_ms = conf->timeout_ms;
+	{
+		struct sigaction sa;
+
+		pool->pipe_ignored = sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN;
+	}
 	pool->database = conf->database;
 	if (conf->sentinel_count > 0) {
 		if (conf->master == NULL || *conf->master == 0) {

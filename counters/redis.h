@@ -35,6 +35,9 @@
  * - While a call writes, SIGPIPE is blocked in the calling thread and a
  *   SIGPIPE it caused is discarded, so a closed socket is an error, not
  *   the death of the process, whatever the program does with SIGPIPE.
+ *   When SIGPIPE is ignored at the pool's creation (the daemon ignores it
+ *   first thing), the signal mask is left alone, four system calls less
+ *   per call: the program must not stop ignoring it afterwards.
  */
 #ifndef QM_REDIS_H
 #define QM_REDIS_H

@@ -1041,6 +1041,9 @@ main(int argc, char **argv)
 	if (optind != argc)
 		usage(2);
 
+	/* A closed socket is an error, not a death (libmilter ignores it too, later). */
+	signal(SIGPIPE, SIG_IGN);
+
 	if ((rt = runtime_load(path, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "%s: %s\n", QM_NAME, err);
 		return 1;
