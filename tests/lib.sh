@@ -8,12 +8,22 @@ chmod 755 "$T"
 PIDS=""
 NFAIL=0
 
+# ours PID - is the process still a child of this test's shell? A PID of
+# one reaped long ago may be another program's by now: never signal that.
+ours() {
+	local stat
+	{ read -r stat < "/proc/$1/stat"; } 2>/dev/null || return 1
+	stat=${stat##*) }		# the name may hold spaces: fields after it
+	set -- $stat
+	[ "$2" = "$$" ]
+}
+
 cleanup() {
 	local p
 	unset IFS		# a trap may fire inside "IFS= read"
-	for p in $PIDS; do kill "$p" 2>/dev/null; done
+	for p in $PIDS; do ours "$p" && kill "$p" 2>/dev/null; done
 	sleep 0.2
-	for p in $PIDS; do kill -9 "$p" 2>/dev/null; done
+	for p in $PIDS; do ours "$p" && kill -9 "$p" 2>/dev/null; done
 	[ -n "${KEEP_TEST_DIR:-}" ] || rm -rf "$T"
 }
 trap cleanup EXIT
