@@ -21,7 +21,7 @@
 #include "quota_lua.h"
 
 #define COUNTERS_KEYS	5		/* KEYS[] of quota.lua */
-#define COUNTERS_ARGS	11		/* ARGV[] before the plan table */
+#define COUNTERS_ARGS	9		/* ARGV[] that change from call to call */
 #define COUNTERS_ID_MAX	63		/* longest journal entry id */
 #define COUNTERS_NUM	24		/* room for a long long in text */
 
@@ -33,8 +33,7 @@ struct counters {
 	char    events[KEYS_MAX];	/* PREFIXevents */
 	char   *warn;			/* "80,100" */
 	char  **monthly;		/* each plan's monthly, as text */
-	const char **plan_argv;		/* name, monthly, name, monthly, ... */
-	size_t	plan_argc;
+	struct redis_args tail;		/* default plan, warn, the plan table: encoded */
 };
 
 static const char *const counters_status_names[] = {
@@ -65,6 +64,7 @@ struct counters *
 counters_create(const struct qm_conf *conf, char *err, size_t errlen)
 {
 	struct counters *ctr;
+	const char **tail = NULL;
 	size_t  len = 1;
 
 	if ((ctr = calloc(1, sizeof(*ctr))) == NULL) {
@@ -95,22 +95,27 @@ counters_create(const struct qm_conf *conf, char *err, size_t errlen)
 	for (size_t i = 0, pos = 0; i < conf->warn_count; i++)
 		pos += (size_t) snprintf(ctr->warn + pos, len - pos, "%s%d", i ? "," : "",
 					 conf->warn_percent[i]);
-	ctr->plan_argc = conf->plan_count * 2;
 	if ((ctr->monthly = calloc(conf->plan_count + 1, sizeof(*ctr->monthly))) == NULL
-	    || (ctr->plan_argv = calloc(ctr->plan_argc + 1, sizeof(*ctr->plan_argv))) == NULL)
+	    || (tail = calloc(2 * conf->plan_count + 2, sizeof(*tail))) == NULL)
 		goto oom;
+	tail[0] = conf->default_plan ? conf->default_plan : "";
+	tail[1] = ctr->warn;
 	for (size_t i = 0; i < conf->plan_count; i++) {
 		if ((ctr->monthly[i] = malloc(COUNTERS_NUM)) == NULL)
 			goto oom;
 		snprintf(ctr->monthly[i], COUNTERS_NUM, "%lld", conf->plans[i].monthly);
-		ctr->plan_argv[2 * i] = conf->plans[i].name;
-		ctr->plan_argv[2 * i + 1] = ctr->monthly[i];
+		tail[2 + 2 * i] = conf->plans[i].name;
+		tail[3 + 2 * i] = ctr->monthly[i];
 	}
+	if (redis_args_make(&ctr->tail, (int) (2 * conf->plan_count + 2), tail) < 0)
+		goto oom;
+	free(tail);
 	return ctr;
 
 oom:
 	snprintf(err, errlen, "out of memory");
 fail:
+	free(tail);
 	counters_free(ctr);
 	return NULL;
 }
@@ -127,7 +132,7 @@ counters_free(struct counters *ctr)
 		for (size_t i = 0; i < ctr->conf->plan_count; i++)
 			free(ctr->monthly[i]);
 	free(ctr->monthly);
-	free(ctr->plan_argv);
+	redis_args_free(&ctr->tail);
 	free(ctr->warn);
 	free(ctr);
 }
@@ -213,7 +218,25 @@ counters_charge_id_new(char id[17])
 	if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t) sizeof(rnd))
 		rnd = ((unsigned long long) time(NULL) << 20) ^ ((unsigned long long) getpid() << 40)
 		    ^ ++seq;
-	snprintf(id, 17, "%016llx", rnd);
+	for (int i = 15; i >= 0; i--, rnd >>= 4)
+		id[i] = "0123456789abcdef"[rnd & 15];
+	id[16] = 0;
+}
+
+/* counters_num - a count in decimal, into buf (COUNTERS_NUM bytes), without printf */
+static const char *
+counters_num(char *buf, long long n)
+{
+	char   *p = buf + COUNTERS_NUM - 1;
+	unsigned long long u = n < 0 ? 0 - (unsigned long long) n : (unsigned long long) n;
+
+	*p = 0;
+	do
+		*--p = (char) ('0' + u % 10);
+	while ((u /= 10) > 0);
+	if (n < 0)
+		*--p = '-';
+	return p;
 }
 
 /*
@@ -248,10 +271,9 @@ counters_call(struct counters *ctr, const struct counters_args *a, struct qm_quo
 	char    charge_id[17];
 	char    units_text[COUNTERS_NUM], expire_text[COUNTERS_NUM], refused_text[COUNTERS_NUM];
 	const char *why, *id, *category = a->category ? a->category : "";
-	const char **argv;
+	const char *argv[COUNTERS_KEYS + COUNTERS_ARGS];
 	redisReply *reply;
 	time_t  expireat;
-	size_t  argc;
 	int     rc;
 
 	memset(out, 0, sizeof(*out));
@@ -297,37 +319,25 @@ counters_call(struct counters *ctr, const struct counters_args *a, struct qm_quo
 	}
 	if (strcmp(a->op, "charge") == 0)
 		snprintf(out->charge_id, sizeof(out->charge_id), "%s", id);
-	snprintf(units_text, sizeof(units_text), "%lld", a->units);
-	snprintf(expire_text, sizeof(expire_text), "%lld", (long long) expireat);
-	snprintf(refused_text, sizeof(refused_text), "%lld", a->refused);
 
-	argc = COUNTERS_KEYS + COUNTERS_ARGS + ctr->plan_argc;
-	if ((argv = malloc(argc * sizeof(*argv))) == NULL) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
-	}
 	argv[0] = kaccount;
 	argv[1] = kusage;
 	argv[2] = kwarned;
 	argv[3] = ctr->events;
 	argv[4] = kcharge;
 	argv[5] = a->op;
-	argv[6] = units_text;
+	argv[6] = counters_num(units_text, a->units);
 	argv[7] = category;
 	argv[8] = a->monitor ? "1" : "0";
-	argv[9] = expire_text;
+	argv[9] = counters_num(expire_text, (long long) expireat);
 	argv[10] = out->month;
 	argv[11] = a->account;
-	argv[12] = ctr->conf->default_plan ? ctr->conf->default_plan : "";
-	argv[13] = ctr->warn;
-	argv[14] = refused_text;
-	argv[15] = a->replay_id;
-	memcpy(argv + COUNTERS_KEYS + COUNTERS_ARGS, ctr->plan_argv,
-	       ctr->plan_argc * sizeof(*argv));
+	argv[12] = counters_num(refused_text, a->refused);
+	argv[13] = a->replay_id;
 
-	reply = redis_pool_eval(ctr->pool, &ctr->script, COUNTERS_KEYS, (int) argc, argv, NULL,
-				&out->doubt, err, errlen);
-	free(argv);
+	reply = redis_pool_eval(ctr->pool, &ctr->script, COUNTERS_KEYS,
+				COUNTERS_KEYS + COUNTERS_ARGS, argv, NULL, &ctr->tail, &out->doubt,
+				err, errlen);
 	if (reply == NULL)
 		return -1;
 	rc = counters_reply(reply, out, err, errlen);

@@ -65,27 +65,43 @@ keys_prefix_valid(const char *prefix)
 	return true;
 }
 
-/* keys_build - format "PREFIXkind:{ACCOUNT}[:MONTH]" after checking its parts */
+/* keys_put - append a string at *pos when it fits with the final NUL */
+static bool
+keys_put(char *buf, size_t *pos, const char *text)
+{
+	size_t	len = strlen(text);
+
+	if (*pos + len >= KEYS_MAX)
+		return false;
+	memcpy(buf + *pos, text, len);
+	*pos += len;
+	return true;
+}
+
+/*
+ * keys_build - "PREFIXkind:{ACCOUNT}[:MONTH]" after checking its parts
+ * (by hand, not snprintf: it runs several times per message)
+ */
 static size_t
 keys_build(char *buf, const char *prefix, const char *kind, const char *account,
 	   const char *month)
 {
-	int     len;
+	size_t	pos = 0;
 
 	buf[0] = 0;
 	if (!keys_prefix_valid(prefix) || !account_valid(account, NULL))
 		return 0;
 	if (month != NULL && !month_valid(month))
 		return 0;
-	if (month != NULL)
-		len = snprintf(buf, KEYS_MAX, "%s%s:{%s}:%s", prefix, kind, account, month);
-	else
-		len = snprintf(buf, KEYS_MAX, "%s%s:{%s}", prefix, kind, account);
-	if (len < 0 || len >= KEYS_MAX) {
+	if (!keys_put(buf, &pos, prefix) || !keys_put(buf, &pos, kind)
+	    || !keys_put(buf, &pos, ":{") || !keys_put(buf, &pos, account)
+	    || !keys_put(buf, &pos, "}")
+	    || (month != NULL && (!keys_put(buf, &pos, ":") || !keys_put(buf, &pos, month)))) {
 		buf[0] = 0;
 		return 0;
 	}
-	return (size_t) len;
+	buf[pos] = 0;
+	return pos;
 }
 
 /* keys_account - PREFIXaccount:{ACCOUNT} */

@@ -20,11 +20,12 @@
 -- ARGV[5]  expireat: unix time at which the usage and warned hashes go
 -- ARGV[6]  month "YYYY-MM" (for events)
 -- ARGV[7]  account (for events)
--- ARGV[8]  default plan for accounts without one, "" for none
--- ARGV[9]  warn percents, "80,100", "" for none
--- ARGV[10] units refused earlier at RCPT stage, integer >= 0
--- ARGV[11] replay, cancel: the journal entry's id, "" for the other ops
+-- ARGV[8]  units refused earlier at RCPT stage, integer >= 0
+-- ARGV[9]  replay, cancel: the journal entry's id, "" for the other ops
+-- ARGV[10] default plan for accounts without one, "" for none
+-- ARGV[11] warn percents, "80,100", "" for none
 -- ARGV[12], ARGV[13], ...  the plan table: name, monthly (-1 unlimited)
+-- (ARGV[10] on only change with the conf: counters.c encodes them once.)
 --
 -- "replay" applies a count journaled while Redis was away: a charge in
 -- monitor mode (counted whether it fits or not), done only if the
@@ -35,10 +36,10 @@
 --
 -- "cancel" settles a charge whose reply never came (Redis hung or died,
 -- the connection broke, the milter was killed) and whose message was not
--- accepted: the charge key of the id ARGV[11] is set to "cancelled", so
+-- accepted: the charge key of the id ARGV[9] is set to "cancelled", so
 -- a charge still on its way counts nothing; a charge that did run and
 -- counted, or its journal entry replayed, is taken back (total, messages,
--- category, would_refuse); the RCPT-stage refusals it carried (ARGV[10])
+-- category, would_refuse); the RCPT-stage refusals it carried (ARGV[8])
 -- are recorded once, whether it ran or not.
 --
 -- Returns {status, plan, limit, used}:
@@ -67,8 +68,8 @@ end
 
 local op, units, category = ARGV[1], int(ARGV[2]), ARGV[3]
 local monitor, expireat, month, account = ARGV[4] == '1', int(ARGV[5]), ARGV[6], ARGV[7]
-local default_plan, percents, refused_extra = ARGV[8], ARGV[9], int(ARGV[10])
-local replay_id = ARGV[11]
+local refused_extra, replay_id = int(ARGV[8]), ARGV[9]
+local default_plan, percents = ARGV[10], ARGV[11]
 
 local journaled = op == 'replay' or op == 'cancel'
 if (op ~= 'peek' and op ~= 'charge' and op ~= 'refused' and not journaled)

@@ -79,6 +79,13 @@ struct redis_pool {
 	bool	pipe_ignored;		/* SIGPIPE was ignored at creation */
 };
 
+/*
+ * A struct redis_cmd whose argc is CMD_FORMATTED holds a command already
+ * in the protocol's form: argv[0] its bytes, argvlen[0] their length.
+ * Made inside this file only.
+ */
+#define CMD_FORMATTED	(-1)
+
 /* The state of one public call. */
 struct pool_call {
 	struct timespec deadline;	/* the whole call ends by then */
@@ -334,7 +341,9 @@ ctx_exchange(redisContext *c, const char *where, const struct redis_cmd *cmds, s
 	for (i = 0; i < count; i++)
 		replies[i] = NULL;
 	for (i = 0; i < count; i++) {
-		if (redisAppendCommandArgv(c, cmds[i].argc, cmds[i].argv, cmds[i].argvlen) != REDIS_OK) {
+		if (cmds[i].argc == CMD_FORMATTED
+		    ? redisAppendFormattedCommand(c, cmds[i].argv[0], cmds[i].argvlen[0]) != REDIS_OK
+		    : redisAppendCommandArgv(c, cmds[i].argc, cmds[i].argv, cmds[i].argvlen) != REDIS_OK) {
 			snprintf(err, errlen, "%s: cannot build command: %s", where,
 				 c->err ? c->errstr : "out of memory");
 			return -1;
@@ -915,42 +924,141 @@ sha_valid(const redisReply *r)
 	return true;
 }
 
+/* resp_len - the bytes "$LEN\r\nARG\r\n" takes for an argument of len bytes */
+static size_t
+resp_len(size_t len)
+{
+	size_t	digits = 1;
+
+	for (size_t n = len; n >= 10; n /= 10)
+		digits++;
+	return 1 + digits + 2 + len + 2;
+}
+
+/* resp_put - write "PREFIXNUMBER\r\n" at p; the end of it */
+static char *
+resp_put(char *p, char prefix, size_t n)
+{
+	char	digits[24];
+	size_t	k = 0;
+
+	do
+		digits[k++] = (char) ('0' + n % 10);
+	while ((n /= 10) > 0);
+	*p++ = prefix;
+	while (k > 0)
+		*p++ = digits[--k];
+	*p++ = '\r';
+	*p++ = '\n';
+	return p;
+}
+
+/* resp_arg - write one argument at p; the end of it */
+static char *
+resp_arg(char *p, const char *arg, size_t len)
+{
+	p = resp_put(p, '$', len);
+	memcpy(p, arg, len);
+	p += len;
+	*p++ = '\r';
+	*p++ = '\n';
+	return p;
+}
+
+/* redis_args_make - encode arguments once */
+int
+redis_args_make(struct redis_args *args, int argc, const char *const *argv)
+{
+	char   *p;
+
+	args->argc = argc;
+	args->len = 0;
+	for (int i = 0; i < argc; i++)
+		args->len += resp_len(strlen(argv[i]));
+	if ((args->resp = malloc(args->len + 1)) == NULL)
+		return -1;
+	p = args->resp;
+	for (int i = 0; i < argc; i++)
+		p = resp_arg(p, argv[i], strlen(argv[i]));
+	*p = 0;
+	return 0;
+}
+
+/* redis_args_free - release the encoded arguments */
+void
+redis_args_free(struct redis_args *args)
+{
+	free(args->resp);
+	args->resp = NULL;
+	args->len = 0;
+	args->argc = 0;
+}
+
+/*
+ * eval_format - "VERB SCRIPT NUMKEYS ARGS... TAIL..." in the protocol's
+ * form, malloc'ed, its length in *lenp; NULL when out of memory
+ */
+static char *
+eval_format(const char *verb, const char *script, size_t script_len, int numkeys,
+	    int argc, const char **argv, const size_t *lens, const struct redis_args *tail,
+	    size_t *lenp)
+{
+	char	nk[16];
+	char   *buf, *p;
+	size_t	len, nklen;
+	int	all = 3 + argc + (tail != NULL ? tail->argc : 0);
+
+	nklen = (size_t) snprintf(nk, sizeof(nk), "%d", numkeys);
+	len = resp_len((size_t) all) + resp_len(strlen(verb)) + resp_len(script_len)
+	    + resp_len(nklen) + (tail != NULL ? tail->len : 0);
+	for (int i = 0; i < argc; i++)
+		len += resp_len(lens[i]);
+	if ((buf = malloc(len)) == NULL)
+		return NULL;
+	p = resp_put(buf, '*', (size_t) all);
+	p = resp_arg(p, verb, strlen(verb));
+	p = resp_arg(p, script, script_len);
+	p = resp_arg(p, nk, nklen);
+	for (int i = 0; i < argc; i++)
+		p = resp_arg(p, argv[i], lens[i]);
+	if (tail != NULL) {
+		memcpy(p, tail->resp, tail->len);
+		p += tail->len;
+	}
+	*lenp = (size_t) (p - buf);
+	return buf;
+}
+
 /* redis_pool_eval - EVALSHA, with SCRIPT LOAD + EVAL the first time and after NOSCRIPT */
 redisReply *
 redis_pool_eval(struct redis_pool *pool, struct redis_script *script, int numkeys,
-		int argc, const char **argv, const size_t *argvlen, bool *doubt,
-		char *err, size_t errlen)
+		int argc, const char **argv, const size_t *argvlen, const struct redis_args *tail,
+		bool *doubt, char *err, size_t errlen)
 {
 	const char *load[3] = {"SCRIPT", "LOAD", script->body};
-	const char **av;
-	size_t *al;
+	size_t	lens_fixed[32];
+	size_t *lens = lens_fixed;
 	struct redis_cmd cmds[2];
 	struct pool_call call;
 	redisReply *replies[2] = {NULL, NULL}, *reply = NULL;
-	char    sha[41], nk[16];
+	char    sha[41];
+	char   *cmd = NULL;
+	size_t	cmd_len;
 	int     rc = -1;
 
+	if (doubt != NULL)
+		*doubt = false;
 	if (argc < numkeys || numkeys < 0) {
 		snprintf(err, errlen, "Redis: bad script arguments");
 		return NULL;
 	}
-	av = calloc((size_t) argc + 3, sizeof(*av));
-	al = calloc((size_t) argc + 3, sizeof(*al));
-	if (av == NULL || al == NULL) {
-		free(av);
-		free(al);
+	if ((size_t) argc > sizeof(lens_fixed) / sizeof(lens_fixed[0])
+	    && (lens = calloc((size_t) argc, sizeof(*lens))) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	if (doubt != NULL)
-		*doubt = false;
-	snprintf(nk, sizeof(nk), "%d", numkeys);
-	av[2] = nk;
-	al[2] = strlen(nk);
-	for (int i = 0; i < argc; i++) {
-		av[i + 3] = argv[i];
-		al[i + 3] = argvlen != NULL ? argvlen[i] : strlen(argv[i]);
-	}
+	for (int i = 0; i < argc; i++)
+		lens[i] = argvlen != NULL ? argvlen[i] : strlen(argv[i]);
 	pthread_mutex_lock(&script->lock);
 	memcpy(sha, script->sha, sizeof(sha));
 	pthread_mutex_unlock(&script->lock);
@@ -958,11 +1066,13 @@ redis_pool_eval(struct redis_pool *pool, struct redis_script *script, int numkey
 	if (call_begin(pool, &call, err, errlen) < 0)
 		goto done;
 	if (sha[0] != 0) {
-		av[0] = "EVALSHA";
-		al[0] = 7;
-		av[1] = sha;
-		al[1] = 40;
-		cmds[0] = (struct redis_cmd) {argc + 3, av, al};
+		if ((cmd = eval_format("EVALSHA", sha, 40, numkeys, argc, argv, lens, tail,
+				       &cmd_len)) == NULL) {
+			snprintf(err, errlen, "out of memory");
+			rc = -1;
+			goto end;
+		}
+		cmds[0] = (struct redis_cmd) {CMD_FORMATTED, (const char **) &cmd, &cmd_len};
 		if ((rc = pool_exchange(pool, &call, cmds, 1, &reply, err, errlen)) == 0
 		    && reply->type == REDIS_REPLY_ERROR && reply->len >= 8
 		    && memcmp(reply->str, "NOSCRIPT", 8) == 0) {
@@ -971,14 +1081,17 @@ redis_pool_eval(struct redis_pool *pool, struct redis_script *script, int numkey
 			reply = NULL;
 			sha[0] = 0;
 		}
+		free(cmd);
 	}
 	if (sha[0] == 0) {
-		av[0] = "EVAL";
-		al[0] = 4;
-		av[1] = script->body;
-		al[1] = strlen(script->body);
+		if ((cmd = eval_format("EVAL", script->body, strlen(script->body), numkeys, argc,
+				       argv, lens, tail, &cmd_len)) == NULL) {
+			snprintf(err, errlen, "out of memory");
+			rc = -1;
+			goto end;
+		}
 		cmds[0] = (struct redis_cmd) {3, load, NULL};
-		cmds[1] = (struct redis_cmd) {argc + 3, av, al};
+		cmds[1] = (struct redis_cmd) {CMD_FORMATTED, (const char **) &cmd, &cmd_len};
 		if ((rc = pool_exchange(pool, &call, cmds, 2, replies, err, errlen)) == 0) {
 			if (sha_valid(replies[0])) {
 				pthread_mutex_lock(&script->lock);
@@ -989,7 +1102,9 @@ redis_pool_eval(struct redis_pool *pool, struct redis_script *script, int numkey
 			freeReplyObject(replies[0]);
 			reply = replies[1];
 		}
+		free(cmd);
 	}
+end:
 	call_end(pool, &call);
 	if (rc != 0 && doubt != NULL)
 		*doubt = call.doubt;
@@ -1000,8 +1115,8 @@ redis_pool_eval(struct redis_pool *pool, struct redis_script *script, int numkey
 	}
 
 done:
-	free(av);
-	free(al);
+	if (lens != lens_fixed)
+		free(lens);
 	return rc == 0 ? reply : NULL;
 }
 

@@ -60,6 +60,23 @@ struct redis_cmd {
 };
 
 /*
+ * Arguments already in the protocol's form ("$LEN\r\nARG\r\n" each), made
+ * once with redis_args_make() and appended to many commands: what does
+ * not change from one call to the next costs no formatting.
+ */
+struct redis_args {
+	int	argc;
+	char   *resp;
+	size_t	len;
+};
+
+/* redis_args_make - encode argv (argc strings); -1 when out of memory */
+int	redis_args_make(struct redis_args *args, int argc, const char *const *argv);
+
+/* redis_args_free - release what redis_args_make() made */
+void	redis_args_free(struct redis_args *args);
+
+/*
  * A Lua script run with EVALSHA. The SHA1 comes from SCRIPT LOAD, sent
  * in the same round trip as the first EVAL; after a NOSCRIPT reply (the
  * script cache is empty after a restart, a failover or SCRIPT FLUSH) the
@@ -122,7 +139,8 @@ void	redis_script_destroy(struct redis_script *script);
 
 /*
  * redis_pool_eval - run the script with numkeys keys followed by the other
- * arguments in argv (argc in all). Returns the script's reply, or NULL with
+ * arguments in argv (argc in all), then those of tail (NULL for none),
+ * formatted in one pass, without hiredis's printf. Returns the script's reply, or NULL with
  * a reason in err when Redis failed or the script raised an error. Free
  * with freeReplyObject(). When doubt is not NULL, *doubt tells whether a
  * failure leaves the script's run in doubt: it was sent and no reply came
@@ -131,8 +149,8 @@ void	redis_script_destroy(struct redis_script *script);
  * Redis may have run it, or may still run it.
  */
 redisReply *redis_pool_eval(struct redis_pool *pool, struct redis_script *script, int numkeys,
-		int argc, const char **argv, const size_t *argvlen, bool *doubt,
-		char *err, size_t errlen);
+		int argc, const char **argv, const size_t *argvlen, const struct redis_args *tail,
+		bool *doubt, char *err, size_t errlen);
 
 /* redis_pool_stats - copy the pool's counters */
 void	redis_pool_stats(struct redis_pool *pool, struct redis_pool_stats *stats);

@@ -293,7 +293,17 @@ journal_get(struct inflight **infp)
 	return jr;
 }
 
-/* msg_entry - the message's charge as a journal entry */
+/* copy_str - copy what fits of src into dst (size bytes), NUL-terminated */
+static void
+copy_str(char *dst, size_t size, const char *src)
+{
+	size_t	len = strnlen(src, size - 1);
+
+	memcpy(dst, src, len);
+	dst[len] = 0;
+}
+
+/* msg_entry - the message's charge as a journal entry (once per charge: no printf) */
 static void
 msg_entry(const struct conn_ctx *cc, const char *id, const char *month, long long units,
 	  struct journal_entry *e)
@@ -301,10 +311,10 @@ msg_entry(const struct conn_ctx *cc, const char *id, const char *month, long lon
 	const struct msg_ctx *m = &cc->msg;
 
 	memset(e, 0, sizeof(*e));
-	snprintf(e->id, sizeof(e->id), "%s", id);
-	snprintf(e->month, sizeof(e->month), "%s", month);
-	snprintf(e->account, sizeof(e->account), "%s", m->account);
-	snprintf(e->category, sizeof(e->category), "%s", category_name(cc->rt->conf, m->category));
+	copy_str(e->id, sizeof(e->id), id);
+	copy_str(e->month, sizeof(e->month), month);
+	copy_str(e->account, sizeof(e->account), m->account);
+	copy_str(e->category, sizeof(e->category), category_name(cc->rt->conf, m->category));
 	e->units = units;
 	e->refused = m->refused;
 }

@@ -1043,6 +1043,59 @@ script_cached(const char *sha)
 	return yes;
 }
 
+/* Scripts' commands are encoded by hand: every argument arrives whole, in order */
+START_TEST(test_eval_format)
+{
+	static const char body[] = "return {#KEYS, #ARGV, KEYS[1], ARGV[1], ARGV[#ARGV - 2], "
+	    "ARGV[#ARGV - 1], ARGV[#ARGV]}";
+	const char *tail_argv[] = {"", "t\r\n2", "0123456789"};
+	const char *argv[40];
+	char	numbers[40][8];
+	struct redis_args tail;
+	struct redis_script script;
+	struct redis_pool *pool;
+	redisReply *r;
+	char	err[256];
+	bool	doubt = true;
+
+	ck_assert_int_eq(redis_args_make(&tail, 3, tail_argv), 0);
+	ck_assert_int_eq(tail.argc, 3);
+	ck_assert_str_eq(tail.resp, "$0\r\n\r\n$4\r\nt\r\n2\r\n$10\r\n0123456789\r\n");
+	ck_assert_uint_eq(tail.len, strlen(tail.resp));
+	for (int i = 0; i < 40; i++) {
+		snprintf(numbers[i], sizeof(numbers[i]), "a%d", i);
+		argv[i] = numbers[i];
+	}
+	argv[1] = "";			/* an empty argument, and more than 32 of them */
+	ck_assert_ptr_nonnull(pool = redis_pool_create(&conf.redis, err, sizeof(err)));
+	redis_script_init(&script, body);
+	for (int run = 0; run < 2; run++) {	/* EVAL + SCRIPT LOAD, then EVALSHA */
+		r = redis_pool_eval(pool, &script, 1, 40, argv, NULL, &tail, &doubt, err,
+				    sizeof(err));
+		ck_assert_msg(r != NULL, "%s", err);
+		ck_assert_int_eq(r->type, REDIS_REPLY_ARRAY);
+		ck_assert_int_eq(r->elements, 7);
+		ck_assert_int_eq(r->element[0]->integer, 1);
+		ck_assert_int_eq(r->element[1]->integer, 42);
+		ck_assert_str_eq(r->element[2]->str, "a0");
+		ck_assert_str_eq(r->element[3]->str, "");
+		ck_assert_str_eq(r->element[4]->str, "");
+		ck_assert_str_eq(r->element[5]->str, "t\r\n2");
+		ck_assert_str_eq(r->element[6]->str, "0123456789");
+		ck_assert(!doubt);
+		freeReplyObject(r);
+	}
+	/* The second run went by EVALSHA of the script the first one loaded. */
+	ck_assert_int_eq(strlen(script.sha), 40);
+	r = cmd("SCRIPT EXISTS %s", script.sha);
+	ck_assert(r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->integer == 1);
+	freeReplyObject(r);
+	redis_script_destroy(&script);
+	redis_pool_free(pool);
+	redis_args_free(&tail);
+}
+END_TEST
+
 /* EVALSHA in the steady state; after SCRIPT FLUSH the script is sent again, counting goes on */
 START_TEST(test_noscript)
 {
@@ -1238,7 +1291,7 @@ raw_charge(const char *account, const char *id, long long units, bool monitor)
 	snprintf(kwarn, sizeof(kwarn), "qm:warned:{%s}:%s", account, month);
 	snprintf(kcharge, sizeof(kcharge), "qm:charge:{%s}:%s", account, id);
 	snprintf(units_text, sizeof(units_text), "%lld", units);
-	r = cmd("EVAL %s 5 %s %s %s qm:events %s charge %s crm %s %lld %s %s free 80,100 0 %s "
+	r = cmd("EVAL %s 5 %s %s %s qm:events %s charge %s crm %s %lld %s %s 0 %s free 80,100 "
 		"tiny 5 hundred 100", quota_lua, kacct, usage_key(account), kwarn, kcharge,
 		units_text, monitor ? "1" : "0", (long long) now + 86400 * 400, month, account, "");
 	ck_assert_msg(r->type == REDIS_REPLY_ARRAY && r->elements == 4
@@ -1915,6 +1968,7 @@ counters_suite(void)
 	tcase_add_test(tc, test_bad_arguments);
 	tcase_add_test(tc, test_create_errors);
 	tcase_add_test(tc, test_noscript);
+	tcase_add_test(tc, test_eval_format);
 	tcase_add_test(tc, test_unexpected_replies);
 	suite_add_tcase(s, tc);
 
