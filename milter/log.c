@@ -1,14 +1,17 @@
 /*
  * log.c - syslog and stderr logging
  */
+#include <paths.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <syslog.h>
+#include <unistd.h>
 
 #include "log.h"
 
 static bool log_stderr;
+static bool log_syslog = true;
 static const char *log_ident = "quota-milter";
 
 /* log_open - start logging as ident; also to stderr if to_stderr */
@@ -22,6 +25,18 @@ log_open(const char *ident, bool to_stderr)
 	 * write each line once.
 	 */
 	log_stderr = to_stderr && getenv("JOURNAL_STREAM") == NULL;
+
+	/*
+	 * In the foreground on a host with no syslog socket (a container, a
+	 * test), syslog() would try to connect again for every line: stderr
+	 * is the log there.
+	 */
+	if (log_stderr && access(_PATH_LOG, F_OK) < 0) {
+		log_syslog = false;
+		fprintf(stderr, "%s: no syslog socket %s: logging to standard error only\n",
+			ident, _PATH_LOG);
+		return;
+	}
 	openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
 }
 
@@ -32,7 +47,8 @@ log_vsend(int prio, const char *tag, const char *fmt, va_list ap)
 	char	line[2048];
 
 	vsnprintf(line, sizeof(line), fmt, ap);
-	syslog(prio, "%s%s", tag, line);
+	if (log_syslog)
+		syslog(prio, "%s%s", tag, line);
 	if (log_stderr)
 		fprintf(stderr, "%s: %s%s\n", log_ident, tag, line);
 }
