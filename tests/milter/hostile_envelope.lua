@@ -55,7 +55,8 @@ local function disconnects(from, macros)
 			if stage == "data" and not mt.test_option(conn, SMFIP_NODATA) then
 				assert(mt.data(conn) == nil)
 			end
-			if stage == "headers" or stage == "abort" then
+			if (stage == "headers" or stage == "abort")
+			    and not mt.test_option(conn, SMFIP_NOHDRS) then
 				assert(mt.header(conn, "Subject", "going") == nil)
 			end
 			if stage == "abort" then
