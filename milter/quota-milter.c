@@ -81,6 +81,7 @@ struct msg_ctx {
 	bool	headers_truncated;
 	unsigned *slot_seen;		/* occurrences per policy_header_slot() */
 	bool	failed;			/* out of memory where no reply could say so */
+	bool	pass;			/* no category: let through at the first RCPT */
 };
 
  /* Per-connection state. */
@@ -406,8 +407,8 @@ conf_reads_headers(const struct qm_conf *conf)
 }
 
 /*
- * conf_mail_may_pass - may qm_envfrom() let a message pass (no category,
- * SMFIS_ACCEPT)? Not when a category has no envelope matcher: the
+ * conf_mail_may_pass - may qm_envfrom() find no category, and let the
+ * message pass? Not when a category has no envelope matcher: the
  * classification stops there, whatever the envelope (policy_classify()).
  */
 static bool
@@ -438,7 +439,10 @@ conf_rcpt_may_refuse(const struct qm_conf *conf)
 /*
  * negotiate_steps - the SMFIP_* steps a conf asks the MTA for: no event
  * the milter does not read, no reply where its callback never refuses.
- * Over a unix socket DATA is skipped; over TCP it stays (see qm_data()).
+ * MAIL gets no reply either when RCPT replies: mail with no category is
+ * then let through at its first RCPT, one packet later, and counted mail
+ * saves a reply. Over a unix socket DATA is skipped; over TCP it stays
+ * (see qm_data()).
  */
 static unsigned long
 negotiate_steps(const struct qm_conf *conf)
@@ -448,7 +452,7 @@ negotiate_steps(const struct qm_conf *conf)
 
 	if (listen_unix)
 		steps |= SMFIP_NODATA;
-	if (!conf_mail_may_pass(conf))
+	if (!conf_mail_may_pass(conf) || conf_rcpt_may_refuse(conf))
 		steps |= SMFIP_NR_MAIL;
 	if (!conf_rcpt_may_refuse(conf))
 		steps |= conf->unit == QM_UNIT_MESSAGES ? SMFIP_NORCPT : SMFIP_NR_RCPT;
@@ -563,9 +567,15 @@ envfrom(SMFICTX *ctx, struct conn_ctx *cc, char **argv)
 	policy_view(cc, false, &pm);
 	m->category = policy_classify(conf, &pm);
 	if (m->category == POLICY_CLASS_NONE) {
-		/* Not counted mail: let it pass untouched, Redis never asked. */
+		/*
+		 * Not counted mail: let it pass untouched, Redis never asked;
+		 * at the first RCPT when MAIL gets no reply.
+		 */
 		msg_reset(m);
-		return SMFIS_ACCEPT;
+		if ((cc->noreply & SMFIP_NR_MAIL) == 0)
+			return SMFIS_ACCEPT;
+		m->pass = true;
+		return SMFIS_CONTINUE;
 	}
 	m->counted = true;
 	if (policy_account_early(conf)) {
@@ -578,7 +588,8 @@ envfrom(SMFICTX *ctx, struct conn_ctx *cc, char **argv)
 
 /*
  * qm_envfrom - start a message; classify on the envelope. Without a reply
- * (SMFIP_NR_MAIL) when the conf can never let mail pass here.
+ * (SMFIP_NR_MAIL) when the conf can never let mail pass here, or when
+ * RCPT replies anyway and can let it pass there.
  */
 static sfsistat
 qm_envfrom(SMFICTX *ctx, char **argv)
@@ -607,13 +618,19 @@ qm_envrcpt(SMFICTX *ctx, char **argv)
 	if (cc == NULL)
 		return SMFIS_TEMPFAIL;
 	m = &cc->msg;
+	if ((cc->noreply & SMFIP_NR_RCPT) == 0) {
+		if (deferred_failure(ctx, cc))
+			return SMFIS_TEMPFAIL;
+		if (m->pass) {
+			msg_reset(m);
+			return SMFIS_ACCEPT;
+		}
+	}
 	if (!m->rcpt_stage) {
 		if (m->counted)
 			m->rcpt_ok++;
 		return stage_reply(cc, SMFIP_NR_RCPT, SMFIS_CONTINUE);
 	}
-	if (deferred_failure(ctx, cc))
-		return SMFIS_TEMPFAIL;
 	units = policy_rcpt_units(cc->rt->conf, m->rcpt_ok);
 	if (m->acct_res != POLICY_ACCOUNT_OK) {
 		decision_log(ctx, cc, units, "refuse", m->acct_reason);
