@@ -38,7 +38,7 @@ cases.header = {
 	check(asks(conn, true, skipped), "HELO, end of headers, body, unknown commands skipped")
 	check(asks(conn, true, { { "NR_CONN", SMFIP_NR_CONN }, { "NR_MAIL", SMFIP_NR_MAIL },
 		{ "NR_RCPT", SMFIP_NR_RCPT }, { "NR_HDR", SMFIP_NR_HDR } }),
-		"no reply asked for connect, MAIL (no category decided there), RCPT, headers")
+		"no reply asked for connect, MAIL (no message can pass there), RCPT, headers")
 	check(asks(conn, false, { { "NOHDRS", SMFIP_NOHDRS }, { "NODATA", SMFIP_NODATA },
 		{ "NORCPT", SMFIP_NORCPT } }),
 		"headers, DATA (over TCP) and recipients (unit recipients) still sent")
