@@ -626,9 +626,9 @@ echo
 echo "10 connections unless said otherwise, a new milter session per message as Postfix opens one"
 echo "per SMTP session: negotiation (v6, offering what Postfix 3.7 offers), CONNECT, HELO, MAIL,"
 echo "RCPT, DATA, 6 headers (8 with the account and category headers), end of headers, a"
-echo "1000-byte body, end of message, QUIT, with Postfix's macros (only those the milter asks for, as"
-echo "Postfix does); ${LOAD_SECS} s per run, $ROUNDS runs"
-echo "alternating. With one connection the last two lines show the milter's own latency per"
+echo "1000-byte body, end of message, QUIT, each unless the milter negotiated it away (see below),"
+echo "with Postfix's macros (only those the milter asks for, as Postfix does); ${LOAD_SECS} s per run,"
+echo "$ROUNDS runs alternating. With one connection the last two lines show the milter's own latency per"
 echo "message: a Nagle stall there is the milter's (milterload sets no socket option; -N, TCP_NODELAY"
 echo "on its side, changes nothing)."
 echo
@@ -669,7 +669,7 @@ echo
 echo "| path | instructions per message |"
 echo "|---|---:|"
 echo "| counting (sender-domain account, decided at RCPT, charged at end of message) | $(per_msg count) |"
-echo "| counting nothing (accepted at MAIL) | $(per_msg nothing) |"
+echo "| counting nothing (shipped conf, no category header: let through at end of message) | $(per_msg nothing) |"
 echo "| start and stop, no message | ${IR[zero]:-skipped} in all |"
 echo
 echo "Where the counting run spends its instructions (self cost, top 12):"
