@@ -136,6 +136,25 @@ if milter_up milter-n "$T/n.conf" "unix:$nsock"; then
 	check "milter-n stops cleanly" milter_stop "$pn" milter-n
 fi
 
+# 5c. An out-of-memory error in a callback that may not reply (here the
+# copy of the sender at MAIL, made to fail by tests/oomfail.c) tempfails
+# the message at its next reply, end of message. Not under ASan, whose
+# runtime must come first.
+if ! ldd "$build/quota-milter" | grep -q libasan; then
+	if cc -shared -fPIC -o "$T/oomfail.so" tests/oomfail.c -ldl; then
+		osock="$T/o.sock"
+		write_conf "$T/o.conf" "unix:$osock" ""
+		LD_PRELOAD="$T/oomfail.so" milter_up milter-o "$T/o.conf" "unix:$osock" &&
+			mt "unix:$osock" negotiate -D part=oom
+		po=$MILTER_PID
+		check "the deferred failure is logged" \
+			grep -q 'NOQUEUE: out of memory earlier in this message: tempfail' "$T/milter-o.log"
+		check "milter-o stops cleanly" milter_stop "$po" milter-o
+	else
+		notok "tests/oomfail.c compiles"
+	fi
+fi
+
 # 6. -t checks a file: 0 when good, 1 with FILE:LINE: reason when bad.
 check "-t accepts the shipped conf" "$build/quota-milter" -t -c conf/quota-milter.conf
 printf 'socket = "inet:1@127.0.0.1"\nunit = "parcels"\n' > "$T/bad.conf"

@@ -5,7 +5,9 @@
 -- crm { sender = "@" }, over a unix socket. -D part=reload: starts with a
 -- sender-domain conf; -D pid=PID -D log=FILE: the daemon, whose conf file
 -- already holds a header-account conf that SIGUSR1 makes it load;
--- nego.example and nego-co on plan basic.
+-- nego.example and nego-co on plan basic. -D part=oom: the shipped conf
+-- over a unix socket, the daemon run with tests/oomfail.c, which makes the
+-- copy of an envelope sender <oom-...> fail as if memory ran out.
 dofile(lib)
 
 local function usage(acct, field)
@@ -131,6 +133,24 @@ cases.reload = {
 	mt.disconnect(old)
 	check(usage("nego.example", "total") == "2", "old session counted for the sender's domain")
 	check(usage("nego-co", "total") == "1", "new session counted for the header's account")
+end },
+}
+
+cases.oom = {
+{ "out of memory where no reply is negotiated: tempfail at the next reply", function()
+	local conn = open()
+	check(mt.test_option(conn, SMFIP_NR_MAIL) and mt.test_option(conn, SMFIP_NR_RCPT)
+		and mt.test_option(conn, SMFIP_NODATA), "MAIL and RCPT unanswered, no DATA")
+	local r = envelope(conn, "<oom-sender@app.example>", { "<a@x.example>" })
+	check(r[1] == SMFIR_CONTINUE, "the failure at MAIL is not lost at RCPT (no reply there)")
+	r = content(conn, { { "X-Quota-Account", "nego-co" }, { "X-Quota-Category", "crm" } })
+	check(r == SMFIR_TEMPFAIL, "tempfailed at end of message, the first event with a reply")
+	-- the failure was the message's: the next one on the connection is fine
+	envelope(conn, "<crm@app.example>", { "<b@x.example>" })
+	r = content(conn, { { "X-Quota-Account", "nego-co" }, { "X-Quota-Category", "crm" } })
+	check(accepted(r), "next message on the connection accepted")
+	mt.disconnect(conn)
+	check(usage("nego-co", "total") == "2", "only that one counted (1 before)")
 end },
 }
 
