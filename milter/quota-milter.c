@@ -6,6 +6,11 @@
  * translates the answer into a milter reply. One line is logged per
  * decision.
  *
+ * Negotiation (once per connection) pins the conf and asks the MTA for
+ * only what that conf needs: the events it reads, no reply where the
+ * callback can never refuse (SMFIP_NR_*), and the macros it reads. Fewer
+ * packets and replies are most of what a milter costs an MTA.
+ *
  * Life of a counted message:
  *	MAIL	sender, {auth_authen}; classify on the envelope if possible
  *	RCPT	account known before DATA (sasl, sender-domain): one peek at
@@ -76,11 +81,15 @@ struct msg_ctx {
 	size_t	header_count;
 	bool	headers_truncated;
 	unsigned *slot_seen;		/* occurrences per policy_header_slot() */
+	bool	failed;			/* out of memory where no reply could say so */
+	bool	pass;			/* no category: let through at the first RCPT */
 };
 
  /* Per-connection state. */
 struct conn_ctx {
-	struct runtime *rt;		/* pinned at connect */
+	struct runtime *rt;		/* pinned at negotiation */
+	unsigned long noreply;		/* SMFIP_NR_* asked for: no reply there */
+	bool	failed;			/* out of memory at connect: tempfail mail */
 	struct sockaddr_storage client;
 	bool	has_client;
 	bool	non_smtp;		/* Postfix non_smtpd_milters: no RCPT refusals */
@@ -89,6 +98,7 @@ struct conn_ctx {
 };
 
 static bool opt_foreground;
+static bool listen_unix;		/* the milter listens on a unix socket */
 
  /*
   * The journal: counts of on_redis_error = accept, and in every mode the
@@ -152,17 +162,6 @@ runtime_load(const char *path, char *err, size_t errlen)
 	rt->ctr = ctr;
 	rt->refs = 1;
 	return rt;
-}
-
-/* xstrdup - strdup or die */
-static char *
-xstrdup(const char *s)
-{
-	char   *p = strdup(s);
-
-	if (p == NULL)
-		msg_fatal("out of memory");
-	return p;
 }
 
 /* msg_reset - free per-message state */
@@ -391,6 +390,45 @@ conn_get(SMFICTX *ctx)
 	return cc;
 }
 
+/*
+ * stage_reply - what a callback returns for a stage whose reply the MTA
+ * may have been told not to expect (SMFIP_NR_*). There the status is
+ * never sent: a failure is remembered, for the connection at connect and
+ * for the message after, and becomes a tempfail at the next event that
+ * replies (deferred_failure()); anything else goes on. Negotiation asks
+ * for no reply only where the callback never refuses.
+ */
+static sfsistat
+stage_reply(struct conn_ctx *cc, unsigned long nr, sfsistat status)
+{
+	if ((cc->noreply & nr) == 0)
+		return status;
+	if (status != SMFIS_CONTINUE) {
+		if (status != SMFIS_TEMPFAIL)
+			msg_warn("status %d where no reply was negotiated: tempfail later", (int) status);
+		if (nr == SMFIP_NR_CONN)
+			cc->failed = true;
+		else
+			cc->msg.failed = true;
+	}
+	return SMFIS_NOREPLY;
+}
+
+/*
+ * deferred_failure - a callback that could not reply failed earlier in
+ * this connection or message: log it and return true. The caller, an
+ * event that replies, tempfails.
+ */
+static bool
+deferred_failure(SMFICTX *ctx, const struct conn_ctx *cc)
+{
+	if (!cc->failed && !cc->msg.failed)
+		return false;
+	msg_warn("%s: out of memory earlier in this %s: tempfail", queue_id(ctx),
+		 cc->failed ? "connection" : "message");
+	return true;
+}
+
 /* msg_finish - end a message: record RCPT refusals that EOM did not */
 static void
 msg_finish(struct conn_ctx *cc)
@@ -407,7 +445,119 @@ msg_finish(struct conn_ctx *cc)
 	msg_reset(m);
 }
 
-/* qm_connect - pin the runtime and remember the client */
+/*
+ * conf_reads_headers - does the conf read or strip any header? The
+ * account header with source = header, a category's header.
+ */
+static bool
+conf_reads_headers(const struct qm_conf *conf)
+{
+	size_t	i;
+
+	if (conf->account.source == QM_SOURCE_HEADER)
+		return true;
+	for (i = 0; i < conf->category_count; i++)
+		if (conf->categories[i].header != NULL)
+			return true;
+	return false;
+}
+
+/*
+ * conf_mail_may_pass - may qm_envfrom() find no category, and let the
+ * message pass? Not when a category has no envelope matcher: the
+ * classification stops there, whatever the envelope (policy_classify()).
+ */
+static bool
+conf_mail_may_pass(const struct qm_conf *conf)
+{
+	size_t	i;
+
+	for (i = 0; i < conf->category_count; i++) {
+		const struct qm_category *cat = &conf->categories[i];
+
+		if (!cat->has_sasl && !cat->has_sender && cat->client.count == 0
+		    && cat->daemon == NULL)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * conf_rcpt_may_refuse - may qm_envrcpt() refuse a recipient? Only with
+ * an account known before DATA, in enforce mode.
+ */
+static bool
+conf_rcpt_may_refuse(const struct qm_conf *conf)
+{
+	return policy_account_early(conf) && conf->mode == QM_MODE_ENFORCE;
+}
+
+/*
+ * negotiate_steps - the SMFIP_* steps a conf asks the MTA for: no event
+ * the milter does not read, no reply where its callback never refuses.
+ * MAIL gets no reply either when RCPT replies: mail with no category is
+ * then let through at its first RCPT, one packet later, and counted mail
+ * saves a reply. Over a unix socket DATA is skipped; over TCP it stays
+ * (see qm_data()).
+ */
+static unsigned long
+negotiate_steps(const struct qm_conf *conf)
+{
+	unsigned long steps = SMFIP_NOHELO | SMFIP_NOEOH | SMFIP_NOBODY | SMFIP_NOUNKNOWN
+	    | SMFIP_NR_CONN;
+
+	if (listen_unix)
+		steps |= SMFIP_NODATA;
+	if (!conf_mail_may_pass(conf) || conf_rcpt_may_refuse(conf))
+		steps |= SMFIP_NR_MAIL;
+	if (!conf_rcpt_may_refuse(conf))
+		steps |= conf->unit == QM_UNIT_MESSAGES ? SMFIP_NORCPT : SMFIP_NR_RCPT;
+	steps |= conf_reads_headers(conf) ? SMFIP_NR_HDR : SMFIP_NOHDRS;
+	return steps;
+}
+
+/*
+ * qm_negotiate - pin the runtime for the whole connection, and ask the
+ * MTA for what its conf needs (negotiate_steps()), among what the MTA
+ * offers, and only the macros the milter reads. A reload applies to the
+ * next connection, so that a session never needs an event it negotiated
+ * away. Without memory for the connection: every event and reply, as
+ * without this callback, and each callback tempfails.
+ */
+static sfsistat
+qm_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
+	     unsigned long f2, unsigned long f3, unsigned long *pf0,
+	     unsigned long *pf1, unsigned long *pf2, unsigned long *pf3)
+{
+	struct conn_ctx *cc = conn_get(ctx);
+
+	(void) f2;
+	(void) f3;
+	if (cc == NULL)
+		return SMFIS_ALL_OPTS;
+	*pf0 = SMFIF_CHGHDRS;
+	*pf1 = negotiate_steps(cc->rt->conf) & f1;
+	*pf2 = 0;
+	*pf3 = 0;
+	cc->noreply = *pf1 & (SMFIP_NR_CONN | SMFIP_NR_MAIL | SMFIP_NR_RCPT | SMFIP_NR_HDR);
+
+	/*
+	 * Macros: {daemon_name} at connect, {auth_authen} at MAIL, the queue
+	 * id for the log lines at RCPT and end of message. An MTA that cannot
+	 * take the lists sends its defaults, which include these.
+	 */
+	if (f0 & SMFIF_SETSYMLIST) {
+		*pf0 |= SMFIF_SETSYMLIST;
+		if (smfi_setsymlist(ctx, SMFIM_CONNECT, "{daemon_name}") != MI_SUCCESS
+		    || smfi_setsymlist(ctx, SMFIM_ENVFROM, "{auth_authen}") != MI_SUCCESS
+		    || smfi_setsymlist(ctx, SMFIM_ENVRCPT, "i") != MI_SUCCESS
+		    || smfi_setsymlist(ctx, SMFIM_EOM, "i") != MI_SUCCESS)
+			msg_warn("smfi_setsymlist failed: the MTA sends its default macros");
+	}
+	return SMFIS_CONTINUE;
+}
+
+/* qm_connect - remember the client; never refuses (SMFIP_NR_CONN) */
 static sfsistat
 qm_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *hostaddr)
 {
@@ -416,7 +566,7 @@ qm_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *hostaddr)
 	socklen_t len = 0;
 
 	if (cc == NULL)
-		return SMFIS_TEMPFAIL;
+		return SMFIS_TEMPFAIL;		/* no negotiation: a reply is expected */
 	if (hostaddr != NULL) {
 		if (hostaddr->sa_family == AF_INET)
 			len = sizeof(struct sockaddr_in);
@@ -437,29 +587,27 @@ qm_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *hostaddr)
 	    && ((struct sockaddr_in *) &cc->client)->sin_port == 0
 	    && hostname != NULL && strcmp(hostname, "localhost") == 0)
 		cc->non_smtp = true;
-	if ((daemon = smfi_getsymval(ctx, "{daemon_name}")) != NULL)
-		cc->daemon = xstrdup(daemon);
-	return SMFIS_CONTINUE;
+	if ((daemon = smfi_getsymval(ctx, "{daemon_name}")) != NULL
+	    && (cc->daemon = strdup(daemon)) == NULL)
+		return stage_reply(cc, SMFIP_NR_CONN, SMFIS_TEMPFAIL);
+	return stage_reply(cc, SMFIP_NR_CONN, SMFIS_CONTINUE);
 }
 
-/* qm_envfrom - start a message; classify on the envelope */
+/* envfrom - qm_envfrom() */
 static sfsistat
-qm_envfrom(SMFICTX *ctx, char **argv)
+envfrom(SMFICTX *ctx, struct conn_ctx *cc, char **argv)
 {
-	struct conn_ctx *cc = conn_get(ctx);
-	struct msg_ctx *m;
-	const struct qm_conf *conf;
+	struct msg_ctx *m = &cc->msg;
+	const struct qm_conf *conf = cc->rt->conf;
 	struct policy_msg pm;
 	const char *sender;
 	const char *sasl;
 	size_t	len;
 
-	if (cc == NULL)
-		return SMFIS_TEMPFAIL;
-	conf = cc->rt->conf;
-	m = &cc->msg;
 	msg_finish(cc);
 	m->active = true;
+	if ((cc->noreply & SMFIP_NR_MAIL) == 0 && deferred_failure(ctx, cc))
+		return SMFIS_TEMPFAIL;
 
 	sender = argv[0] != NULL ? argv[0] : "";
 	len = strlen(sender);
@@ -475,9 +623,15 @@ qm_envfrom(SMFICTX *ctx, char **argv)
 	policy_view(cc, false, &pm);
 	m->category = policy_classify(conf, &pm);
 	if (m->category == POLICY_CLASS_NONE) {
-		/* Not counted mail: let it pass untouched, Redis never asked. */
+		/*
+		 * Not counted mail: let it pass untouched, Redis never asked;
+		 * at the first RCPT when MAIL gets no reply.
+		 */
 		msg_reset(m);
-		return SMFIS_ACCEPT;
+		if ((cc->noreply & SMFIP_NR_MAIL) == 0)
+			return SMFIS_ACCEPT;
+		m->pass = true;
+		return SMFIS_CONTINUE;
 	}
 	m->counted = true;
 	if (policy_account_early(conf)) {
@@ -488,7 +642,25 @@ qm_envfrom(SMFICTX *ctx, char **argv)
 	return SMFIS_CONTINUE;
 }
 
-/* qm_envrcpt - with an early account, accept recipients while they fit */
+/*
+ * qm_envfrom - start a message; classify on the envelope. Without a reply
+ * (SMFIP_NR_MAIL) when the conf can never let mail pass here, or when
+ * RCPT replies anyway and can let it pass there.
+ */
+static sfsistat
+qm_envfrom(SMFICTX *ctx, char **argv)
+{
+	struct conn_ctx *cc = conn_get(ctx);
+
+	if (cc == NULL)
+		return SMFIS_TEMPFAIL;
+	return stage_reply(cc, SMFIP_NR_MAIL, envfrom(ctx, cc, argv));
+}
+
+/*
+ * qm_envrcpt - with an early account, accept recipients while they fit;
+ * otherwise count them, without a reply (SMFIP_NR_RCPT).
+ */
 static sfsistat
 qm_envrcpt(SMFICTX *ctx, char **argv)
 {
@@ -502,11 +674,18 @@ qm_envrcpt(SMFICTX *ctx, char **argv)
 	if (cc == NULL)
 		return SMFIS_TEMPFAIL;
 	m = &cc->msg;
-	if (!m->counted)
-		return SMFIS_CONTINUE;
+	if ((cc->noreply & SMFIP_NR_RCPT) == 0) {
+		if (deferred_failure(ctx, cc))
+			return SMFIS_TEMPFAIL;
+		if (m->pass) {
+			msg_reset(m);
+			return SMFIS_ACCEPT;
+		}
+	}
 	if (!m->rcpt_stage) {
-		m->rcpt_ok++;
-		return SMFIS_CONTINUE;
+		if (m->counted)
+			m->rcpt_ok++;
+		return stage_reply(cc, SMFIP_NR_RCPT, SMFIS_CONTINUE);
 	}
 	units = policy_rcpt_units(cc->rt->conf, m->rcpt_ok);
 	if (m->acct_res != POLICY_ACCOUNT_OK) {
@@ -568,23 +747,27 @@ header_unfold(const char *value)
 	return out;
 }
 
-/* qm_header - keep the headers the policy reads */
+/*
+ * header_keep - keep a header if the policy reads it. The account header
+ * is one only with source = header: with sasl or sender-domain accounts
+ * it is neither read nor stripped, so that such a conf needs no header
+ * at all (SMFIP_NOHDRS) and behaves the same whatever was negotiated.
+ */
 static sfsistat
-qm_header(SMFICTX *ctx, char *name, char *value)
+header_keep(struct conn_ctx *cc, const char *name, const char *value)
 {
-	struct conn_ctx *cc = conn_get(ctx);
-	struct msg_ctx *m;
+	const struct qm_conf *conf = cc->rt->conf;
+	struct msg_ctx *m = &cc->msg;
 	struct policy_header *h;
 	int	slot;
 
-	if (cc == NULL)
-		return SMFIS_TEMPFAIL;
-	m = &cc->msg;
 	if (!m->counted || name == NULL || value == NULL
-	    || (slot = policy_header_slot(cc->rt->conf, name)) < 0)
+	    || (slot = policy_header_slot(conf, name)) < 0
+	    || ((size_t) slot == conf->category_count
+		&& conf->account.source != QM_SOURCE_HEADER))
 		return SMFIS_CONTINUE;
 	if (m->slot_seen == NULL
-	    && (m->slot_seen = calloc(cc->rt->conf->category_count + 1, sizeof(unsigned))) == NULL)
+	    && (m->slot_seen = calloc(conf->category_count + 1, sizeof(unsigned))) == NULL)
 		return SMFIS_TEMPFAIL;
 	m->slot_seen[slot]++;
 	if (strlen(value) > POLICY_HEADER_MAX || m->header_count >= POLICY_HEADERS_MAX) {
@@ -599,6 +782,17 @@ qm_header(SMFICTX *ctx, char *name, char *value)
 	}
 	m->header_count++;
 	return SMFIS_CONTINUE;
+}
+
+/* qm_header - keep the headers the policy reads; no reply (SMFIP_NR_HDR) */
+static sfsistat
+qm_header(SMFICTX *ctx, char *name, char *value)
+{
+	struct conn_ctx *cc = conn_get(ctx);
+
+	if (cc == NULL)
+		return SMFIS_TEMPFAIL;
+	return stage_reply(cc, SMFIP_NR_HDR, header_keep(cc, name, value));
 }
 
 /*
@@ -667,6 +861,10 @@ qm_eom(SMFICTX *ctx)
 		return SMFIS_TEMPFAIL;
 	m = &cc->msg;
 	conf = cc->rt->conf;
+	if (deferred_failure(ctx, cc)) {
+		msg_finish(cc);
+		return SMFIS_TEMPFAIL;
+	}
 	if (!m->counted)
 		return SMFIS_CONTINUE;
 	monitor = conf->mode == QM_MODE_MONITOR;
@@ -743,11 +941,19 @@ qm_eom(SMFICTX *ctx)
 	return rc;
 }
 
-/* qm_data - nothing to decide at DATA; registered so Postfix gets a reply */
+/*
+ * qm_data - nothing to decide at DATA but an earlier failure that could
+ * not be replied. Over TCP the event is kept, with its reply: without it
+ * the MTA's last write before end of message gets no answer, and Nagle on
+ * its side then waits for the milter's delayed ACK (about 40 ms).
+ */
 static sfsistat
 qm_data(SMFICTX *ctx)
 {
-	(void) ctx;
+	struct conn_ctx *cc = conn_get(ctx);
+
+	if (cc == NULL || deferred_failure(ctx, cc))
+		return SMFIS_TEMPFAIL;
 	return SMFIS_CONTINUE;
 }
 
@@ -790,6 +996,7 @@ static struct smfiDesc qm_desc = {
 	.xxfi_abort = qm_abort,
 	.xxfi_close = qm_close,
 	.xxfi_data = qm_data,
+	.xxfi_negotiate = qm_negotiate,
 };
 
 /* reload_thread - SIGUSR1 reloads the conf; a bad one keeps the old */
@@ -1072,6 +1279,7 @@ main(int argc, char **argv)
 		msg_fatal("smfi_register failed");
 	if (smfi_opensocket(true) != MI_SUCCESS)
 		msg_fatal("cannot open socket %s (in use, or a missing folder?)", rt->conf->socket);
+	listen_unix = socket_path(rt->conf->socket) != NULL;
 	socket_prepare(rt->conf);
 	socket_nodelay();
 	drop_privileges(rt->conf->user);

@@ -48,6 +48,9 @@ milter_up milter-a "$T/a.conf" "inet:$mport@127.0.0.1" && mt "inet:$mport@127.0.
 pa=$MILTER_PID
 check "decision lines logged with queue id and fields" \
 	grep -qE 'NOQUEUE: account=acme plan=basic category=crm units=3 used=3/5 decision=accept' "$T/milter-a.log"
+# What the shipped conf negotiates: headers without replies, DATA over TCP.
+rcli HSET 'qm:account:{nego-full}' plan basic limit 0 >/dev/null
+mt "inet:$mport@127.0.0.1" negotiate -D part=header
 
 # 2. Sender-domain accounts, decided at RCPT.
 rcli HSET 'qm:account:{shop.example}' plan basic limit 2 >/dev/null
@@ -65,6 +68,7 @@ plan basic { monthly = 10000 }
 EOC
 milter_up milter-b "$T/b.conf" "unix:$bsock" && mt "unix:$bsock" sender_domain
 pb=$MILTER_PID
+mt "unix:$bsock" negotiate -D part=envelope
 check "unix socket is mode 0660" test "$(stat -c %a "$bsock")" = 660
 check "milter-b stops cleanly (no sanitizer report)" milter_stop "$pb" milter-b
 
@@ -111,6 +115,45 @@ wait_for "failed reload" 10 grep -q "reload failed, keeping the running configur
 	notok "bad reload logged with file and line"
 mt_reload "Reloaded: rl-co is over 0"
 check "milter-c survived reloads and stops cleanly" milter_stop "$pc" milter-c
+
+# 5b. Negotiation pins the conf for the whole connection: a session that
+# negotiated headers away keeps its sender-domain conf across a reload to
+# header accounts, which new sessions get.
+rcli HSET 'qm:account:{nego.example}' plan basic >/dev/null
+rcli HSET 'qm:account:{nego-co}' plan basic >/dev/null
+nsock="$T/n.sock"
+printf '%s\n' "socket = \"unix:$nsock\"" 'user = ""' \
+	"redis { address = \"127.0.0.1:$REDIS_PORT\" }" 'account { source = "sender-domain" }' \
+	'category crm { sender = "@" }' 'default_plan = "basic"' 'plan basic { monthly = 10000 }' > "$T/n.conf"
+if milter_up milter-n "$T/n.conf" "unix:$nsock"; then
+	pn=$MILTER_PID
+	# the conf the reload will load; the running daemon still has the first
+	printf '%s\n' "socket = \"unix:$nsock\"" 'user = ""' \
+		"redis { address = \"127.0.0.1:$REDIS_PORT\" }" 'account { source = "header" }' \
+		'category crm { header = "X-Quota-Category" match = "^crm$" }' \
+		'default_plan = "basic"' 'plan basic { monthly = 10000 }' > "$T/n.conf"
+	mt "unix:$nsock" negotiate -D part=reload -D pid="$pn" -D log="$T/milter-n.log"
+	check "milter-n stops cleanly" milter_stop "$pn" milter-n
+fi
+
+# 5c. An out-of-memory error in a callback that may not reply (here the
+# copy of the sender at MAIL, made to fail by tests/oomfail.c) tempfails
+# the message at its next reply, end of message. Not under ASan, whose
+# runtime must come first.
+if ! ldd "$build/quota-milter" | grep -q libasan; then
+	if cc -shared -fPIC -o "$T/oomfail.so" tests/oomfail.c -ldl; then
+		osock="$T/o.sock"
+		write_conf "$T/o.conf" "unix:$osock" ""
+		LD_PRELOAD="$T/oomfail.so" milter_up milter-o "$T/o.conf" "unix:$osock" &&
+			mt "unix:$osock" negotiate -D part=oom
+		po=$MILTER_PID
+		check "the deferred failure is logged" \
+			grep -q 'NOQUEUE: out of memory earlier in this message: tempfail' "$T/milter-o.log"
+		check "milter-o stops cleanly" milter_stop "$po" milter-o
+	else
+		notok "tests/oomfail.c compiles"
+	fi
+fi
 
 # 6. -t checks a file: 0 when good, 1 with FILE:LINE: reason when bad.
 check "-t accepts the shipped conf" "$build/quota-milter" -t -c conf/quota-milter.conf

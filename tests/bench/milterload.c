@@ -16,6 +16,9 @@
  * macros Postfix sends; then QUIT. Events the
  * milter negotiated away (SMFIP_NO*) are not sent, though their macros are,
  * as Postfix does; replies it negotiated away (SMFIP_NR_*) are not read.
+ * When the milter asks for macro lists at negotiation, a stage with a list
+ * gets only the macros named there (an empty packet if none is defined),
+ * again as Postfix does.
  * Packets are buffered and written at once just before a reply is
  * awaited, as Postfix's VSTREAM does.
  *
@@ -97,6 +100,8 @@
 #define ML_IO_TIMEOUT	10		/* seconds, per socket read or write */
 #define ML_STACK	(256 * 1024)	/* thread stack size */
 #define ML_EXTRA_MAX	8		/* most -h headers */
+#define ML_STAGES	7		/* SMFIM_CONNECT .. SMFIM_EOH */
+#define ML_MACLIST_MAX	256		/* longest macro list kept */
 
  /* How a message ended. */
 enum ml_outcome {
@@ -137,6 +142,7 @@ struct ml_conn {
 	unsigned char *in;		/* the last reply's data */
 	size_t	incap;
 	bool	held;			/* hold mode: this message reached the hold */
+	char	maclist[ML_STAGES][ML_MACLIST_MAX];	/* asked-for macros; "" all */
 	char	err[160];
 };
 
@@ -262,9 +268,41 @@ pkt_put(struct ml_conn *c, int cmd, ...)
 	va_end(ap);
 }
 
+/* stage_index - the SMFIM_* index of an event's macros, or -1 */
+static int
+stage_index(int stage)
+{
+	static const char order[] = {SMFIC_CONNECT, SMFIC_HELO, SMFIC_MAIL, SMFIC_RCPT,
+	SMFIC_DATA, SMFIC_BODYEOB, SMFIC_EOH};
+	const char *p = memchr(order, stage, sizeof(order));
+
+	return p != NULL ? (int) (p - order) : -1;
+}
+
+/* macro_wanted - is the macro in the stage's list (or is there none)? */
+static bool
+macro_wanted(const struct ml_conn *c, int stage, const char *name)
+{
+	int	idx = stage_index(stage);
+	const char *list;
+	size_t	len = strlen(name);
+
+	if (idx < 0 || *(list = c->maclist[idx]) == 0)
+		return true;
+	while (*list) {
+		size_t	n = strcspn(list, " ,\t");
+
+		if (n == len && strncmp(list, name, n) == 0)
+			return true;
+		list += n;
+		list += strspn(list, " ,\t");
+	}
+	return false;
+}
+
 /*
  * macro_put - buffer a SMFIC_MACRO packet for a stage: names and values
- * alternate in nv, ended by NULL.
+ * alternate in nv, ended by NULL; only those the milter asked for.
  */
 static void
 macro_put(struct ml_conn *c, int stage, const char *const *nv)
@@ -273,12 +311,41 @@ macro_put(struct ml_conn *c, int stage, const char *const *nv)
 	size_t	i;
 	unsigned char hdr[2] = {SMFIC_MACRO, (unsigned char) stage};
 
-	for (i = 0; nv[i] != NULL; i++)
-		len += strlen(nv[i]) + 1;
+	for (i = 0; nv[i] != NULL && nv[i + 1] != NULL; i += 2)
+		if (macro_wanted(c, stage, nv[i]))
+			len += strlen(nv[i]) + strlen(nv[i + 1]) + 2;
 	out_u32(c, (uint32_t) len);
 	out_put(c, hdr, 2);
-	for (i = 0; nv[i] != NULL; i++)
+	for (i = 0; nv[i] != NULL && nv[i + 1] != NULL; i += 2) {
+		if (!macro_wanted(c, stage, nv[i]))
+			continue;
 		out_put(c, nv[i], strlen(nv[i]) + 1);
+		out_put(c, nv[i + 1], strlen(nv[i + 1]) + 1);
+	}
+}
+
+/*
+ * maclist_read - the macro lists after the three negotiation words: a
+ * stage number and a NUL-terminated list, repeated. Bad data is an error.
+ */
+static int
+maclist_read(struct ml_conn *c, const unsigned char *p, size_t len)
+{
+	uint32_t idx;
+	const unsigned char *nul;
+
+	while (len > 0) {
+		if (len < 5 || (nul = memchr(p + 4, 0, len - 4)) == NULL)
+			return conn_error(c, "bad macro list in the negotiation reply");
+		memcpy(&idx, p, 4);
+		idx = ntohl(idx);
+		if (idx >= ML_STAGES || (size_t) (nul - (p + 4)) >= ML_MACLIST_MAX)
+			return conn_error(c, "bad macro list stage %lu or length", (unsigned long) idx);
+		memcpy(c->maclist[idx], p + 4, (size_t) (nul - (p + 4)) + 1);
+		len -= (size_t) (nul + 1 - p);
+		p = nul + 1;
+	}
+	return 0;
 }
 
 /* conn_flush - write what is buffered */
@@ -448,7 +515,8 @@ conn_open(struct ml_conn *c)
 	if ((c->prot & ~ML_PROTOCOL) != 0)
 		return conn_error(c, "milter asks for protocol steps 0x%lx not offered",
 				  c->prot & ~ML_PROTOCOL);
-	return 0;
+	memset(c->maclist, 0, sizeof(c->maclist));
+	return maclist_read(c, c->in + sizeof(v), len - sizeof(v));
 }
 
 /* conn_close - QUIT and close */

@@ -41,10 +41,13 @@ function envelope(conn, from, rcpts, macros)
 	return replies
 end
 
--- content - headers (list of {name, value}) and end of message
+-- content - headers (list of {name, value}) and end of message; the
+-- headers are not sent when the milter negotiated them away (SMFIP_NOHDRS)
 function content(conn, headers)
-	for _, h in ipairs(headers) do
-		assert(mt.header(conn, h[1], h[2]) == nil, "header")
+	if not mt.test_option(conn, SMFIP_NOHDRS) then
+		for _, h in ipairs(headers) do
+			assert(mt.header(conn, h[1], h[2]) == nil, "header")
+		end
 	end
 	assert(mt.eom(conn) == nil, "eom")
 	return mt.getreply(conn)
