@@ -1050,7 +1050,7 @@ START_TEST(test_eval_format)
 	    "ARGV[#ARGV - 1], ARGV[#ARGV]}";
 	const char *tail_argv[] = {"", "t\r\n2", "0123456789"};
 	const char *argv[40];
-	char	numbers[40][8];
+	char	numbers[40][16];
 	struct redis_args tail;
 	struct redis_script script;
 	struct redis_pool *pool;
