@@ -21,6 +21,7 @@
  */
 #include <arpa/inet.h>
 #include <confuse.h>
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -627,9 +628,127 @@ conf_check_header(cfg_t *cfg, cfg_opt_t *opt)
 	return 0;
 }
 
+#define REGEX_LEN_MAX	1024		/* longest regex in the conf */
+#define REGEX_SIZE_MAX	2000		/* regex_size() allowed */
+
+/* repeat_max - the upper bound of an interval "{m}", "{m,}", "{m,n}" at re; 0 if none */
+static unsigned long
+repeat_max(const char *re, const char **end)
+{
+	unsigned long m = 0, n;
+	const char *p = re + 1;
+
+	if (*re != '{' || !isdigit((unsigned char) *p))
+		return 0;
+	while (isdigit((unsigned char) *p) && m < 1000000)
+		m = m * 10 + (unsigned long) (*p++ - '0');
+	n = m;
+	if (*p == ',') {
+		p++;
+		if (isdigit((unsigned char) *p)) {
+			n = 0;
+			while (isdigit((unsigned char) *p) && n < 1000000)
+				n = n * 10 + (unsigned long) (*p++ - '0');
+		}
+	}
+	if (*p != '}')
+		return 0;
+	*end = p + 1;
+	return n > m ? n : m;
+}
+
+/*
+ * regex_size - about how many states a POSIX extended regex expands to:
+ * each atom counts 1, an interval {m,n} multiplies what it applies to by
+ * its bound, so nested intervals multiply ("((a{1,255}){1,255})" is
+ * 65025). glibc's regcomp takes time and memory in proportion, seconds and
+ * gigabytes for such a pattern: the conf refuses it instead. Saturates.
+ */
+static unsigned long
+regex_size(const char *re)
+{
+	unsigned long stack[64];
+	unsigned long last = 0;		/* size of the atom or group just read */
+	const char *p = re;
+	const char *end;
+	size_t	depth = 0;
+	unsigned long n;
+
+	stack[0] = 0;
+	while (*p) {
+		if (*p == '{' && last > 0 && (n = repeat_max(p, &end)) > 0) {
+			/* Replace the last item's size by its size times the bound. */
+			stack[depth] -= last;
+			last = last > 100000000UL / n ? 100000000UL : last * n;
+			stack[depth] += last;
+			p = end;
+			continue;
+		}
+		switch (*p) {
+		case '(':
+			if (depth + 1 >= sizeof(stack) / sizeof(stack[0]))
+				return 100000000UL;
+			stack[++depth] = 0;
+			last = 0;
+			p++;
+			continue;
+		case ')':
+			if (depth > 0) {
+				last = stack[depth--];
+				stack[depth] += last;
+			}
+			p++;
+			continue;
+		case '[':
+			/* A bracket expression is one atom: "]" first is literal, [:x:] inside. */
+			p++;
+			if (*p == '^')
+				p++;
+			if (*p == ']')
+				p++;
+			while (*p && *p != ']') {
+				if (*p == '[' && (p[1] == ':' || p[1] == '.' || p[1] == '=')) {
+					const char *close = strstr(p + 2, (char[]) {p[1], ']', 0});
+
+					p = close != NULL ? close + 2 : p + strlen(p);
+				} else {
+					p++;
+				}
+			}
+			if (*p)
+				p++;
+			break;
+		case '\\':
+			p += p[1] ? 2 : 1;
+			break;
+		case '*':
+		case '+':
+		case '?':
+		case '|':
+		case '^':
+		case '$':
+			p++;
+			last = 0;
+			continue;
+		default:
+			p++;
+			break;
+		}
+		last = 1;
+		if (stack[depth] < 100000000UL)
+			stack[depth]++;
+	}
+	while (depth > 0) {
+		stack[depth - 1] += stack[depth];
+		depth--;
+	}
+	return stack[0];
+}
+
 /*
  * conf_check_regex - validator: "" or a regular expression that compiles
- * (POSIX extended). The account pattern needs exactly one capture group.
+ * (POSIX extended) and is not too large for regcomp (regex_size()). The
+ * account pattern needs exactly one capture group.
  */
 static int
 conf_check_regex(cfg_t *cfg, cfg_opt_t *opt)
@@ -643,6 +762,15 @@ conf_check_regex(cfg_t *cfg, cfg_opt_t *opt)
 
 	if (*re == 0)
 		return 0;
+	if (strlen(re) > REGEX_LEN_MAX) {
+		cfg_error(cfg, "regex in %s longer than %d characters", opt->name, REGEX_LEN_MAX);
+		return -1;
+	}
+	if (regex_size(re) > REGEX_SIZE_MAX) {
+		cfg_error(cfg, "regex in %s \"%s\" too large: its repetition counts multiply "
+			  "to more than %d", opt->name, re, REGEX_SIZE_MAX);
+		return -1;
+	}
 	if ((rc = regcomp(&rx, re, REG_EXTENDED | (pattern ? 0 : REG_NOSUB))) != 0) {
 		regerror(rc, &rx, why, sizeof(why));
 		cfg_error(cfg, "bad regex in %s \"%s\": %s", opt->name, re, why);

@@ -34,6 +34,25 @@ write_conf(char *path, size_t len, const char *text)
 	ck_assert_int_eq(fclose(fp), 0);
 }
 
+/* 1025 characters of "a": a regex one longer than allowed */
+#define A1025 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" \
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" \
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" \
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" \
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" \
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" \
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" \
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" \
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" \
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" \
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" \
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" \
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" \
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" \
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" \
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" \
+	""
+
 /* try_load - parse text; the conf, or NULL with the error in err */
 static struct qm_conf *
 try_load(const char *text, char *path, size_t pathlen, char *err, size_t errlen)
@@ -458,6 +477,13 @@ static const struct bad_case {
 	 "bad regex in match \"a(\": Unmatched ( or \\("},
 	{D "category x { sasl = \"[a\" }\n", 2, "bad regex in sasl"},
 	{D "category x { sender = \"*a\" }\n", 2, "bad regex in sender"},
+	/* glibc's regcomp would take seconds and gigabytes: refused before */
+	{D "category x {\n  sender = \"((a{1,255}){1,255})\"\n}\n", 3,
+	 "regex in sender \"((a{1,255}){1,255})\" too large: its repetition counts multiply to more than 2000"},
+	{D "category x { match = \"(x(a{1,50}|b)c){1,50}\" header = \"X-C\" }\n", 2, "too large"},
+	{D "account { pattern = \"^([a-z]{1,3000})$\" }\n", 2, "regex in pattern \"^([a-z]{1,3000})$\" too large"},
+	{D "category x { sasl = \"" A1025 "\" }\n", 2,
+	 "regex in sasl longer than 1024 characters"},
 	{D "category total { header = \"X-Cat\" }\n", 2, "category \"total\": the name is reserved"},
 	{D "category messages { header = \"X-Cat\" }\n", 2, "reserved"},
 	{D "category refused { header = \"X-Cat\" }\n", 2, "reserved"},
@@ -538,6 +564,24 @@ START_TEST(bad_conf)
 	ck_assert_msg(strstr(err, c->reason) != NULL,
 		      "case %d: want \"%s\" in \"%s\"", _i, c->reason, err);
 	ck_assert_msg(strchr(err, '\n') == NULL, "case %d: error is not one line", _i);
+}
+END_TEST
+
+/* Large but sane regexes load: sizes add up within a group, multiply across nesting */
+START_TEST(regex_size_allowed)
+{
+	char	path[256];
+	char	err[1024] = "";
+	struct qm_conf *conf;
+
+	conf = try_load(D "category x {\n"
+			"  sender = '^([a-z0-9]{1,40}[.]){1,40}[a-z]{2,63}$'\n"
+			"  sasl = '[]a-z[:digit:](){}]{1,500}(x|y){1,100}'\n"
+			"  match = 'a{1000}b{900}'\n"
+			"  header = \"X-C\"\n"
+			"}\n", path, sizeof(path), err, sizeof(err));
+	ck_assert_msg(conf != NULL, "%s", err);
+	conf_free(conf);
 }
 END_TEST
 
@@ -767,6 +811,7 @@ main(void)
 	tcase_add_test(tc, reply_overrides);
 	tcase_add_test(tc, reply_names);
 	tcase_add_loop_test(tc, bad_conf, 0, (int) ARRAY_LEN(bad_cases));
+	tcase_add_test(tc, regex_size_allowed);
 	tcase_add_test(tc, long_text);
 	tcase_add_test(tc, file_errors);
 	tcase_add_test(tc, load_after_error);

@@ -27,8 +27,8 @@ value() { sed -n "s/^$1=//p" "$data"; }
 # shellcheck disable=SC2317  # called through check
 positive() { [[ $1 =~ ^[0-9]+(\.[0-9]+)?$ ]] && awk -v v="$1" 'BEGIN { exit !(v > 0) }'; }
 
-for cfg in none nothing_unix nothing_inet count_unix count_inet count_unix_ru count_inet_ru \
-	hdr_unix hdr_inet; do
+for cfg in none nothing_unix nothing_inet nothing_env_unix nothing_env_inet count_unix count_inet \
+	count_unix_ru count_inet_ru hdr_unix hdr_inet; do
 	check "10 sessions, $cfg: a rate ($(value "rate.$cfg"))" positive "$(value "rate.$cfg")"
 done
 for cfg in none nothing_unix nothing_inet count_unix count_inet hdr_unix hdr_inet; do
@@ -46,7 +46,7 @@ for cfg in count_unix count_inet count_unix_ru count_inet_ru hdr_unix hdr_inet; 
 	check "$cfg: milter CPU per message measured ($(value "mcpu.$cfg"))" \
 		positive "$(value "mcpu.$cfg")"
 done
-for cfg in nothing_unix nothing_inet; do
+for cfg in nothing_unix nothing_inet nothing_env_unix nothing_env_inet; do
 	check_eq "$cfg counted nothing" 0/0 "$(value "counted.$cfg")"
 done
 check_eq "50 sessions held open at once" 50 "$(value held)"
