@@ -724,6 +724,9 @@ regex_size(const char *re)
 		case '*':
 		case '+':
 		case '?':
+			/* The item stays what an interval after it applies to. */
+			p++;
+			continue;
 		case '|':
 		case '^':
 		case '$':

@@ -244,7 +244,7 @@ counters_num(char *buf, long long n)
  * (fresh unless the caller chose it), that of a journaled charge, or "0"
  * for the other ops, which never touch the charge key. The pool may send
  * a request twice when a connection ends before any reply byte; the
- * script keeps each charge's outcome under its id for 2 minutes, so the
+ * script keeps each charge's outcome under its id for 10 minutes, so the
  * second run counts nothing.
  */
 static const char *

@@ -112,7 +112,7 @@ struct journal_entry;
  * Redis remembers the entry's id until the usage hash expires, so an
  * entry replayed twice is counted once. An entry whose id is the
  * charge_id of a charge that failed is not counted if that charge did
- * run after all (its outcome is kept 2 minutes), and that charge counts
+ * run after all (its outcome is kept 10 minutes), and that charge counts
  * nothing should it run later.
  *
  * A cancel entry (entry->cancel) settles a charge that failed in doubt

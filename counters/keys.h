@@ -7,7 +7,7 @@
  *	PREFIXaccount:{ACCOUNT}		hash: plan, limit, suspended
  *	PREFIXusage:{ACCOUNT}:YYYY-MM	hash: total, messages, CATEGORY..., refused, would_refuse
  *	PREFIXwarned:{ACCOUNT}:YYYY-MM	hash: thresholds already announced (internal)
- *	PREFIXcharge:{ACCOUNT}:ID	string: outcome of one charge, kept 2 minutes
+ *	PREFIXcharge:{ACCOUNT}:ID	string: outcome of one charge, kept 10 minutes
  *					(internal: a resent charge is not counted twice)
  *	PREFIXevents			stream: threshold and exhausted events
  *

@@ -11,7 +11,7 @@
 -- KEYS[3]  warned hash   PREFIXwarned:{A}:M     percents announced, "exhausted",
 --                                               "replay:ID" of journal entries applied
 -- KEYS[4]  events stream PREFIXevents
--- KEYS[5]  charge string PREFIXcharge:{A}:ID     a charge's outcome, 2 minutes
+-- KEYS[5]  charge string PREFIXcharge:{A}:ID     a charge's outcome, 10 minutes
 --
 -- ARGV[1]  op: "peek" (writes nothing), "charge", "refused", "replay", "cancel"
 -- ARGV[2]  units, integer >= 0
@@ -39,8 +39,9 @@
 -- accepted: the charge key of the id ARGV[9] is set to "cancelled", so
 -- a charge still on its way counts nothing; a charge that did run and
 -- counted, or its journal entry replayed, is taken back (total, messages,
--- category, would_refuse); the RCPT-stage refusals it carried (ARGV[8])
--- are recorded once, whether it ran or not.
+-- category, would_refuse). Its RCPT-stage refusals (ARGV[8]) stay recorded
+-- if it ran, and are not recorded if it did not. The outcome lives 10
+-- minutes: a cancel that comes later takes nothing back.
 --
 -- Returns {status, plan, limit, used}:
 --   status  ok, over, exhausted, no_mail, suspended, no_plan, unknown_plan
@@ -176,8 +177,9 @@ if op == 'refused' then
 end
 
 -- How long a charge's outcome is kept under its id: far longer than any
--- request can wait in a connection's buffer.
-local CHARGE_TTL = '120000'
+-- request waits in a connection's buffer, and than a milter restart or a
+-- Redis restart takes, so that a cancel still finds what to take back.
+local CHARGE_TTL = '600000'
 local charge_id = string.match(replay_id, '^%x+$') and #replay_id == 16
 
 if op == 'cancel' then
@@ -197,14 +199,11 @@ if op == 'cancel' then
       end
     end
     used = math.max(used - units, 0)
-  elseif not done and refused_extra > 0 then
-    -- It never ran: its RCPT-stage refusals are recorded here instead.
-    add('refused', refused_extra)
-    redis.call('EXPIREAT', KEYS[2], str(expireat))
   end
-  if done ~= 'cancelled' then
-    redis.call('SET', KEYS[5], 'cancelled', 'PX', CHARGE_TTL)
-  end
+  -- Not found: it never ran, or its outcome expired; either way nothing
+  -- more can be taken back, and nothing is recorded (a cancel applied
+  -- again after the outcome expired must not count anything twice).
+  redis.call('SET', KEYS[5], 'cancelled', 'PX', CHARGE_TTL)
   return {quota_status(), plan, limit, used}
 end
 

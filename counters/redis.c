@@ -1106,13 +1106,15 @@ redis_pool_eval(struct redis_pool *pool, struct redis_script *script, int numkey
 	}
 end:
 	call_end(pool, &call);
-	if (rc != 0 && doubt != NULL)
-		*doubt = call.doubt;
 	if (rc == 0 && reply->type == REDIS_REPLY_ERROR) {
+		/* An error reply to a resend: the first send may still have run. */
 		snprintf(err, errlen, "Redis: %.*s", (int) reply->len, reply->str);
 		freeReplyObject(reply);
 		reply = NULL;
+		rc = -1;
 	}
+	if (rc != 0 && doubt != NULL)
+		*doubt = call.doubt;
 
 done:
 	if (lens != lens_fixed)

@@ -357,9 +357,12 @@ unavailable(SMFICTX *ctx, struct conn_ctx *cc, long long units, const char *err)
 	char	jerr[256] = "no month for the current time";
 
 	if (cc->rt->conf->on_redis_error == QM_ON_ERROR_ACCEPT && units > 0 && jr != NULL) {
-		/* If the failed charge ran after all, its id keeps it from counting twice. */
-		msg_entry(cc, m->quota.charge_id, "", units, &e);
-		if (counters_month(cc->rt->ctr, time(NULL), e.month) == 0
+		/*
+		 * If the failed charge ran after all, its id keeps it from
+		 * counting twice; in the charge's month, which its cancel uses.
+		 */
+		msg_entry(cc, m->quota.charge_id, m->quota.month, units, &e);
+		if ((e.month[0] != 0 || counters_month(cc->rt->ctr, time(NULL), e.month) == 0)
 		    && journal_append(jr, &e, jerr, sizeof(jerr)) == 0) {
 			m->refused = 0;
 			strip_headers(ctx, cc);

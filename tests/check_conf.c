@@ -481,6 +481,8 @@ static const struct bad_case {
 	{D "category x {\n  sender = \"((a{1,255}){1,255})\"\n}\n", 3,
 	 "regex in sender \"((a{1,255}){1,255})\" too large: its repetition counts multiply to more than 2000"},
 	{D "category x { match = \"(x(a{1,50}|b)c){1,50}\" header = \"X-C\" }\n", 2, "too large"},
+	{D "category x { sender = \"a{1,1000}+{1,1000}\" }\n", 2, "too large"},
+	{D "category x { sender = \"(ab*{1,100}c?){1,30}\" }\n", 2, "too large"},
 	{D "account { pattern = \"^([a-z]{1,3000})$\" }\n", 2, "regex in pattern \"^([a-z]{1,3000})$\" too large"},
 	{D "category x { sasl = \"" A1025 "\" }\n", 2,
 	 "regex in sasl longer than 1024 characters"},

@@ -1335,13 +1335,22 @@ START_TEST(test_cancel)
 		ck_assert_int_eq(usage("acme", "refused"), -1);
 	}
 
-	/* The cancel first, the charge late: the charge counts nothing. */
+	/* The cancel first, the charge late: the charge counts nothing, nor its refusals. */
 	cancel(ctr, "00000000000000b2", "acme", 4, 2);
-	ck_assert_int_eq(usage("acme", "refused"), 2);
+	ck_assert_int_eq(cmd_int("PTTL qm:charge:{acme}:00000000000000b2") > 590000, 1);
 	ck_assert_str_eq(raw_charge("acme", "00000000000000b2", 4, false), "cancelled");
 	ck_assert_int_eq(usage("acme", "total"), 0);
 	cancel(ctr, "00000000000000b2", "acme", 4, 2);
+	ck_assert_int_eq(usage("acme", "refused"), -1);
+
+	/* A charge with RCPT-stage refusals that ran: its refusals stay, once. */
+	ck_assert_str_eq(raw_charge("acme", "00000000000000b3", 1, false), "ok");
+	cmd_ok("HINCRBY %s refused 2", usage_key("acme"));	/* as its ARGV[8] would */
+	cancel(ctr, "00000000000000b3", "acme", 1, 2);
+	cmd_ok("DEL qm:charge:{acme}:00000000000000b3");	/* the outcome expired */
+	cancel(ctr, "00000000000000b3", "acme", 1, 2);
 	ck_assert_int_eq(usage("acme", "refused"), 2);
+	ck_assert_int_eq(usage("acme", "total"), 0);
 
 	/* Other charges are not touched; a monitor charge over the limit is taken back whole. */
 	ck_assert_str_eq(raw_charge("acme", "00000000000000c3", 90, false), "ok");
