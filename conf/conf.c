@@ -661,7 +661,7 @@ repeat_max(const char *re, const char **end)
  * regex_size - about how many states a POSIX extended regex expands to:
  * each atom counts 1, an interval {m,n} multiplies what it applies to by
  * its bound, so nested intervals multiply ("((a{1,255}){1,255})" is
- * 65025). glibc's regcomp takes time and memory in proportion, seconds and
+ * 65025), and a "+" doubles it (regcomp copies the item: "a++++" is 16). glibc's regcomp takes time and memory in proportion, seconds and
  * gigabytes for such a pattern: the conf refuses it instead. Saturates.
  */
 static unsigned long
@@ -721,8 +721,14 @@ regex_size(const char *re)
 		case '\\':
 			p += p[1] ? 2 : 1;
 			break;
-		case '*':
 		case '+':
+			/* regcomp makes "x+" of "xx*": stacked, each doubles. */
+			stack[depth] -= last;
+			last = last > 50000000UL ? 100000000UL : last * 2;
+			stack[depth] += last;
+			p++;
+			continue;
+		case '*':
 		case '?':
 			/* The item stays what an interval after it applies to. */
 			p++;

@@ -482,6 +482,9 @@ static const struct bad_case {
 	 "regex in sender \"((a{1,255}){1,255})\" too large: its repetition counts multiply to more than 2000"},
 	{D "category x { match = \"(x(a{1,50}|b)c){1,50}\" header = \"X-C\" }\n", 2, "too large"},
 	{D "category x { sender = \"a{1,1000}+{1,1000}\" }\n", 2, "too large"},
+	/* stacked "+": regcomp doubles the item for each (libFuzzer found 60 of them) */
+	{D "category x { sasl = \"r+++++++++++++++++++++++++++++++++++++++++++++++++++++++++++\" }\n", 2,
+	 "too large"},
 	{D "category x { sender = \"(ab*{1,100}c?){1,30}\" }\n", 2, "too large"},
 	{D "account { pattern = \"^([a-z]{1,3000})$\" }\n", 2, "regex in pattern \"^([a-z]{1,3000})$\" too large"},
 	{D "category x { sasl = \"" A1025 "\" }\n", 2,
