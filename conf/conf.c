@@ -631,14 +631,18 @@ conf_check_header(cfg_t *cfg, cfg_opt_t *opt)
 #define REGEX_LEN_MAX	1024		/* longest regex in the conf */
 #define REGEX_SIZE_MAX	2000		/* regex_size() allowed */
 
-/* repeat_max - the upper bound of an interval "{m}", "{m,}", "{m,n}" at re; 0 if none */
+/*
+ * repeat_max - the upper bound of an interval "{m}", "{m,}", "{m,n}", or
+ * glibc's "{,n}", at re; 0 if none
+ */
 static unsigned long
 repeat_max(const char *re, const char **end)
 {
 	unsigned long m = 0, n;
 	const char *p = re + 1;
 
-	if (*re != '{' || !isdigit((unsigned char) *p))
+	if (*re != '{' || !(isdigit((unsigned char) *p)
+			    || (*p == ',' && isdigit((unsigned char) p[1]))))
 		return 0;
 	while (isdigit((unsigned char) *p) && m < 1000000)
 		m = m * 10 + (unsigned long) (*p++ - '0');
