@@ -31,8 +31,6 @@ struct counters {
 	struct redis_pool *pool;
 	struct redis_script script;
 	char    events[KEYS_MAX];	/* PREFIXevents */
-	char   *warn;			/* "80,100" */
-	char  **monthly;		/* each plan's monthly, as text */
 	struct redis_args tail;		/* default plan, warn, the plan table: encoded */
 };
 
@@ -59,13 +57,61 @@ counters_status_name(enum qm_status status)
 	return "unknown";
 }
 
+/* counters_num - a count in decimal, into buf (COUNTERS_NUM bytes), without printf */
+static const char *
+counters_num(char *buf, long long n)
+{
+	char   *p = buf + COUNTERS_NUM - 1;
+	unsigned long long u = n < 0 ? 0 - (unsigned long long) n : (unsigned long long) n;
+
+	*p = 0;
+	do
+		*--p = (char) ('0' + u % 10);
+	while ((u /= 10) > 0);
+	if (n < 0)
+		*--p = '-';
+	return p;
+}
+
+/*
+ * counters_tail - encode the script's last arguments, which only the conf
+ * decides: default plan, warn percents ("80,100"), the plan table (name,
+ * monthly). -1 when out of memory.
+ */
+static int
+counters_tail(struct counters *ctr, const struct qm_conf *conf)
+{
+	size_t	argc = 2 + 2 * conf->plan_count;
+	size_t	len = 1 + conf->warn_count * 12;
+	const char **argv = calloc(argc, sizeof(*argv));
+	char   *warn = malloc(len);
+	char   *nums = calloc(conf->plan_count + 1, COUNTERS_NUM);
+	int	rc = -1;
+
+	if (argv != NULL && warn != NULL && nums != NULL) {
+		warn[0] = 0;
+		for (size_t i = 0, pos = 0; i < conf->warn_count; i++)
+			pos += (size_t) snprintf(warn + pos, len - pos, "%s%d", i ? "," : "",
+						 conf->warn_percent[i]);
+		argv[0] = conf->default_plan ? conf->default_plan : "";
+		argv[1] = warn;
+		for (size_t i = 0; i < conf->plan_count; i++) {
+			argv[2 + 2 * i] = conf->plans[i].name;
+			argv[3 + 2 * i] = counters_num(nums + i * COUNTERS_NUM, conf->plans[i].monthly);
+		}
+		rc = redis_args_make(&ctr->tail, (int) argc, argv);
+	}
+	free(argv);
+	free(warn);
+	free(nums);
+	return rc;
+}
+
 /* counters_create - make the pool and month table for a conf */
 struct counters *
 counters_create(const struct qm_conf *conf, char *err, size_t errlen)
 {
 	struct counters *ctr;
-	const char **tail = NULL;
-	size_t  len = 1;
 
 	if ((ctr = calloc(1, sizeof(*ctr))) == NULL) {
 		snprintf(err, errlen, "out of memory");
@@ -86,36 +132,13 @@ counters_create(const struct qm_conf *conf, char *err, size_t errlen)
 		goto fail;
 	if ((ctr->pool = redis_pool_create(&conf->redis, err, errlen)) == NULL)
 		goto fail;
-
-	/* The parts of the script's arguments that only the conf decides. */
-	len += conf->warn_count * 12;
-	if ((ctr->warn = malloc(len)) == NULL)
-		goto oom;
-	ctr->warn[0] = 0;
-	for (size_t i = 0, pos = 0; i < conf->warn_count; i++)
-		pos += (size_t) snprintf(ctr->warn + pos, len - pos, "%s%d", i ? "," : "",
-					 conf->warn_percent[i]);
-	if ((ctr->monthly = calloc(conf->plan_count + 1, sizeof(*ctr->monthly))) == NULL
-	    || (tail = calloc(2 * conf->plan_count + 2, sizeof(*tail))) == NULL)
-		goto oom;
-	tail[0] = conf->default_plan ? conf->default_plan : "";
-	tail[1] = ctr->warn;
-	for (size_t i = 0; i < conf->plan_count; i++) {
-		if ((ctr->monthly[i] = malloc(COUNTERS_NUM)) == NULL)
-			goto oom;
-		snprintf(ctr->monthly[i], COUNTERS_NUM, "%lld", conf->plans[i].monthly);
-		tail[2 + 2 * i] = conf->plans[i].name;
-		tail[3 + 2 * i] = ctr->monthly[i];
+	if (counters_tail(ctr, conf) < 0) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
 	}
-	if (redis_args_make(&ctr->tail, (int) (2 * conf->plan_count + 2), tail) < 0)
-		goto oom;
-	free(tail);
 	return ctr;
 
-oom:
-	snprintf(err, errlen, "out of memory");
 fail:
-	free(tail);
 	counters_free(ctr);
 	return NULL;
 }
@@ -128,12 +151,7 @@ counters_free(struct counters *ctr)
 		return;
 	redis_pool_free(ctr->pool);
 	redis_script_destroy(&ctr->script);
-	if (ctr->monthly != NULL)
-		for (size_t i = 0; i < ctr->conf->plan_count; i++)
-			free(ctr->monthly[i]);
-	free(ctr->monthly);
 	redis_args_free(&ctr->tail);
-	free(ctr->warn);
 	free(ctr);
 }
 
@@ -223,21 +241,6 @@ counters_charge_id_new(char id[17])
 	id[16] = 0;
 }
 
-/* counters_num - a count in decimal, into buf (COUNTERS_NUM bytes), without printf */
-static const char *
-counters_num(char *buf, long long n)
-{
-	char   *p = buf + COUNTERS_NUM - 1;
-	unsigned long long u = n < 0 ? 0 - (unsigned long long) n : (unsigned long long) n;
-
-	*p = 0;
-	do
-		*--p = (char) ('0' + u % 10);
-	while ((u /= 10) > 0);
-	if (n < 0)
-		*--p = '-';
-	return p;
-}
 
 /*
  * counters_charge_id - the id of the call's charge key: the charge's own

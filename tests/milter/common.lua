@@ -18,6 +18,16 @@ function redis(args)
 	return (out:gsub("%s+$", ""))
 end
 
+-- usage - a field of the account's usage hash this month (-D month)
+function usage(acct, field)
+	return redis("HGET 'qm:usage:{" .. acct .. "}:" .. month .. "' " .. field)
+end
+
+-- accepted - does the reply let the message go on?
+function accepted(r)
+	return r == SMFIR_CONTINUE or r == SMFIR_ACCEPT
+end
+
 -- open - connect to the milter as an SMTP client host/ip
 function open(host, ip)
 	local conn = mt.connect(sock, 40, 0.05)

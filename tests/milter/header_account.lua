@@ -3,10 +3,6 @@
 -- acme on plan basic with limit override 5, tiny suspended, nobody has no plan.
 dofile(lib)
 
-local function usage(acct, field)
-	return redis("HGET 'qm:usage:{" .. acct .. "}:" .. month .. "' " .. field)
-end
-
 local function crm(acct)
 	return { { "X-Quota-Account", acct }, { "X-Quota-Category", "crm" }, { "Subject", "hi" } }
 end

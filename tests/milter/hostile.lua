@@ -10,14 +10,6 @@
 -- xcode and text.)
 dofile(lib)
 
-local function usage(acct, field)
-	return redis("HGET 'qm:usage:{" .. acct .. "}:" .. month .. "' " .. field)
-end
-
-local function accepted(r)
-	return r == SMFIR_CONTINUE or r == SMFIR_ACCEPT
-end
-
 local function crm(acct)
 	return { { "X-Quota-Account", acct }, { "X-Quota-Category", "crm" }, { "Subject", "hi" } }
 end

@@ -9,14 +9,6 @@
 -- xcode and text; a RCPT reply is only seen as a reply code.)
 dofile(lib)
 
-local function usage(acct, field)
-	return redis("HGET 'qm:usage:{" .. acct .. "}:" .. month .. "' " .. field)
-end
-
-local function accepted(r)
-	return r == SMFIR_CONTINUE or r == SMFIR_ACCEPT
-end
-
 -- refused_at_rcpt FROM MACROS CONNECT_MACROS - a one-recipient message whose
 -- recipient is refused; the client gives up
 local function refused_at_rcpt(from, macros, cmacros)

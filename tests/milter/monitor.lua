@@ -2,10 +2,6 @@
 -- records would_refuse. Account problems are not quota: still refused. mon-co has limit 1.
 dofile(lib)
 
-local function usage(acct, field)
-	return redis("HGET 'qm:usage:{" .. acct .. "}:" .. month .. "' " .. field)
-end
-
 run {
 { "monitor mode", function()
 	local conn = open()

@@ -10,14 +10,6 @@
 -- copy of an envelope sender <oom-...> fail as if memory ran out.
 dofile(lib)
 
-local function usage(acct, field)
-	return redis("HGET 'qm:usage:{" .. acct .. "}:" .. month .. "' " .. field)
-end
-
-local function accepted(r)
-	return r == SMFIR_CONTINUE or r == SMFIR_ACCEPT
-end
-
 -- asks - true when every listed SMFIP_* option was negotiated, false when
 -- none was; an error names the first that differs
 local function asks(conn, want, options)

@@ -4,10 +4,6 @@
 -- race.example limit 1, free.example with no plan (default free).
 dofile(lib)
 
-local function usage(acct, field)
-	return redis("HGET 'qm:usage:{" .. acct .. "}:" .. month .. "' " .. field)
-end
-
 local three = { "<a@x.example>", "<b@x.example>", "<c@x.example>" }
 
 run {
