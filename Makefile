@@ -24,7 +24,7 @@ WERROR	?= -Werror
 PKGS	= hiredis libconfuse
 QM_CPPFLAGS = -D_GNU_SOURCE -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 QM_CFLAGS = -std=c11 -Wall -Wextra $(WERROR) -pthread
-QM_LIBS	= -lmilter $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lhiredis -lconfuse) -pthread
+QM_LIBS	= $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lhiredis -lconfuse) -pthread
 CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lm -lrt)
 
@@ -33,13 +33,14 @@ ALL_CFLAGS = $(QM_CPPFLAGS) $(CPPFLAGS) $(QM_CFLAGS) $(CFLAGS)
 LIB_SRCS = conf/cidr.c conf/conf.c \
 	counters/month.c counters/keys.c counters/redis.c counters/counters.c \
 	counters/journal.c counters/inflight.c \
-	milter/policy.c milter/log.c
+	milter/policy.c milter/log.c milter/engine.c
 LIB_OBJS = $(LIB_SRCS:%.c=$(B)/%.o)
 
 DAEMON	= $(B)/quota-milter
 CTL	= $(B)/quota-milter-ctl
 CTL_OBJS = $(B)/ctl/quota-milter-ctl.o $(B)/ctl/row.o $(B)/ctl/scan.o $(B)/ctl/output.o
-UNIT_TESTS = $(B)/tests/check_conf $(B)/tests/check_month $(B)/tests/check_policy
+UNIT_TESTS = $(B)/tests/check_conf $(B)/tests/check_month $(B)/tests/check_policy \
+	$(B)/tests/check_engine
 REDIS_TESTS = $(B)/tests/check_counters
 TEST_HELPERS = $(B)/tests/redis_helper.o
 MILTERLOAD = $(B)/tests/bench/milterload
@@ -72,7 +73,7 @@ $(DAEMON): $(B)/milter/quota-milter.o $(B)/libqm.a
 	$(CC) $(QM_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(QM_LIBS)
 
 $(CTL): $(CTL_OBJS) $(B)/libqm.a
-	$(CC) $(QM_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(filter-out -lmilter,$(QM_LIBS))
+	$(CC) $(QM_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(QM_LIBS)
 
 $(B)/tests/check_%: $(B)/tests/check_%.o $(TEST_HELPERS) $(B)/libqm.a
 	$(CC) $(QM_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(QM_LIBS)
@@ -157,7 +158,7 @@ FUZZ_B	?= build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS ?= -O1 -g -fno-omit-frame-pointer
 FUZZ_SAN = -fsanitize=address,undefined -fno-sanitize-recover=all
-FUZZ_TARGETS = fuzz_conf fuzz_classify fuzz_account fuzz_reply
+FUZZ_TARGETS = fuzz_conf fuzz_classify fuzz_account fuzz_reply fuzz_engine
 FUZZ_LIB_SRCS = conf/cidr.c conf/conf.c milter/policy.c counters/keys.c \
 	counters/month.c counters/journal.c
 FUZZ_LIB_OBJS = $(FUZZ_LIB_SRCS:%.c=$(FUZZ_B)/%.o)
@@ -170,6 +171,8 @@ $(FUZZ_B)/%.o: %.c
 
 $(FUZZ_B)/fuzz_%: $(FUZZ_B)/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJS)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(FUZZ_LIBS)
+# the engine's target brings its own quiet msg_*() in place of milter/log.c
+$(FUZZ_B)/fuzz_engine: $(FUZZ_B)/milter/engine.o
 
 fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_B)/%)
 
