@@ -32,7 +32,7 @@ ALL_CFLAGS = $(QM_CPPFLAGS) $(CPPFLAGS) $(QM_CFLAGS) $(CFLAGS)
 
 LIB_SRCS = conf/cidr.c conf/conf.c \
 	counters/month.c counters/keys.c counters/redis.c counters/counters.c \
-	counters/journal.c counters/inflight.c \
+	counters/journal.c counters/inflight.c counters/cache.c \
 	milter/policy.c milter/log.c milter/engine.c
 LIB_OBJS = $(LIB_SRCS:%.c=$(B)/%.o)
 

@@ -436,7 +436,7 @@ conf_check_warn(cfg_t *cfg, cfg_opt_t *opt)
 	return 0;
 }
 
-/* conf_check_socket - validator: a libmilter socket spec */
+/* conf_check_socket - validator: a socket spec, as libmilter milters write it */
 static int
 conf_check_socket(cfg_t *cfg, cfg_opt_t *opt)
 {

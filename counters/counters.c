@@ -12,7 +12,9 @@
 #include <sys/random.h>
 #include <unistd.h>
 #include <string.h>
+#include <time.h>
 
+#include "cache.h"
 #include "counters.h"
 #include "journal.h"
 #include "keys.h"
@@ -32,6 +34,7 @@ struct counters {
 	struct redis_script script;
 	char    events[KEYS_MAX];	/* PREFIXevents */
 	struct redis_args tail;		/* default plan, warn, the plan table: encoded */
+	struct quota_cache *recent;	/* the latest answer per busy account */
 };
 
 static const char *const counters_status_names[] = {
@@ -132,7 +135,8 @@ counters_create(const struct qm_conf *conf, char *err, size_t errlen)
 		goto fail;
 	if ((ctr->pool = redis_pool_create(&conf->redis, err, errlen)) == NULL)
 		goto fail;
-	if (counters_tail(ctr, conf) < 0) {
+	if (counters_tail(ctr, conf) < 0
+	    || (ctr->recent = quota_cache_create(QUOTA_CACHE_SLOTS)) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -152,6 +156,7 @@ counters_free(struct counters *ctr)
 	redis_pool_free(ctr->pool);
 	redis_script_destroy(&ctr->script);
 	redis_args_free(&ctr->tail);
+	quota_cache_free(ctr->recent);
 	free(ctr);
 }
 
@@ -350,6 +355,32 @@ counters_call(struct counters *ctr, const struct counters_args *a, struct qm_quo
 	return rc;
 }
 
+/* mono_ms - milliseconds on the monotonic clock */
+static long long
+mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* counters_remember - keep what a peek or charge answered (rc 0); rc */
+static int
+counters_remember(struct counters *ctr, const char *account, const struct qm_quota *q, int rc)
+{
+	if (rc == 0)
+		quota_cache_put(ctr->recent, account, q, mono_ms());
+	return rc;
+}
+
+/* counters_recent - the account's latest answer, if under QUOTA_CACHE_MS old */
+bool
+counters_recent(struct counters *ctr, const char *account, struct qm_quota *out)
+{
+	return quota_cache_get(ctr->recent, account, mono_ms(), out);
+}
+
 /* counters_peek - plan, limit, suspension and total, writing nothing */
 int
 counters_peek(struct counters *ctr, const char *account, time_t now,
@@ -357,7 +388,7 @@ counters_peek(struct counters *ctr, const char *account, time_t now,
 {
 	struct counters_args a = {"peek", account, "", 0, 0, false, NULL, now, "", NULL};
 
-	return counters_call(ctr, &a, out, err, errlen);
+	return counters_remember(ctr, account, out, counters_call(ctr, &a, out, err, errlen));
 }
 
 /* counters_charge - count units if they fit (or monitor), else record the refusal */
@@ -379,7 +410,7 @@ counters_charge_as(struct counters *ctr, const char *charge_id, const char *acco
 	struct counters_args a = {"charge", account, category, units, refused, monitor, NULL,
 		now, "", charge_id};
 
-	return counters_call(ctr, &a, out, err, errlen);
+	return counters_remember(ctr, account, out, counters_call(ctr, &a, out, err, errlen));
 }
 
 /* counters_refused - record units refused at RCPT stage */

@@ -4,8 +4,8 @@
  * All accounting is one Lua script (counters/quota.lua) run with EVALSHA
  * (EVAL once on NOSCRIPT), so the check and the increment are atomic
  * across every milter sharing the Redis. A message costs at most one
- * round trip before DATA (counters_peek) and one at end of message
- * (counters_charge).
+ * round trip before DATA (counters_peek, which a recent answer may stand
+ * in for: counters_recent) and one at end of message (counters_charge).
  *
  * A struct counters holds a bounded pool of Redis connections and the
  * month table of the conf's time zone. It is thread-safe. It keeps a
@@ -60,6 +60,14 @@ void	counters_free(struct counters *ctr);
  */
 int	counters_peek(struct counters *ctr, const char *account, time_t now,
 		struct qm_quota *out, char *err, size_t errlen);
+
+/*
+ * counters_recent - what the last peek or charge of this process said of
+ * an account, if under a second old (counters/cache.h): true with it in
+ * out. What may stand in for a peek where the account is far from its
+ * limit (policy_far()).
+ */
+bool	counters_recent(struct counters *ctr, const char *account, struct qm_quota *out);
 
 /*
  * counters_charge - atomically: if `units` more fit the account's limit

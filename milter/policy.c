@@ -296,6 +296,33 @@ policy_fits(const struct qm_quota *q, long long reserved, long long more)
 	return q->used + reserved + more <= q->limit;
 }
 
+/*
+ * policy_far - do `more` units fit, with `reserved` promised, and still
+ * leave a tenth of the limit (at least POLICY_FAR_MIN units)? Only then
+ * may a quota learned earlier (counters_recent()) decide a recipient
+ * without asking Redis: in the second it may be old, the rest of the
+ * fleet is unlikely to send that much, and if it did, the charge at end
+ * of message still refuses what does not fit (451, retried).
+ */
+bool
+policy_far(const struct qm_quota *q, long long reserved, long long more)
+{
+	long long margin;
+	long long need;
+
+	if (q->status != QM_STATUS_OK)
+		return false;
+	if (q->limit == QM_UNLIMITED)
+		return true;
+	margin = q->limit / 10 > POLICY_FAR_MIN ? q->limit / 10 : POLICY_FAR_MIN;
+	if (q->used < 0 || reserved < 0 || more < 0
+	    || __builtin_add_overflow(q->used, reserved, &need)
+	    || __builtin_add_overflow(need, more, &need)
+	    || __builtin_add_overflow(need, margin, &need))
+		return false;
+	return need <= q->limit;
+}
+
 /* Output of policy_format_reply(): stops at the first byte that does not fit. */
 struct reply_out {
 	char   *buf;

@@ -99,6 +99,15 @@ long long policy_message_units(const struct qm_conf *conf, long long nrcpt);
  */
 bool	policy_fits(const struct qm_quota *q, long long reserved, long long more);
 
+/*
+ * policy_far - does q (status ok) let `more` units fit with `reserved`
+ * promised and still leave a tenth of its limit, at least POLICY_FAR_MIN
+ * units? Then a quota under a second old may decide a recipient instead
+ * of a peek at Redis.
+ */
+#define POLICY_FAR_MIN	100
+bool	policy_far(const struct qm_quota *q, long long reserved, long long more);
+
 /* Values a reply template may use. NULL strings print as "-". */
 struct policy_vars {
 	const char *account;

@@ -1,7 +1,7 @@
 /*
  * quota-milter - enforce monthly plan quotas on outgoing mail
  *
- * The libmilter glue: each callback gathers facts about the message,
+ * The milter glue: each callback gathers facts about the message,
  * asks milter/policy.c what they mean and counters/ what fits, and
  * translates the answer into a milter reply. One line is logged per
  * decision.
@@ -74,6 +74,7 @@ struct msg_ctx {
 	const char *acct_reason;
 	char	account[QM_ACCOUNT_MAX + 1];
 	bool	peeked;			/* quota read at the first RCPT */
+	bool	recent;			/* or this process's recent answer (counters_recent) */
 	struct qm_quota quota;		/* what the peek said */
 	long long rcpt_ok;		/* recipients accepted */
 	long long reserved;		/* units promised to them */
@@ -691,7 +692,14 @@ qm_envrcpt(struct milter_conn *ctx, char **argv)
 		decision_log(ctx, cc, units, "refuse", m->acct_reason);
 		return reply(ctx, cc, policy_account_reply(m->acct_res), m->acct_reason);
 	}
-	if (!m->peeked) {
+	/*
+	 * A quota this process learned under a second ago stands in for the
+	 * peek while the account is far from its limit (policy_far()); near
+	 * it, or for a refusal, Redis is asked.
+	 */
+	if (!m->peeked && !m->recent)
+		m->recent = counters_recent(cc->rt->ctr, m->account, &m->quota);
+	if (!m->peeked && (!m->recent || !policy_far(&m->quota, m->reserved, units))) {
 		if (counters_peek(cc->rt->ctr, m->account, time(NULL), &m->quota,
 				  err, sizeof(err)) < 0) {
 			if (cc->rt->conf->on_redis_error == QM_ON_ERROR_ACCEPT) {
@@ -924,7 +932,7 @@ qm_eom(struct milter_conn *ctx)
 		rc = MILTER_CONTINUE;
 		break;
 	default:
-		id = policy_status_reply(m->quota.status, m->peeked);
+		id = policy_status_reply(m->quota.status, m->peeked || m->recent);
 		decision_log(ctx, cc, units, reply_final(cc, id) ? "refuse" : "tempfail",
 			     counters_status_name(m->quota.status));
 		rc = reply(ctx, cc, id, counters_status_name(m->quota.status));

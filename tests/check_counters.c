@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "counters/cache.h"
 #include "counters/counters.h"
 #include "counters/inflight.h"
 #include "counters/journal.h"
@@ -227,6 +228,77 @@ expect_at(int line, struct qm_quota q, enum qm_status status, const char *plan,
 
 #define expect(q, status, plan, limit, used) \
 	expect_at(__LINE__, (q), (status), (plan), (limit), (used))
+
+/* the cache alone: age, clock going back, one account per slot, long ids */
+START_TEST(test_cache)
+{
+	struct quota_cache *qc = quota_cache_create(1);
+	struct qm_quota q = { .status = QM_STATUS_OK, .plan = "basic", .limit = 10, .used = 3 };
+	struct qm_quota got;
+	char	longid[QM_ACCOUNT_MAX + 2];
+
+	ck_assert_ptr_null(quota_cache_create(3));	/* not a power of two */
+	ck_assert_ptr_nonnull(qc);
+	ck_assert(!quota_cache_get(qc, "acme", 0, &got));
+	quota_cache_put(qc, "acme", &q, 5000);
+	ck_assert(quota_cache_get(qc, "acme", 5000, &got));
+	ck_assert(got.used == 3 && got.limit == 10 && strcmp(got.plan, "basic") == 0);
+	ck_assert(quota_cache_get(qc, "acme", 5000 + QUOTA_CACHE_MS - 1, &got));
+	ck_assert(!quota_cache_get(qc, "acme", 5000 + QUOTA_CACHE_MS, &got));
+	ck_assert(!quota_cache_get(qc, "acme", 4999, &got));	/* a clock gone back */
+	ck_assert(!quota_cache_get(qc, "acm", 5000, &got));
+	ck_assert(!quota_cache_get(qc, "acmee", 5000, &got));
+
+	/* One slot: the next account takes it. */
+	q.used = 7;
+	quota_cache_put(qc, "other", &q, 6000);
+	ck_assert(!quota_cache_get(qc, "acme", 6000, &got));
+	ck_assert(quota_cache_get(qc, "other", 6000, &got) && got.used == 7);
+
+	/* An id too long to be valid is not kept, and leaves the slot alone. */
+	memset(longid, 'a', sizeof(longid) - 1);
+	longid[sizeof(longid) - 1] = 0;
+	quota_cache_put(qc, longid, &q, 6000);
+	ck_assert(!quota_cache_get(qc, longid, 6000, &got));
+	ck_assert(quota_cache_get(qc, "other", 6000, &got));
+	quota_cache_free(qc);
+	quota_cache_free(NULL);
+}
+END_TEST
+
+/* counters_recent: what the last peek or charge said, not what failed */
+START_TEST(test_recent)
+{
+	struct counters *ctr;
+	struct qm_quota q;
+	char	err[256];
+
+	cmd_ok("HSET qm:account:{busy} plan basic");
+	cmd_ok("HSET %s total 40", usage_key("busy"));
+	ctr = make();
+	ck_assert(!counters_recent(ctr, "busy", &q));
+	(void) peek(ctr, "busy");
+	ck_assert(counters_recent(ctr, "busy", &q));
+	expect(q, QM_STATUS_OK, "basic", 10000, 40);
+	(void) charge(ctr, "busy", "crm", 2, 0, false);
+	ck_assert(counters_recent(ctr, "busy", &q));
+	expect(q, QM_STATUS_OK, "basic", 10000, 42);
+
+	/* A refusal is kept too (and policy_far() never decides on it). */
+	cmd_ok("HSET qm:account:{busy} suspended 1");
+	(void) peek(ctr, "busy");
+	ck_assert(counters_recent(ctr, "busy", &q) && q.status == QM_STATUS_SUSPENDED);
+	ck_assert(!counters_recent(ctr, "idle", &q));
+	counters_free(ctr);
+
+	/* Redis away: nothing is kept. */
+	conf.redis.address = "127.0.0.1:1";
+	ctr = make();
+	ck_assert_int_eq(counters_peek(ctr, "busy", now, &q, err, sizeof(err)), -1);
+	ck_assert(!counters_recent(ctr, "busy", &q));
+	counters_free(ctr);
+}
+END_TEST
 
 /* peek: plan, limit override, suspension, default plan, unknown plans */
 START_TEST(test_peek_plans)
@@ -1964,6 +2036,8 @@ counters_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_peek_plans);
+	tcase_add_test(tc, test_cache);
+	tcase_add_test(tc, test_recent);
 	tcase_add_test(tc, test_charge_limit);
 	tcase_add_test(tc, test_charge_refusals);
 	tcase_add_test(tc, test_monitor);

@@ -105,7 +105,7 @@ milters_up() {
 
 # milters_down - stop both daemons, each must stop cleanly
 milters_down() {
-	# both at once: libmilter notices a stop only at its next 5 s poll
+	# both at once, so that their stops overlap
 	kill -TERM "$MILTER1_PID" "$MILTER2_PID" 2>/dev/null
 	check "milter $MTAG-1 stops cleanly" milter_stop "$MILTER1_PID" "$MTAG-1"
 	check "milter $MTAG-2 stops cleanly" milter_stop "$MILTER2_PID" "$MTAG-2"

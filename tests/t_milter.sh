@@ -55,6 +55,8 @@ mt "inet:$mport@127.0.0.1" negotiate -D part=header
 # 2. Sender-domain accounts, decided at RCPT.
 rcli HSET 'qm:account:{shop.example}' plan basic limit 2 >/dev/null
 rcli HSET 'qm:account:{race.example}' plan basic limit 1 >/dev/null
+rcli HSET 'qm:account:{busy.example}' plan basic >/dev/null
+rcli HSET 'qm:account:{near.example}' plan basic limit 100 >/dev/null
 bsock="$T/b.sock"
 cat > "$T/b.conf" <<EOC
 socket = "unix:$bsock"

@@ -226,7 +226,7 @@ check_eq "cap-co: 10 000 refused recorded, nothing else" "10000" "$(usage cap-co
 bad=$(rcli --scan | grep -cvE '^qm:(account|usage|warned):\{[A-Za-z0-9._@+-]{1,128}\}(:[0-9]{4}-[0-9]{2})?$|^qm:charge:\{[A-Za-z0-9._@+-]{1,128}\}:[0-9a-f]{16}$|^qm:events$')
 check_eq "every Redis key is a well-formed account, usage, warned or events key" 0 "$bad"
 check_eq "and no key holds a line break" "$(rcli DBSIZE)" "$(rcli --scan | wc -l)"
-kill -TERM "$ph" "$ps" "$pa" 2>/dev/null	# all at once: libmilter's 5 s poll
+kill -TERM "$ph" "$ps" "$pa" 2>/dev/null	# all at once, so that their stops overlap
 check "milter-h stops cleanly (no sanitizer report)" milter_stop "$ph" milter-h
 check "milter-s stops cleanly (no sanitizer report)" milter_stop "$ps" milter-s
 check "milter-a stops cleanly (no sanitizer report)" milter_stop "$pa" milter-a

@@ -360,9 +360,11 @@ done
 
 # --- the milter alone ---------------------------------------------------------
 declare -A LRATES NEGO
-LCFGS=(nothing_unix count_unix count_inet count_unix_ru count_unix_k100 hdr_unix_c1 hdr_inet_c1)
+LCFGS=(nothing_unix nothing_env_unix count_unix count_inet count_unix_ru count_unix_k100 hdr_unix_c1
+	hdr_inet_c1)
 declare -A LLABEL=(
-	[nothing_unix]="counting nothing, unix socket"
+	[nothing_unix]="counting nothing (shipped conf: decided at end of message), unix socket"
+	[nothing_env_unix]="counting nothing, the counting conf (let through at the first RCPT), unix socket"
 	[count_unix]="counting, unix socket, Redis TCP"
 	[count_inet]="counting, inet socket, Redis TCP"
 	[count_unix_ru]="counting, unix socket, Redis unix socket"
@@ -546,7 +548,6 @@ ms() { [ -n "${1:-}" ] && echo "$1" || echo "-"; }
 
 pf_version=$(postconf -d -h mail_version 2>/dev/null)
 redis_version=$(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')
-milter_version=$(dpkg-query -W -f '${Version}' libmilter1.0.1 2>/dev/null || echo unknown)
 cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 r_unix=$(ratio "$(med count_unix)" "$base")
 r_inet=$(ratio "$(med count_inet)" "$base")
@@ -564,8 +565,8 @@ stall=$(awk -v a="$(num "$(med1 hdr_inet)")" -v b="$(num "$(med1 hdr_unix)")" \
 echo "# quota-milter benchmark"
 echo
 echo "Made by \`make bench\` (tests/bench/bench.sh) on $(date -u '+%Y-%m-%d %H:%M UTC')${BENCH_QUICK:+ in QUICK mode (the smoke test: the numbers mean nothing)}."
-echo "Machine: $(nproc) × $cpu_model, Linux $(uname -r), Postfix $pf_version, Redis $redis_version,"
-echo "libmilter $milter_version (Debian's: a pool of worker threads, not one per session)."
+echo "Machine: $(nproc) × $cpu_model, Linux $(uname -r), Postfix $pf_version, Redis $redis_version."
+echo "quota-milter speaks the milter protocol itself (milter/engine.c), not through libmilter."
 echo "The machine is shared with other work: compare ratios within this run, not numbers across runs."
 echo
 echo "Method: one throwaway Postfix on loopback discarding all mail, one smtpd port per"

@@ -1,0 +1,44 @@
+/*
+ * cache.h - the latest quota this process learned of each busy account
+ *
+ * Every peek and every charge leaves its answer here, stamped. At the
+ * first RCPT of a message, an answer younger than QUOTA_CACHE_MS that
+ * leaves the account far from its limit (policy_far()) stands in for the
+ * peek: one Redis round trip fewer per message. Only "it fits" is ever
+ * decided from here; refusals come from Redis, and the charge at end of
+ * message is atomic and exact whatever the cache said.
+ *
+ * A fixed number of slots, one account each by hash: a busier account
+ * pushes out a quieter one, and a miss only costs the peek.
+ */
+#ifndef QM_CACHE_H
+#define QM_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "counters.h"
+
+#define QUOTA_CACHE_MS		1000	/* how long an answer stands in for a peek */
+#define QUOTA_CACHE_SLOTS	1024
+
+struct quota_cache;
+
+/* quota_cache_create - an empty cache of slots (a power of two), or NULL */
+struct quota_cache *quota_cache_create(size_t slots);
+
+/* quota_cache_free - NULL is allowed */
+void	quota_cache_free(struct quota_cache *qc);
+
+/* quota_cache_put - keep q as the account's latest answer, at now_ms */
+void	quota_cache_put(struct quota_cache *qc, const char *account, const struct qm_quota *q,
+			        long long now_ms);
+
+/*
+ * quota_cache_get - the account's latest answer if it is younger than
+ * QUOTA_CACHE_MS at now_ms: true with it in q
+ */
+bool	quota_cache_get(struct quota_cache *qc, const char *account, long long now_ms,
+			        struct qm_quota *q);
+
+#endif
