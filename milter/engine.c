@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -96,19 +97,25 @@ struct milter_conn {
 };
 
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t live_cond = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t live_cond;	/* on CLOCK_MONOTONIC, made by stop_init() */
 static struct milter_conn *live;	/* of milter_serve() */
 
 static pthread_once_t stop_once = PTHREAD_ONCE_INIT;
 static int stop_pipe[2] = {-1, -1};
 static char *listen_path;		/* the unix socket made, removed at the end */
 
-/* stop_init - the pipe milter_stop() writes to */
+/* stop_init - the pipe milter_stop() writes to, and live_cond */
 static void
 stop_init(void)
 {
-	if (pipe(stop_pipe) < 0)
+	pthread_condattr_t ca;
+
+	if (pipe2(stop_pipe, O_CLOEXEC) < 0)
 		msg_fatal("pipe: %m");
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&live_cond, &ca);
+	pthread_condattr_destroy(&ca);
 }
 
 void
@@ -330,10 +337,17 @@ reply_status(struct milter_conn *c, unsigned long nr, enum milter_status status)
 		rc = packet_put(c, rep, NULL, 0, NULL, 0, NULL, 0);
 	c->reply[0] = 0;
 	if (rc < 0) {
-		/* Out of memory: drop the queued header changes, say tempfail. */
-		msg_warn("milter: out of memory for a reply: tempfail");
+		/*
+		 * Out of memory: the verdict goes without its text, and at end
+		 * of message without the header changes queued before it. A
+		 * charged message is still accepted, not charged twice by a
+		 * retry.
+		 */
+		char	plain[5] = {0, 0, 0, 1, rep};
+
+		msg_warn("milter: out of memory for a reply: '%c' sent alone", rep);
 		c->out.len = 0;
-		if (send(c->fd, "\0\0\0\1t", 5, MSG_NOSIGNAL) != 5) {
+		if (send(c->fd, plain, sizeof(plain), MSG_NOSIGNAL) != (ssize_t) sizeof(plain)) {
 			c->said = true;
 			return -1;
 		}
@@ -675,12 +689,17 @@ dispatch(struct milter_conn *c, char cmd, char *data, size_t len)
 	case CMD_MACRO:
 		return macros_set(c, data, len);
 	case CMD_CONNECT:
+		/* Each event forgets the macros of the stages after it, as libmilter. */
+		macros_clear(c, MILTER_STAGE_HELO);
 		return ev_connect(c, data, end);
 	case CMD_HELO:
+		macros_clear(c, MILTER_STAGE_ENVFROM);
 		return reply_status(c, MILTER_NR_HELO, MILTER_CONTINUE);
 	case CMD_MAIL:
+		macros_clear(c, MILTER_STAGE_ENVRCPT);
 		return ev_args(c, data, end, c->cb->envfrom, MILTER_NR_MAIL);
 	case CMD_RCPT:
+		macros_clear(c, MILTER_STAGE_DATA);
 		return ev_args(c, data, end, c->cb->envrcpt, MILTER_NR_RCPT);
 	case CMD_DATA:
 		return reply_status(c, MILTER_NR_DATA, c->cb->data(c));
@@ -709,12 +728,22 @@ dispatch(struct milter_conn *c, char cmd, char *data, size_t len)
 		conn_close(c);
 		return 1;
 	case CMD_QUIT_NC:
-		/* A new SMTP session on this connection, with what was negotiated. */
+		/*
+		 * A new SMTP session on this connection, with what was
+		 * negotiated. Should the milter now want other steps (its conf
+		 * was reloaded), the connection is closed: the MTA opens a new
+		 * one and negotiates afresh.
+		 */
 		conn_close(c);
 		c->closed = false;
 		macros_clear(c, MILTER_STAGE_CONNECT);
 		a = s = 0;
-		(void) c->cb->negotiate(c, c->actions, c->steps, &a, &s);
+		if (c->cb->negotiate(c, c->actions, c->steps, &a, &s) != MILTER_CONTINUE
+		    || (a & c->actions) != c->actions || (s & c->steps) != c->steps) {
+			msg_info("milter: the milter wants new terms: closing, to negotiate anew");
+			c->said = true;
+			return -1;
+		}
 		symlist_free(c);
 		return 0;
 	default:
@@ -823,6 +852,8 @@ conn_serve(int fd)
 	if (live)
 		live->prev = c;
 	live = c;
+	if (pool.stopping)			/* serve_end() went by: no new session */
+		(void) shutdown(fd, SHUT_RD);
 	pthread_mutex_unlock(&live_lock);
 
 	conn_run(c);
@@ -911,7 +942,7 @@ serve_end(int grace)
 	struct milter_conn *c;
 	int	busy = 0;
 
-	clock_gettime(CLOCK_REALTIME, &until);
+	clock_gettime(CLOCK_MONOTONIC, &until);
 	until.tv_sec += grace;
 	pthread_mutex_lock(&live_lock);
 	pool.stopping = true;

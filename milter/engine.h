@@ -105,7 +105,8 @@ int	milter_listen(const char *spec, char *err, size_t errlen);
  * milter_stop(). Then no more are accepted, idle connections are closed,
  * and those in a callback finish it and reply, for at most grace
  * seconds. The unix socket milter_listen() made is removed. 0, or -1
- * if accept failed for good.
+ * when no thread could be started. accept() errors are logged (once a
+ * second) and waited out.
  */
 int	milter_serve(int fd, const struct milter_callbacks *cb, int grace);
 

@@ -700,6 +700,7 @@ qm_envrcpt(struct milter_conn *ctx, char **argv)
 	if (!m->peeked && !m->recent)
 		m->recent = counters_recent(cc->rt->ctr, m->account, &m->quota);
 	if (!m->peeked && (!m->recent || !policy_far(&m->quota, m->reserved, units))) {
+		m->recent = false;		/* decided on Redis's answer from here on */
 		if (counters_peek(cc->rt->ctr, m->account, time(NULL), &m->quota,
 				  err, sizeof(err)) < 0) {
 			if (cc->rt->conf->on_redis_error == QM_ON_ERROR_ACCEPT) {

@@ -937,6 +937,19 @@ START_TEST(macros_by_stage)
 		STEP('D', "Ri\0QID3\0", 0),
 		STEP('R', "<f@example.net>\0", 'c'),
 		STEP('E', "", 'c'),
+		/* Message 4 ends with neither: MAIL forgets its RCPT macros. */
+		STEP('M', "<g@example.com>\0", 'c'),
+		STEP('D', "Ri\0QID4\0", 0),
+		STEP('R', "<h@example.net>\0", 'c'),
+		STEP('M', "<i@example.com>\0", 'c'),
+		STEP('A', "", 0),
+		/* A new connect forgets the HELO stage and after. */
+		STEP('D', "Hj\0helo-stage\0", 0),
+		STEP('H', "client.example\0", 'c'),
+		STEP('M', "<k@example.com>\0", 'c'),
+		STEP('D', "C{daemon_name}\0smtpd\0", 0),
+		STEP('C', "mx2.example\0U", 'c'),
+		STEP('M', "<l@example.com>\0", 'c'),
 	};
 	int	fd;
 
@@ -957,6 +970,13 @@ START_TEST(macros_by_stage)
 		  " mail[<e@example.com>] j=mx.example {auth_authen}=- auth_authen=- i=-;"
 		  " rcpt[<f@example.net>] j=mx.example {auth_authen}=- auth_authen=- i=QID3;"
 		  " eom j=mx.example {auth_authen}=- auth_authen=- i=QID3;"
+		  " mail[<g@example.com>] j=mx.example {auth_authen}=- auth_authen=- i=-;"
+		  " rcpt[<h@example.net>] j=mx.example {auth_authen}=- auth_authen=- i=QID4;"
+		  " mail[<i@example.com>] j=mx.example {auth_authen}=- auth_authen=- i=-;"
+		  " abort j=mx.example {auth_authen}=- auth_authen=- i=-;"
+		  " mail[<k@example.com>] j=helo-stage {auth_authen}=- auth_authen=- i=-;"
+		  " connect[mx2.example -] j=- {auth_authen}=- auth_authen=- i=-;"
+		  " mail[<l@example.com>] j=- {auth_authen}=- auth_authen=- i=-;"
 		  " close");
 }
 END_TEST
@@ -1383,6 +1403,32 @@ START_TEST(quit_and_new_connection)
 }
 END_TEST
 
+/* A milter that wants other steps after a reload: 'K' closes the connection. */
+START_TEST(quit_nc_new_terms)
+{
+	static const struct step first[] = {
+		STEP_OPTNEG,
+		STEP('C', "mx.example\0U", 0),
+		STEP('M', "<a@example.com>\0", 'c'),
+	};
+	int	fd;
+
+	set_plan(MILTER_ACT_CHGHDRS, MILTER_NR_CONN | MILTER_NOHELO, MILTER_CONTINUE);
+	server_start(NULL);
+	fd = client();
+	run_steps(fd, first, ARRAY_LEN(first), PER_PACKET);
+	set_plan(MILTER_ACT_CHGHDRS, MILTER_NOHELO, MILTER_CONTINUE);	/* replies at connect now */
+	pkt_send(fd, 'K', "", 0);
+	expect_eof(fd);
+	close(fd);
+	server_stop();
+	ck_assert_int_eq(rec.negotiates, 2);
+	ck_assert_int_eq(rec.closes, 2);
+	ck_assert_int_eq(rec.warnings, 0);
+	check_log("negotiate; connect[mx.example -]; mail[<a@example.com>]; close; negotiate; close");
+}
+END_TEST
+
 /* session_thread - milter_session() on the descriptor at arg */
 static void *
 session_thread(void *arg)
@@ -1695,6 +1741,7 @@ engine_suite(void)
 	tcase_add_test(tc, framing_big_packets);
 	tcase_add_loop_test(tc, hostile_input, 0, (int) ARRAY_LEN(hostile_cases));
 	tcase_add_test(tc, quit_and_new_connection);
+	tcase_add_test(tc, quit_nc_new_terms);
 	tcase_add_test(tc, session_alone);
 	suite_add_tcase(s, tc);
 

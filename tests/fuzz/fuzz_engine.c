@@ -5,8 +5,9 @@
  * Input: the bytes the MTA sends, as is (packets: 4-byte length, command,
  * data). They are written into one end of a socket pair; milter_session()
  * serves the other end with callbacks that use the engine's whole API,
- * steered by the data the input carries. Another thread reads what the
- * engine answers.
+ * steered by the data the input carries, while another thread reads what
+ * the engine answers (unread, its replies would fill the socket and block
+ * it).
  *
  * - Every answer is a well-formed packet of a kind the engine may send:
  *   a negotiation reply (once, and first: anything before the MTA's
@@ -216,11 +217,14 @@ static const struct milter_callbacks cb = {
 	.abort = cb_abort, .close = cb_close,
 };
 
-/* One direction of the socket pair each. */
+/* The MTA's end of the socket pair: what it sends, what it got back. */
 struct pipe_end {
 	int	fd;
 	const uint8_t *data;
 	size_t	size;
+	uint8_t *out;
+	size_t	got;
+	size_t	cap;
 };
 
 /* mta_write - send the input, then end the sending side */
@@ -240,6 +244,27 @@ mta_write(void *arg)
 		off += (size_t) n;
 	}
 	(void) shutdown(w->fd, SHUT_WR);
+	return NULL;
+}
+
+/* mta_read - take what the engine answers while it runs, until it closes */
+static void *
+mta_read(void *arg)
+{
+	struct pipe_end *w = arg;
+	uint8_t	sink[4096];
+
+	for (;;) {
+		ssize_t	n = read(w->fd, w->got < w->cap ? w->out + w->got : sink,
+				 w->got < w->cap ? w->cap - w->got : sizeof(sink));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		if (w->got < w->cap)
+			w->got += (size_t) n;
+	}
 	return NULL;
 }
 
@@ -297,8 +322,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static uint8_t out[1 << 20];
 	struct pipe_end w;
-	pthread_t tid;
-	size_t	got = 0;
+	pthread_t writer;
+	pthread_t reader;
 	int	sv[2];
 
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0)
@@ -307,27 +332,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	input_size = size;
 	closes = 0;
 	negotiations = 0;
-	w = (struct pipe_end) {.fd = sv[0], .data = data, .size = size};
-	if (pthread_create(&tid, NULL, mta_write, &w) != 0)
+	w = (struct pipe_end) {.fd = sv[0], .data = data, .size = size, .out = out,
+	.cap = sizeof(out)};
+	if (pthread_create(&writer, NULL, mta_write, &w) != 0
+	    || pthread_create(&reader, NULL, mta_read, &w) != 0)
 		abort();
-
-	/*
-	 * The engine's answers pile up in the socket while it reads: they are
-	 * never more than a few times the input, which fits in its buffer.
-	 */
 	milter_session(sv[1], &cb);
 	(void) close(sv[1]);
-	pthread_join(tid, NULL);
-	for (;;) {
-		ssize_t	n = read(sv[0], out + got, sizeof(out) - got);
-
-		if (n <= 0)
-			break;
-		got += (size_t) n;
-	}
+	pthread_join(writer, NULL);
+	pthread_join(reader, NULL);
 	(void) close(sv[0]);
+	FUZZ_CHECK(w.got < sizeof(out), "more than %zu bytes of replies", sizeof(out));
 	FUZZ_CHECK(closes == (negotiations > 0 ? negotiations : 1), "close ran %d times, %d negotiations",
 		   closes, negotiations);
-	check_replies(out, got);
+	check_replies(out, w.got);
 	return 0;
 }
