@@ -6,11 +6,11 @@
  * reply to each, except where the milter negotiated no reply
  * (MILTER_NR_*) and for macros (before an event), abort and quit.
  *
- * One thread per connection: it reads what the socket has, handles every
- * whole packet in it, and writes each reply with one write(). The
- * callbacks may then block on Redis without holding up other
- * connections, as with libmilter, but with no hand-off between threads
- * and no poll() before each read.
+ * One thread serves a connection from accept() to its end (see worker()
+ * below): it reads what the socket has, handles every whole packet in it,
+ * and writes each reply with one write(). The callbacks may then block on
+ * Redis without holding up other connections, as with libmilter, but with
+ * no hand-off between threads and no poll() before each read.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -633,8 +633,8 @@ ev_connect(struct milter_conn *c, char *p, char *end)
 				addr = (struct sockaddr *) sin6;
 			}
 		}
-		if (addr == NULL)
-			msg_warn("milter: client address \"%.64s\" is not an IP address", ip);
+		if (addr == NULL)		/* not logged as is: the bytes are anyone's */
+			msg_warn("milter: the MTA's IPv%c client address does not parse", family);
 	}
 	return reply_status(c, MILTER_NR_CONN, c->cb->connect(c, host, addr));
 }

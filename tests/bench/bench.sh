@@ -31,7 +31,7 @@
 # configuration, and instructions per message from callgrind.
 #
 # Environment:
-#   BENCH_ROUNDS   rounds (default 3)        BENCH_MSGS   messages per run (3000)
+#   BENCH_ROUNDS   rounds (default 5)        BENCH_MSGS   messages per run (3000)
 #   BENCH_MSGS1    the same with -s 1 (300)  BENCH_WARMUP warm-up messages (300)
 #   BENCH_LOAD_SECS  seconds per milterload run (5)
 #   BENCH_CG_MSGS  messages under callgrind (2000); BENCH_CG=0 skips callgrind
@@ -55,7 +55,7 @@ if [ -n "${BENCH_QUICK:-}" ]; then
 	WARMUP=${BENCH_WARMUP:-10} LOAD_SECS=${BENCH_LOAD_SECS:-0.5} CG=${BENCH_CG:-0}
 	CG_MSGS=${BENCH_CG_MSGS:-20} HOLD_CONNS=${BENCH_HOLD_CONNS:-50} MON_MSGS=20
 else
-	ROUNDS=${BENCH_ROUNDS:-3} MSGS=${BENCH_MSGS:-3000} MSGS1=${BENCH_MSGS1:-300}
+	ROUNDS=${BENCH_ROUNDS:-5} MSGS=${BENCH_MSGS:-3000} MSGS1=${BENCH_MSGS1:-300}
 	WARMUP=${BENCH_WARMUP:-300} LOAD_SECS=${BENCH_LOAD_SECS:-5} CG=${BENCH_CG:-1}
 	CG_MSGS=${BENCH_CG_MSGS:-2000} HOLD_CONNS=${BENCH_HOLD_CONNS:-500} MON_MSGS=200
 fi
