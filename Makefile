@@ -6,6 +6,8 @@
 #   make bench    build, then measure throughput through a throwaway Postfix
 #                 and alone, Redis use, memory; writes bench/RESULTS.md
 #   make demo     a plan filling up: Redis, Postfix and the milter on loopback
+#   make check-hiredis1  build with hiredis 1.x (fetched from Debian trixie,
+#                 not installed) and run the Redis tests against it
 #   make install  DESTDIR=... PREFIX=...
 #
 # Honours CC, CFLAGS, CPPFLAGS, LDFLAGS, DESTDIR and PREFIX. Objects go to
@@ -46,7 +48,7 @@ TEST_HELPERS = $(B)/tests/redis_helper.o
 MILTERLOAD = $(B)/tests/bench/milterload
 
 .SECONDARY:
-.PHONY: all run check check-unit check-asan test-run install clean deps bench demo fuzz fuzz-build fuzz-clean
+.PHONY: all run check check-unit check-asan check-hiredis1 test-run install clean deps bench demo fuzz fuzz-build fuzz-clean
 all: $(DAEMON) $(CTL) $(UNIT_TESTS) $(REDIS_TESTS) $(MILTERLOAD)
 
 $(B)/%.o: %.c
@@ -105,6 +107,11 @@ demo: deps
 	$(MAKE) all
 	bash tests/demo.sh $(B)
 
+# check-hiredis1: the same code built with hiredis 1.x (from Debian's next
+# release, unpacked, not installed) and its Redis tests run; not part of check.
+check-hiredis1: deps
+	bash tests/hiredis1.sh
+
 check-asan:
 	$(MAKE) B=build-asan CC=$(or $(ASAN_CC),$(CC)) \
 		CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
@@ -120,7 +127,7 @@ install: $(DAEMON) $(CTL)
 	install -m 644 conf/quota-milter.conf $(DESTDIR)$(SYSCONFDIR)/quota-milter/quota-milter.conf
 
 clean:
-	rm -rf build build-asan counters/quota_lua.h
+	rm -rf build build-asan build-hiredis1 counters/quota_lua.h
 
 # deb: the Debian package (debian/), built by `dpkg-buildpackage -us -uc -b`
 # in a scratch copy of the files git tracks or would track (committed or

@@ -415,8 +415,17 @@ if reload_to "$T/qm.conf" "$T/milter.log"; then
 	echo "# 1e SHUTDOWN in the request's turn: the message got \"$SAME_REPLY\"; usage total $(usage_total "$REDIS_PORT" fe-shut) for 1 + that one"
 	# Redis ran the charge, then died before replying: the message is in
 	# doubt and gets 451; its cancel, journaled, takes the count back once
-	# Redis is up again (README: "When Redis fails").
-	check_eq "1e SHUTDOWN in the request's turn: the charge's cancel was journaled" 1 "$(cancels fe-shut)"
+	# Redis is up again (README: "When Redis fails"). The pool also sends
+	# it once more on a fresh connection: should the restarted Redis answer
+	# within the call's time (seen with another build's timing), the
+	# message gets 250 and there is nothing to cancel; the charge id keeps
+	# a charge that ran twice from counting twice.
+	case $SAME_REPLY in
+	250*)	check_eq "1e SHUTDOWN in the request's turn: sent again to the restarted Redis, no cancel" \
+			0 "$(cancels fe-shut)" ;;
+	*)	check_eq "1e SHUTDOWN in the request's turn: the charge's cancel was journaled" \
+			1 "$(cancels fe-shut)" ;;
+	esac
 	check_total "1e SHUTDOWN in the request's turn" fe-shut "$REDIS_PORT"
 	# The same with on_redis_error = accept: the message is journaled (and
 	# the journal replayed into Redis once it is back).
