@@ -834,7 +834,6 @@ conn_serve(int fd)
 	struct timeval idle = {.tv_sec = IDLE_TIMEOUT};
 	struct timeval wr = {.tv_sec = WRITE_TIMEOUT};
 	struct milter_conn *c;
-	int	on = 1;
 
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
 		msg_warn("milter: out of memory for a connection");
@@ -845,8 +844,6 @@ conn_serve(int fd)
 	c->cb = pool.cb;
 	(void) setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &idle, sizeof(idle));
 	(void) setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &wr, sizeof(wr));
-	if (listen_path == NULL)
-		(void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
 	pthread_mutex_lock(&live_lock);
 	c->next = live;
 	if (live)
@@ -988,6 +985,12 @@ milter_serve(int fd, const struct milter_callbacks *cb, int grace)
 	return i > 0 ? 0 : -1;
 }
 
+const char *
+milter_unix_path(void)
+{
+	return listen_path;
+}
+
 /* listen_unix - a unix socket at path; a stale one is removed first */
 static int
 listen_unix(const char *path, char *err, size_t errlen)
@@ -1060,8 +1063,10 @@ listen_inet(int family, const char *spec, char *err, size_t errlen)
 		snprintf(err, errlen, "socket \"%s\": %s", spec, gai_strerror(gai));
 		return -1;
 	}
+	/* TCP_NODELAY: accepted connections inherit it (Linux), no Nagle wait. */
 	if ((fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0
 	    || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) < 0
+	    || setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) < 0
 	    || bind(fd, res->ai_addr, res->ai_addrlen) < 0
 	    || listen(fd, SOMAXCONN) < 0) {
 		snprintf(err, errlen, "socket \"%s\": %s", spec, strerror(errno));

@@ -100,6 +100,9 @@ struct milter_callbacks {
  */
 int	milter_listen(const char *spec, char *err, size_t errlen);
 
+/* milter_unix_path - the unix socket milter_listen() made, or NULL (TCP) */
+const char *milter_unix_path(void);
+
 /*
  * milter_serve - accept MTA connections on fd, one thread each, until
  * milter_stop(). Then no more are accepted, idle connections are closed,

@@ -100,7 +100,6 @@ struct conn_ctx {
 };
 
 static bool opt_foreground;
-static bool listen_unix;		/* the milter listens on a unix socket */
 
  /*
   * The journal: counts of on_redis_error = accept, and in every mode the
@@ -511,7 +510,7 @@ negotiate_steps(const struct qm_conf *conf)
 	unsigned long steps = MILTER_NOHELO | MILTER_NOEOH | MILTER_NOBODY | MILTER_NOUNKNOWN
 	    | MILTER_NR_CONN;
 
-	if (listen_unix)
+	if (milter_unix_path() != NULL)
 		steps |= MILTER_NODATA;
 	if (!conf_mail_may_pass(conf) || conf_rcpt_may_refuse(conf))
 		steps |= MILTER_NR_MAIL;
@@ -1163,24 +1162,11 @@ drop_privileges(const char *user)
 		msg_fatal("setuid(%ld): %m", (long) pw->pw_uid);
 }
 
-/* socket_path - the file of a unix socket spec, or NULL */
-static const char *
-socket_path(const char *spec)
-{
-	if (strncmp(spec, "unix:", 5) == 0)
-		return spec + 5;
-	if (strncmp(spec, "local:", 6) == 0)
-		return spec + 6;
-	if (spec[0] == '/')
-		return spec;
-	return NULL;
-}
-
 /* socket_prepare - let the MTA (in the user's group) reach a unix socket */
 static void
 socket_prepare(const struct qm_conf *conf)
 {
-	const char *path = socket_path(conf->socket);
+	const char *path = milter_unix_path();
 	struct passwd *pw;
 
 	if (path == NULL)
@@ -1262,7 +1248,6 @@ main(int argc, char **argv)
 
 	if ((fd = milter_listen(rt->conf->socket, err, sizeof(err))) < 0)
 		msg_fatal("cannot open the milter socket: %s", err);
-	listen_unix = socket_path(rt->conf->socket) != NULL;
 	socket_prepare(rt->conf);
 	drop_privileges(rt->conf->user);
 	if (!opt_foreground && daemon(0, 0) < 0)
