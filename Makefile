@@ -35,14 +35,13 @@ ALL_CFLAGS = $(QM_CPPFLAGS) $(CPPFLAGS) $(QM_CFLAGS) $(CFLAGS)
 LIB_SRCS = conf/cidr.c conf/conf.c \
 	counters/month.c counters/keys.c counters/redis.c counters/counters.c \
 	counters/journal.c counters/inflight.c counters/cache.c \
-	milter/policy.c milter/log.c milter/engine.c
+	milter/policy.c milter/log.c
 LIB_OBJS = $(LIB_SRCS:%.c=$(B)/%.o)
 
 DAEMON	= $(B)/quota-milter
 CTL	= $(B)/quota-milter-ctl
 CTL_OBJS = $(B)/ctl/quota-milter-ctl.o $(B)/ctl/row.o $(B)/ctl/scan.o $(B)/ctl/output.o
-UNIT_TESTS = $(B)/tests/check_conf $(B)/tests/check_month $(B)/tests/check_policy \
-	$(B)/tests/check_engine
+UNIT_TESTS = $(B)/tests/check_conf $(B)/tests/check_month $(B)/tests/check_policy
 REDIS_TESTS = $(B)/tests/check_counters
 TEST_HELPERS = $(B)/tests/redis_helper.o
 MILTERLOAD = $(B)/tests/bench/milterload
@@ -72,7 +71,7 @@ $(B)/libqm.a: $(LIB_OBJS)
 	$(AR) rcs $@ $(LIB_OBJS)
 
 $(DAEMON): $(B)/milter/quota-milter.o $(B)/libqm.a
-	$(CC) $(QM_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(QM_LIBS)
+	$(CC) $(QM_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ -lmilter $(QM_LIBS)
 
 $(CTL): $(CTL_OBJS) $(B)/libqm.a
 	$(CC) $(QM_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(QM_LIBS)
@@ -165,7 +164,7 @@ FUZZ_B	?= build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS ?= -O1 -g -fno-omit-frame-pointer
 FUZZ_SAN = -fsanitize=address,undefined -fno-sanitize-recover=all
-FUZZ_TARGETS = fuzz_conf fuzz_classify fuzz_account fuzz_reply fuzz_engine
+FUZZ_TARGETS = fuzz_conf fuzz_classify fuzz_account fuzz_reply
 FUZZ_LIB_SRCS = conf/cidr.c conf/conf.c milter/policy.c counters/keys.c \
 	counters/month.c counters/journal.c
 FUZZ_LIB_OBJS = $(FUZZ_LIB_SRCS:%.c=$(FUZZ_B)/%.o)
@@ -178,8 +177,6 @@ $(FUZZ_B)/%.o: %.c
 
 $(FUZZ_B)/fuzz_%: $(FUZZ_B)/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJS)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(FUZZ_LIBS)
-# the engine's target brings its own quiet msg_*() in place of milter/log.c
-$(FUZZ_B)/fuzz_engine: $(FUZZ_B)/milter/engine.o
 
 fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_B)/%)
 

@@ -436,19 +436,31 @@ conf_check_warn(cfg_t *cfg, cfg_opt_t *opt)
 	return 0;
 }
 
+/* conf_socket_unix_path - the file of a unix socket spec, or NULL */
+const char *
+conf_socket_unix_path(const char *spec)
+{
+	if (strncmp(spec, "unix:", 5) == 0)
+		return spec + 5;
+	if (strncmp(spec, "local:", 6) == 0)
+		return spec + 6;
+	if (strncmp(spec, "inet:", 5) == 0 || strncmp(spec, "inet6:", 6) == 0)
+		return NULL;
+	return spec;
+}
+
 /* conf_check_socket - validator: a socket spec, as libmilter milters write it */
 static int
 conf_check_socket(cfg_t *cfg, cfg_opt_t *opt)
 {
 	const char *s = cfg_opt_getnstr(opt, 0);
+	const char *path = conf_socket_unix_path(s);
 	const char *at;
 	bool	ok;
 
-	if (strncmp(s, "unix:", 5) == 0)
-		ok = conf_unix_path_ok(s + 5);
-	else if (strncmp(s, "local:", 6) == 0)
-		ok = conf_unix_path_ok(s + 6);
-	else if (strncmp(s, "inet:", 5) == 0 || strncmp(s, "inet6:", 6) == 0) {
+	if (path != NULL)
+		ok = conf_unix_path_ok(path);
+	else {
 		char	port[8];
 		const char *p = strchr(s, ':') + 1;
 		size_t	len;
@@ -461,8 +473,7 @@ conf_check_socket(cfg_t *cfg, cfg_opt_t *opt)
 			port[len] = 0;
 			ok = conf_port_ok(port);
 		}
-	} else
-		ok = conf_unix_path_ok(s);
+	}
 	if (!ok) {
 		cfg_error(cfg, "bad socket \"%s\": expected inet:PORT@HOST, inet6:PORT@HOST or unix:/PATH", s);
 		return -1;

@@ -132,6 +132,12 @@ void	conf_free(struct qm_conf *conf);
 /* conf_plan - the plan of that name, or NULL */
 const struct qm_plan *conf_plan(const struct qm_conf *conf, const char *name);
 
+/*
+ * conf_socket_unix_path - the file of a unix socket spec ("unix:/PATH",
+ * "local:/PATH" or "/PATH", as libmilter reads them), or NULL for inet
+ */
+const char *conf_socket_unix_path(const char *spec);
+
 /* conf_reply_name - the conf name of a reply ("exhausted", ...) */
 const char *conf_reply_name(enum qm_reply_id id);
 

@@ -14,8 +14,8 @@
  * At start, the files of milters that died (nobody holds their lock any
  * more) are read: each charge still in a slot gets a cancel entry in the
  * journal (see journal.h and counters_replay), and the file is removed.
- * What remains is the short span between freeing the slot and the
- * engine writing the reply.
+ * What remains is the short span between freeing the slot and
+ * libmilter writing the reply.
  *
  * Files: FOLDER/inflight.RANDOM.map (about 1.3 MB, sparse), locked
  * (flock) by their process for its lifetime. The daemon leaves its file

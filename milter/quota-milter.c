@@ -1,14 +1,14 @@
 /*
  * quota-milter - enforce monthly plan quotas on outgoing mail
  *
- * The milter glue: each callback gathers facts about the message,
+ * The libmilter glue: each callback gathers facts about the message,
  * asks milter/policy.c what they mean and counters/ what fits, and
  * translates the answer into a milter reply. One line is logged per
  * decision.
  *
  * Negotiation (once per connection) pins the conf and asks the MTA for
  * only what that conf needs: the events it reads, no reply where the
- * callback can never refuse (MILTER_NR_*), and the macros it reads. Fewer
+ * callback can never refuse (SMFIP_NR_*), and the macros it reads. Fewer
  * packets and replies are most of what a milter costs an MTA.
  *
  * Life of a counted message:
@@ -35,18 +35,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <libmilter/mfapi.h>
 
 #include "../conf/conf.h"
 #include "../counters/counters.h"
 #include "../counters/inflight.h"
 #include "../counters/journal.h"
-#include "engine.h"
 #include "log.h"
 #include "policy.h"
 
 #define QM_VERSION	"0.1.0"
 #define QM_NAME		"quota-milter"
-#define QM_STOP_GRACE	10		/* seconds for busy connections at stop */
 
  /*
   * A runtime is a loaded conf with its Redis counters. It is immutable
@@ -90,7 +89,7 @@ struct msg_ctx {
  /* Per-connection state. */
 struct conn_ctx {
 	struct runtime *rt;		/* pinned at negotiation */
-	unsigned long noreply;		/* MILTER_NR_* asked for: no reply there */
+	unsigned long noreply;		/* SMFIP_NR_* asked for: no reply there */
 	bool	failed;			/* out of memory at connect: tempfail mail */
 	struct sockaddr_storage client;
 	bool	has_client;
@@ -100,6 +99,7 @@ struct conn_ctx {
 };
 
 static bool opt_foreground;
+static bool listen_unix;		/* the milter listens on a unix socket */
 
  /*
   * The journal: counts of on_redis_error = accept, and in every mode the
@@ -112,7 +112,7 @@ static struct journal *journal;
 static struct inflight *inflight;	/* set with journal, then never changed */
 
 static int journal_start(const struct qm_conf *conf, char *err, size_t errlen);
-static void strip_headers(struct milter_conn *ctx, struct conn_ctx *cc);
+static void strip_headers(SMFICTX *ctx, struct conn_ctx *cc);
 
 /* runtime_acquire - pin the current runtime */
 static struct runtime *
@@ -184,9 +184,9 @@ msg_reset(struct msg_ctx *m)
 
 /* queue_id - the MTA's queue id, or NOQUEUE before it has one */
 static const char *
-queue_id(struct milter_conn *ctx)
+queue_id(SMFICTX *ctx)
 {
-	const char *id = milter_macro(ctx, "i");
+	const char *id = smfi_getsymval(ctx, "i");
 
 	return id != NULL && *id ? id : "NOQUEUE";
 }
@@ -221,7 +221,7 @@ category_name(const struct qm_conf *conf, int category)
  * category, units, used/limit and what was decided.
  */
 static void
-decision_log(struct milter_conn *ctx, const struct conn_ctx *cc, long long units,
+decision_log(SMFICTX *ctx, const struct conn_ctx *cc, long long units,
 	     const char *decision, const char *detail)
 {
 	const struct msg_ctx *m = &cc->msg;
@@ -244,10 +244,10 @@ decision_log(struct milter_conn *ctx, const struct conn_ctx *cc, long long units
 
 /*
  * reply - set the SMTP reply of a conf reply and return the matching
- * milter status: MILTER_TEMPFAIL for 4xx, MILTER_REJECT for 5xx.
+ * milter status: SMFIS_TEMPFAIL for 4xx, SMFIS_REJECT for 5xx.
  */
-static enum milter_status
-reply(struct milter_conn *ctx, const struct conn_ctx *cc, enum qm_reply_id id, const char *reason)
+static sfsistat
+reply(SMFICTX *ctx, const struct conn_ctx *cc, enum qm_reply_id id, const char *reason)
 {
 	const struct qm_conf *conf = cc->rt->conf;
 	const struct qm_reply *r = &conf->replies[id];
@@ -264,9 +264,9 @@ reply(struct milter_conn *ctx, const struct conn_ctx *cc, enum qm_reply_id id, c
 	char	text[512];
 
 	policy_format_reply(text, sizeof(text), r->text, &v);
-	if (milter_setreply(ctx, r->code, r->xcode, text) != 0)
-		msg_warn("%s: reply %s %s refused by the milter engine", queue_id(ctx), r->code, r->xcode);
-	return r->code[0] == '4' ? MILTER_TEMPFAIL : MILTER_REJECT;
+	if (smfi_setreply(ctx, (char *) r->code, (char *) r->xcode, text) != MI_SUCCESS)
+		msg_warn("%s: smfi_setreply %s %s failed", queue_id(ctx), r->code, r->xcode);
+	return r->code[0] == '4' ? SMFIS_TEMPFAIL : SMFIS_REJECT;
 }
 
 /* reply_final - is the conf's reply a permanent (5xx) refusal? */
@@ -326,7 +326,7 @@ msg_entry(const struct conn_ctx *cc, const char *id, const char *month, long lon
  * that nothing stays counted for mail that was not accepted.
  */
 static void
-charge_cancel(struct milter_conn *ctx, struct conn_ctx *cc, struct journal *jr, long long units)
+charge_cancel(SMFICTX *ctx, struct conn_ctx *cc, struct journal *jr, long long units)
 {
 	struct msg_ctx *m = &cc->msg;
 	struct journal_entry e;
@@ -349,8 +349,8 @@ charge_cancel(struct milter_conn *ctx, struct conn_ctx *cc, struct journal *jr, 
  * message's counts go to the journal first; if even that fails, the
  * message is tempfailed rather than let through uncounted.
  */
-static enum milter_status
-unavailable(struct milter_conn *ctx, struct conn_ctx *cc, long long units, const char *err)
+static sfsistat
+unavailable(SMFICTX *ctx, struct conn_ctx *cc, long long units, const char *err)
 {
 	struct msg_ctx *m = &cc->msg;
 	struct journal *jr = journal_get(NULL);
@@ -368,7 +368,7 @@ unavailable(struct milter_conn *ctx, struct conn_ctx *cc, long long units, const
 			m->refused = 0;
 			strip_headers(ctx, cc);
 			decision_log(ctx, cc, units, "accept-journaled", err);
-			return MILTER_CONTINUE;
+			return SMFIS_CONTINUE;
 		}
 		msg_warn("%s: cannot journal the count: %s", queue_id(ctx), jerr);
 	}
@@ -380,42 +380,42 @@ unavailable(struct milter_conn *ctx, struct conn_ctx *cc, long long units, const
 
 /* conn_get - the connection state, made on demand (connect may be skipped) */
 static struct conn_ctx *
-conn_get(struct milter_conn *ctx)
+conn_get(SMFICTX *ctx)
 {
-	struct conn_ctx *cc = milter_getpriv(ctx);
+	struct conn_ctx *cc = smfi_getpriv(ctx);
 
 	if (cc == NULL) {
 		if ((cc = calloc(1, sizeof(*cc))) == NULL)
 			return NULL;
 		cc->rt = runtime_acquire();
 		cc->msg.category = POLICY_CLASS_NONE;
-		milter_setpriv(ctx, cc);
+		smfi_setpriv(ctx, cc);
 	}
 	return cc;
 }
 
 /*
  * stage_reply - what a callback returns for a stage whose reply the MTA
- * may have been told not to expect (MILTER_NR_*). There the status is
+ * may have been told not to expect (SMFIP_NR_*). There the status is
  * never sent: a failure is remembered, for the connection at connect and
  * for the message after, and becomes a tempfail at the next event that
  * replies (deferred_failure()); anything else goes on. Negotiation asks
  * for no reply only where the callback never refuses.
  */
-static enum milter_status
-stage_reply(struct conn_ctx *cc, unsigned long nr, enum milter_status status)
+static sfsistat
+stage_reply(struct conn_ctx *cc, unsigned long nr, sfsistat status)
 {
 	if ((cc->noreply & nr) == 0)
 		return status;
-	if (status != MILTER_CONTINUE) {
-		if (status != MILTER_TEMPFAIL)
+	if (status != SMFIS_CONTINUE) {
+		if (status != SMFIS_TEMPFAIL)
 			msg_warn("status %d where no reply was negotiated: tempfail later", (int) status);
-		if (nr == MILTER_NR_CONN)
+		if (nr == SMFIP_NR_CONN)
 			cc->failed = true;
 		else
 			cc->msg.failed = true;
 	}
-	return MILTER_NOREPLY;
+	return SMFIS_NOREPLY;
 }
 
 /*
@@ -424,7 +424,7 @@ stage_reply(struct conn_ctx *cc, unsigned long nr, enum milter_status status)
  * event that replies, tempfails.
  */
 static bool
-deferred_failure(struct milter_conn *ctx, const struct conn_ctx *cc)
+deferred_failure(SMFICTX *ctx, const struct conn_ctx *cc)
 {
 	if (!cc->failed && !cc->msg.failed)
 		return false;
@@ -497,7 +497,7 @@ conf_rcpt_may_refuse(const struct qm_conf *conf)
 }
 
 /*
- * negotiate_steps - the steps (MILTER_NO*, MILTER_NR_*) a conf asks the MTA for: no event
+ * negotiate_steps - the steps (SMFIP_NO*, SMFIP_NR_*) a conf asks the MTA for: no event
  * the milter does not read, no reply where its callback never refuses.
  * MAIL gets no reply either when RCPT replies: mail with no category is
  * then let through at its first RCPT, one packet later, and counted mail
@@ -507,16 +507,16 @@ conf_rcpt_may_refuse(const struct qm_conf *conf)
 static unsigned long
 negotiate_steps(const struct qm_conf *conf)
 {
-	unsigned long steps = MILTER_NOHELO | MILTER_NOEOH | MILTER_NOBODY | MILTER_NOUNKNOWN
-	    | MILTER_NR_CONN;
+	unsigned long steps = SMFIP_NOHELO | SMFIP_NOEOH | SMFIP_NOBODY | SMFIP_NOUNKNOWN
+	    | SMFIP_NR_CONN;
 
-	if (milter_unix_path() != NULL)
-		steps |= MILTER_NODATA;
+	if (listen_unix)
+		steps |= SMFIP_NODATA;
 	if (!conf_mail_may_pass(conf) || conf_rcpt_may_refuse(conf))
-		steps |= MILTER_NR_MAIL;
+		steps |= SMFIP_NR_MAIL;
 	if (!conf_rcpt_may_refuse(conf))
-		steps |= conf->unit == QM_UNIT_MESSAGES ? MILTER_NORCPT : MILTER_NR_RCPT;
-	steps |= conf_reads_headers(conf) ? MILTER_NR_HDR : MILTER_NOHDRS;
+		steps |= conf->unit == QM_UNIT_MESSAGES ? SMFIP_NORCPT : SMFIP_NR_RCPT;
+	steps |= conf_reads_headers(conf) ? SMFIP_NR_HDR : SMFIP_NOHDRS;
 	return steps;
 }
 
@@ -528,44 +528,49 @@ negotiate_steps(const struct qm_conf *conf)
  * away. Without memory for the connection: every event and reply, as
  * without this callback, and each callback tempfails.
  */
-static enum milter_status
-qm_negotiate(struct milter_conn *ctx, unsigned long f0, unsigned long f1,
-	     unsigned long *pf0, unsigned long *pf1)
+static sfsistat
+qm_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
+	     unsigned long f2, unsigned long f3, unsigned long *pf0,
+	     unsigned long *pf1, unsigned long *pf2, unsigned long *pf3)
 {
 	struct conn_ctx *cc = conn_get(ctx);
 
+	(void) f2;
+	(void) f3;
 	if (cc == NULL)
-		return MILTER_TEMPFAIL;		/* every event and reply */
-	*pf0 = MILTER_ACT_CHGHDRS;
+		return SMFIS_ALL_OPTS;		/* every event and reply */
+	*pf0 = SMFIF_CHGHDRS;
 	*pf1 = negotiate_steps(cc->rt->conf) & f1;
-	cc->noreply = *pf1 & (MILTER_NR_CONN | MILTER_NR_MAIL | MILTER_NR_RCPT | MILTER_NR_HDR);
+	*pf2 = 0;
+	*pf3 = 0;
+	cc->noreply = *pf1 & (SMFIP_NR_CONN | SMFIP_NR_MAIL | SMFIP_NR_RCPT | SMFIP_NR_HDR);
 
 	/*
 	 * Macros: {daemon_name} at connect, {auth_authen} at MAIL, the queue
 	 * id for the log lines at RCPT and end of message. An MTA that cannot
 	 * take the lists sends its defaults, which include these.
 	 */
-	if (f0 & MILTER_ACT_SETSYMLIST) {
-		*pf0 |= MILTER_ACT_SETSYMLIST;
-		if (milter_setsymlist(ctx, MILTER_STAGE_CONNECT, "{daemon_name}") != 0
-		    || milter_setsymlist(ctx, MILTER_STAGE_ENVFROM, "{auth_authen}") != 0
-		    || milter_setsymlist(ctx, MILTER_STAGE_ENVRCPT, "i") != 0
-		    || milter_setsymlist(ctx, MILTER_STAGE_EOM, "i") != 0)
-			msg_warn("milter_setsymlist failed: the MTA sends its default macros");
+	if (f0 & SMFIF_SETSYMLIST) {
+		*pf0 |= SMFIF_SETSYMLIST;
+		if (smfi_setsymlist(ctx, SMFIM_CONNECT, "{daemon_name}") != MI_SUCCESS
+		    || smfi_setsymlist(ctx, SMFIM_ENVFROM, "{auth_authen}") != MI_SUCCESS
+		    || smfi_setsymlist(ctx, SMFIM_ENVRCPT, "i") != MI_SUCCESS
+		    || smfi_setsymlist(ctx, SMFIM_EOM, "i") != MI_SUCCESS)
+			msg_warn("smfi_setsymlist failed: the MTA sends its default macros");
 	}
-	return MILTER_CONTINUE;
+	return SMFIS_CONTINUE;
 }
 
-/* qm_connect - remember the client; never refuses (MILTER_NR_CONN) */
-static enum milter_status
-qm_connect(struct milter_conn *ctx, const char *hostname, const struct sockaddr *hostaddr)
+/* qm_connect - remember the client; never refuses (SMFIP_NR_CONN) */
+static sfsistat
+qm_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *hostaddr)
 {
 	struct conn_ctx *cc = conn_get(ctx);
 	const char *daemon;
 	socklen_t len = 0;
 
 	if (cc == NULL)
-		return MILTER_TEMPFAIL;		/* no negotiation: a reply is expected */
+		return SMFIS_TEMPFAIL;		/* no negotiation: a reply is expected */
 	if (hostaddr != NULL) {
 		if (hostaddr->sa_family == AF_INET)
 			len = sizeof(struct sockaddr_in);
@@ -586,15 +591,15 @@ qm_connect(struct milter_conn *ctx, const char *hostname, const struct sockaddr 
 	    && ((struct sockaddr_in *) &cc->client)->sin_port == 0
 	    && hostname != NULL && strcmp(hostname, "localhost") == 0)
 		cc->non_smtp = true;
-	if ((daemon = milter_macro(ctx, "{daemon_name}")) != NULL
+	if ((daemon = smfi_getsymval(ctx, "{daemon_name}")) != NULL
 	    && (cc->daemon = strdup(daemon)) == NULL)
-		return stage_reply(cc, MILTER_NR_CONN, MILTER_TEMPFAIL);
-	return stage_reply(cc, MILTER_NR_CONN, MILTER_CONTINUE);
+		return stage_reply(cc, SMFIP_NR_CONN, SMFIS_TEMPFAIL);
+	return stage_reply(cc, SMFIP_NR_CONN, SMFIS_CONTINUE);
 }
 
 /* envfrom - qm_envfrom() */
-static enum milter_status
-envfrom(struct milter_conn *ctx, struct conn_ctx *cc, char **argv)
+static sfsistat
+envfrom(SMFICTX *ctx, struct conn_ctx *cc, char **argv)
 {
 	struct msg_ctx *m = &cc->msg;
 	const struct qm_conf *conf = cc->rt->conf;
@@ -605,8 +610,8 @@ envfrom(struct milter_conn *ctx, struct conn_ctx *cc, char **argv)
 
 	msg_finish(cc);
 	m->active = true;
-	if ((cc->noreply & MILTER_NR_MAIL) == 0 && deferred_failure(ctx, cc))
-		return MILTER_TEMPFAIL;
+	if ((cc->noreply & SMFIP_NR_MAIL) == 0 && deferred_failure(ctx, cc))
+		return SMFIS_TEMPFAIL;
 
 	sender = argv[0] != NULL ? argv[0] : "";
 	len = strlen(sender);
@@ -614,10 +619,10 @@ envfrom(struct milter_conn *ctx, struct conn_ctx *cc, char **argv)
 		m->sender = strndup(sender + 1, len - 2);
 	else
 		m->sender = strdup(sender);
-	sasl = milter_macro(ctx, "{auth_authen}");
+	sasl = smfi_getsymval(ctx, "{auth_authen}");
 	m->sasl = sasl != NULL ? strdup(sasl) : NULL;
 	if (m->sender == NULL || (sasl != NULL && m->sasl == NULL))
-		return MILTER_TEMPFAIL;
+		return SMFIS_TEMPFAIL;
 
 	policy_view(cc, false, &pm);
 	m->category = policy_classify(conf, &pm);
@@ -627,10 +632,10 @@ envfrom(struct milter_conn *ctx, struct conn_ctx *cc, char **argv)
 		 * at the first RCPT when MAIL gets no reply.
 		 */
 		msg_reset(m);
-		if ((cc->noreply & MILTER_NR_MAIL) == 0)
-			return MILTER_ACCEPT;
+		if ((cc->noreply & SMFIP_NR_MAIL) == 0)
+			return SMFIS_ACCEPT;
 		m->pass = true;
-		return MILTER_CONTINUE;
+		return SMFIS_CONTINUE;
 	}
 	m->counted = true;
 	if (policy_account_early(conf)) {
@@ -638,30 +643,30 @@ envfrom(struct milter_conn *ctx, struct conn_ctx *cc, char **argv)
 		m->rcpt_stage = m->category >= 0 && !cc->non_smtp
 		    && conf->mode == QM_MODE_ENFORCE;
 	}
-	return MILTER_CONTINUE;
+	return SMFIS_CONTINUE;
 }
 
 /*
  * qm_envfrom - start a message; classify on the envelope. Without a reply
- * (MILTER_NR_MAIL) when the conf can never let mail pass here, or when
+ * (SMFIP_NR_MAIL) when the conf can never let mail pass here, or when
  * RCPT replies anyway and can let it pass there.
  */
-static enum milter_status
-qm_envfrom(struct milter_conn *ctx, char **argv)
+static sfsistat
+qm_envfrom(SMFICTX *ctx, char **argv)
 {
 	struct conn_ctx *cc = conn_get(ctx);
 
 	if (cc == NULL)
-		return MILTER_TEMPFAIL;
-	return stage_reply(cc, MILTER_NR_MAIL, envfrom(ctx, cc, argv));
+		return SMFIS_TEMPFAIL;
+	return stage_reply(cc, SMFIP_NR_MAIL, envfrom(ctx, cc, argv));
 }
 
 /*
  * qm_envrcpt - with an early account, accept recipients while they fit;
- * otherwise count them, without a reply (MILTER_NR_RCPT).
+ * otherwise count them, without a reply (SMFIP_NR_RCPT).
  */
-static enum milter_status
-qm_envrcpt(struct milter_conn *ctx, char **argv)
+static sfsistat
+qm_envrcpt(SMFICTX *ctx, char **argv)
 {
 	struct conn_ctx *cc = conn_get(ctx);
 	struct msg_ctx *m;
@@ -671,20 +676,20 @@ qm_envrcpt(struct milter_conn *ctx, char **argv)
 
 	(void) argv;
 	if (cc == NULL)
-		return MILTER_TEMPFAIL;
+		return SMFIS_TEMPFAIL;
 	m = &cc->msg;
-	if ((cc->noreply & MILTER_NR_RCPT) == 0) {
+	if ((cc->noreply & SMFIP_NR_RCPT) == 0) {
 		if (deferred_failure(ctx, cc))
-			return MILTER_TEMPFAIL;
+			return SMFIS_TEMPFAIL;
 		if (m->pass) {
 			msg_reset(m);
-			return MILTER_ACCEPT;
+			return SMFIS_ACCEPT;
 		}
 	}
 	if (!m->rcpt_stage) {
 		if (m->counted)
 			m->rcpt_ok++;
-		return stage_reply(cc, MILTER_NR_RCPT, MILTER_CONTINUE);
+		return stage_reply(cc, SMFIP_NR_RCPT, SMFIS_CONTINUE);
 	}
 	units = policy_rcpt_units(cc->rt->conf, m->rcpt_ok);
 	if (m->acct_res != POLICY_ACCOUNT_OK) {
@@ -706,7 +711,7 @@ qm_envrcpt(struct milter_conn *ctx, char **argv)
 				/* Decide at end of message; count it then or journal it. */
 				m->rcpt_stage = false;
 				m->rcpt_ok++;
-				return MILTER_CONTINUE;
+				return SMFIS_CONTINUE;
 			}
 			return unavailable(ctx, cc, units, err);
 		}
@@ -726,7 +731,7 @@ qm_envrcpt(struct milter_conn *ctx, char **argv)
 	}
 	m->rcpt_ok++;
 	m->reserved += units;
-	return MILTER_CONTINUE;
+	return SMFIS_CONTINUE;
 }
 
 /*
@@ -758,9 +763,9 @@ header_unfold(const char *value)
  * header_keep - keep a header if the policy reads it. The account header
  * is one only with source = header: with sasl or sender-domain accounts
  * it is neither read nor stripped, so that such a conf needs no header
- * at all (MILTER_NOHDRS) and behaves the same whatever was negotiated.
+ * at all (SMFIP_NOHDRS) and behaves the same whatever was negotiated.
  */
-static enum milter_status
+static sfsistat
 header_keep(struct conn_ctx *cc, const char *name, const char *value)
 {
 	const struct qm_conf *conf = cc->rt->conf;
@@ -772,34 +777,34 @@ header_keep(struct conn_ctx *cc, const char *name, const char *value)
 	    || (slot = policy_header_slot(conf, name)) < 0
 	    || ((size_t) slot == conf->category_count
 		&& conf->account.source != QM_SOURCE_HEADER))
-		return MILTER_CONTINUE;
+		return SMFIS_CONTINUE;
 	if (m->slot_seen == NULL
 	    && (m->slot_seen = calloc(conf->category_count + 1, sizeof(unsigned))) == NULL)
-		return MILTER_TEMPFAIL;
+		return SMFIS_TEMPFAIL;
 	m->slot_seen[slot]++;
 	if (strlen(value) > POLICY_HEADER_MAX || m->header_count >= POLICY_HEADERS_MAX) {
 		m->headers_truncated = true;
-		return MILTER_CONTINUE;
+		return SMFIS_CONTINUE;
 	}
 	h = &m->headers[m->header_count];
 	if ((h->name = strdup(name)) == NULL || (h->value = header_unfold(value)) == NULL) {
 		free(h->name);
 		h->name = NULL;
-		return MILTER_TEMPFAIL;
+		return SMFIS_TEMPFAIL;
 	}
 	m->header_count++;
-	return MILTER_CONTINUE;
+	return SMFIS_CONTINUE;
 }
 
-/* qm_header - keep the headers the policy reads; no reply (MILTER_NR_HDR) */
-static enum milter_status
-qm_header(struct milter_conn *ctx, const char *name, const char *value)
+/* qm_header - keep the headers the policy reads; no reply (SMFIP_NR_HDR) */
+static sfsistat
+qm_header(SMFICTX *ctx, char *name, char *value)
 {
 	struct conn_ctx *cc = conn_get(ctx);
 
 	if (cc == NULL)
-		return MILTER_TEMPFAIL;
-	return stage_reply(cc, MILTER_NR_HDR, header_keep(cc, name, value));
+		return SMFIS_TEMPFAIL;
+	return stage_reply(cc, SMFIP_NR_HDR, header_keep(cc, name, value));
 }
 
 /*
@@ -807,7 +812,7 @@ qm_header(struct milter_conn *ctx, const char *name, const char *value)
  * from the last occurrence down keeps the indexes of the others valid.
  */
 static void
-strip_headers(struct milter_conn *ctx, struct conn_ctx *cc)
+strip_headers(SMFICTX *ctx, struct conn_ctx *cc)
 {
 	const struct qm_conf *conf = cc->rt->conf;
 	char	name[256];
@@ -821,7 +826,7 @@ strip_headers(struct milter_conn *ctx, struct conn_ctx *cc)
 			continue;
 		snprintf(name, sizeof(name), "%s", policy_slot_header(conf, slot));
 		for (idx = (int) cc->msg.slot_seen[slot]; idx >= 1; idx--)
-			if (milter_chgheader(ctx, name, idx, NULL) != 0)
+			if (smfi_chgheader(ctx, name, idx, NULL) != MI_SUCCESS)
 				msg_warn("%s: cannot remove header %s", queue_id(ctx), name);
 	}
 }
@@ -845,8 +850,8 @@ inflight_charge(struct conn_ctx *cc, struct inflight *inf, const char *charge_id
 }
 
 /* qm_eom - decide the message: one atomic charge */
-static enum milter_status
-qm_eom(struct milter_conn *ctx)
+static sfsistat
+qm_eom(SMFICTX *ctx)
 {
 	struct conn_ctx *cc = conn_get(ctx);
 	struct msg_ctx *m;
@@ -857,7 +862,7 @@ qm_eom(struct milter_conn *ctx)
 	long long units;
 	bool	monitor;
 	enum qm_reply_id id;
-	enum milter_status rc;
+	sfsistat rc;
 	time_t	now = time(NULL);
 	struct inflight *inf;
 	char	charge_id[17];
@@ -865,15 +870,15 @@ qm_eom(struct milter_conn *ctx)
 	int	slot;
 
 	if (cc == NULL)
-		return MILTER_TEMPFAIL;
+		return SMFIS_TEMPFAIL;
 	m = &cc->msg;
 	conf = cc->rt->conf;
 	if (deferred_failure(ctx, cc)) {
 		msg_finish(cc);
-		return MILTER_TEMPFAIL;
+		return SMFIS_TEMPFAIL;
 	}
 	if (!m->counted)
-		return MILTER_CONTINUE;
+		return SMFIS_CONTINUE;
 	monitor = conf->mode == QM_MODE_MONITOR;
 	policy_view(cc, true, &pm);
 	if (m->category < 0 && (m->category = policy_classify(conf, &pm)) < 0) {
@@ -889,7 +894,7 @@ qm_eom(struct milter_conn *ctx)
 			return rc;
 		}
 		msg_reset(m);
-		return MILTER_CONTINUE;
+		return SMFIS_CONTINUE;
 	}
 	units = policy_message_units(conf, m->rcpt_ok);
 	if (policy_account_early(conf)) {
@@ -924,12 +929,12 @@ qm_eom(struct milter_conn *ctx)
 	case QM_STATUS_OK:
 		strip_headers(ctx, cc);
 		decision_log(ctx, cc, units, "accept", NULL);
-		rc = MILTER_CONTINUE;
+		rc = SMFIS_CONTINUE;
 		break;
 	case QM_STATUS_OVER:
 		strip_headers(ctx, cc);
 		decision_log(ctx, cc, units, "accept", "monitor: would refuse");
-		rc = MILTER_CONTINUE;
+		rc = SMFIS_CONTINUE;
 		break;
 	default:
 		id = policy_status_reply(m->quota.status, m->peeked || m->recent);
@@ -954,60 +959,64 @@ qm_eom(struct milter_conn *ctx)
  * the MTA's last write before end of message gets no answer, and Nagle on
  * its side then waits for the milter's delayed ACK (about 40 ms).
  */
-static enum milter_status
-qm_data(struct milter_conn *ctx)
+static sfsistat
+qm_data(SMFICTX *ctx)
 {
 	struct conn_ctx *cc = conn_get(ctx);
 
 	if (cc == NULL || deferred_failure(ctx, cc))
-		return MILTER_TEMPFAIL;
-	return MILTER_CONTINUE;
+		return SMFIS_TEMPFAIL;
+	return SMFIS_CONTINUE;
 }
 
 /* qm_abort - the message ended without EOM (RSET, refusal, disconnect) */
-static void
-qm_abort(struct milter_conn *ctx)
+static sfsistat
+qm_abort(SMFICTX *ctx)
 {
-	struct conn_ctx *cc = milter_getpriv(ctx);
+	struct conn_ctx *cc = smfi_getpriv(ctx);
 
 	if (cc != NULL)
 		msg_finish(cc);
+	return SMFIS_CONTINUE;
 }
 
 /* qm_close - end of connection; may come without connect */
-static void
-qm_close(struct milter_conn *ctx)
+static sfsistat
+qm_close(SMFICTX *ctx)
 {
-	struct conn_ctx *cc = milter_getpriv(ctx);
+	struct conn_ctx *cc = smfi_getpriv(ctx);
 
 	if (cc == NULL)
-		return;
+		return SMFIS_CONTINUE;
 	msg_finish(cc);
 	runtime_release(cc->rt);
 	free(cc->daemon);
 	free(cc);
-	milter_setpriv(ctx, NULL);
+	smfi_setpriv(ctx, NULL);
+	return SMFIS_CONTINUE;
 }
 
-static const struct milter_callbacks qm_callbacks = {
-	.negotiate = qm_negotiate,
-	.connect = qm_connect,
-	.envfrom = qm_envfrom,
-	.envrcpt = qm_envrcpt,
-	.header = qm_header,
-	.data = qm_data,
-	.eom = qm_eom,
-	.abort = qm_abort,
-	.close = qm_close,
+static struct smfiDesc qm_desc = {
+	.xxfi_name = QM_NAME,
+	.xxfi_version = SMFI_VERSION,
+	.xxfi_flags = SMFIF_CHGHDRS,
+	.xxfi_connect = qm_connect,
+	.xxfi_envfrom = qm_envfrom,
+	.xxfi_envrcpt = qm_envrcpt,
+	.xxfi_header = qm_header,
+	.xxfi_eom = qm_eom,
+	.xxfi_abort = qm_abort,
+	.xxfi_close = qm_close,
+	.xxfi_data = qm_data,
+	.xxfi_negotiate = qm_negotiate,
 };
 
 /*
- * signal_thread - SIGUSR1 reloads the conf (a bad one keeps the old);
- * SIGHUP, SIGINT and SIGTERM stop the milter, as they stop a libmilter
- * milter.
+ * reload_thread - SIGUSR1 reloads the conf; a bad one keeps the old.
+ * SIGHUP, SIGINT and SIGTERM are libmilter's: they stop the milter.
  */
 static void *
-signal_thread(void *arg)
+reload_thread(void *arg)
 {
 	const char *path = arg;
 	sigset_t set;
@@ -1016,20 +1025,12 @@ signal_thread(void *arg)
 
 	sigemptyset(&set);
 	sigaddset(&set, SIGUSR1);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
 	for (;;) {
 		struct runtime *rt;
 		struct runtime *old;
 
 		if (sigwait(&set, &sig) != 0)
 			continue;
-		if (sig != SIGUSR1) {
-			msg_info("%s: stopping", strsignal(sig));
-			milter_stop();
-			continue;
-		}
 		if ((rt = runtime_load(path, err, sizeof(err))) == NULL) {
 			msg_warn("reload failed, keeping the running configuration: %s", err);
 			continue;
@@ -1166,7 +1167,7 @@ drop_privileges(const char *user)
 static void
 socket_prepare(const struct qm_conf *conf)
 {
-	const char *path = milter_unix_path();
+	const char *path = conf_socket_unix_path(conf->socket);
 	struct passwd *pw;
 
 	if (path == NULL)
@@ -1176,6 +1177,35 @@ socket_prepare(const struct qm_conf *conf)
 	if (*conf->user && geteuid() == 0 && (pw = getpwnam(conf->user)) != NULL
 	    && chown(path, pw->pw_uid, pw->pw_gid) < 0)
 		msg_fatal("chown %s: %m", path);
+}
+
+/*
+ * socket_nodelay - set TCP_NODELAY on libmilter's listening socket, which
+ * Linux passes on to every accepted connection. At end of message the
+ * milter writes several small replies (header removals, then the verdict)
+ * back to back; with Nagle the second waits for the MTA's delayed ACK,
+ * about 40 ms a message. libmilter does not tell which descriptor is its
+ * listener: it is the one listening TCP socket after smfi_opensocket().
+ */
+static void
+socket_nodelay(void)
+{
+	int	on = 1;
+
+	for (int fd = 0; fd < 1024; fd++) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		int	listening = 0;
+		socklen_t optlen = sizeof(listening);
+
+		if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &optlen) < 0 || !listening)
+			continue;
+		if (getsockname(fd, (struct sockaddr *) &ss, &len) < 0
+		    || (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+			continue;
+		if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) < 0)
+			msg_warn("setsockopt TCP_NODELAY: %m");
+	}
 }
 
 /* usage - say how to call and exit */
@@ -1200,8 +1230,8 @@ main(int argc, char **argv)
 	pthread_t tid;
 	sigset_t set;
 	char	err[512];
+	const char *sock;
 	int	ch;
-	int	fd;
 	int	rc;
 
 	if (argc > 1 && strcmp(argv[1], "--help") == 0)
@@ -1218,8 +1248,7 @@ main(int argc, char **argv)
 			test_only = true;
 			break;
 		case 'V':
-			printf("%s %s (milter protocol %d, hiredis, libconfuse)\n", QM_NAME, QM_VERSION,
-			       MILTER_VERSION);
+			printf("%s %s (libmilter, hiredis, libconfuse)\n", QM_NAME, QM_VERSION);
 			return 0;
 		case 'h':
 			usage(0);
@@ -1231,7 +1260,7 @@ main(int argc, char **argv)
 	if (optind != argc)
 		usage(2);
 
-	/* A closed socket is an error, not a death. */
+	/* A closed socket is an error, not a death (libmilter ignores it too, later). */
 	signal(SIGPIPE, SIG_IGN);
 
 	if ((rt = runtime_load(path, err, sizeof(err))) == NULL) {
@@ -1246,9 +1275,15 @@ main(int argc, char **argv)
 	log_open(QM_NAME, opt_foreground);
 	runtime_current = rt;
 
-	if ((fd = milter_listen(rt->conf->socket, err, sizeof(err))) < 0)
-		msg_fatal("cannot open the milter socket: %s", err);
+	if (smfi_setconn(rt->conf->socket) != MI_SUCCESS)
+		msg_fatal("bad socket \"%s\"", rt->conf->socket);
+	if (smfi_register(qm_desc) != MI_SUCCESS)
+		msg_fatal("smfi_register failed");
+	if (smfi_opensocket(true) != MI_SUCCESS)
+		msg_fatal("cannot open socket %s (in use, or a missing folder?)", rt->conf->socket);
+	listen_unix = conf_socket_unix_path(rt->conf->socket) != NULL;
 	socket_prepare(rt->conf);
+	socket_nodelay();
 	drop_privileges(rt->conf->user);
 	if (!opt_foreground && daemon(0, 0) < 0)
 		msg_fatal("daemon: %m");
@@ -1256,7 +1291,8 @@ main(int argc, char **argv)
 		msg_fatal("%s", err);
 
 	/*
-	 * The signals go to the signal thread only: blocked before any thread
+	 * SIGUSR1 goes to the reload thread only; libmilter's own signal
+	 * thread takes HUP, INT and TERM. All are blocked before any thread
 	 * starts, so that no other thread dies of them.
 	 */
 	sigemptyset(&set);
@@ -1265,7 +1301,7 @@ main(int argc, char **argv)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	if ((errno = pthread_create(&tid, NULL, signal_thread, (void *) path)) != 0)
+	if ((errno = pthread_create(&tid, NULL, reload_thread, (void *) path)) != 0)
 		msg_fatal("pthread_create: %m");
 	pthread_detach(tid);
 	if ((errno = pthread_create(&tid, NULL, replay_thread, NULL)) != 0)
@@ -1275,11 +1311,15 @@ main(int argc, char **argv)
 	msg_info("starting %s %s on %s, mode %s, unit %s", QM_NAME, QM_VERSION,
 		 rt->conf->socket, rt->conf->mode == QM_MODE_MONITOR ? "monitor" : "enforce",
 		 rt->conf->unit == QM_UNIT_MESSAGES ? "messages" : "recipients");
-	rc = milter_serve(fd, &qm_callbacks, QM_STOP_GRACE);
+	rc = smfi_main();
 	/*
-	 * The runtime stays: the signal and replay threads may still use it
-	 * until the process is gone.
+	 * libmilter leaves its unix socket behind (the next start would remove
+	 * it): an MTA should find none. The runtime stays: the reload and
+	 * replay threads may still use it until the process is gone.
 	 */
+	if ((sock = conf_socket_unix_path(rt->conf->socket)) != NULL && unlink(sock) < 0
+	    && errno != ENOENT)
+		msg_warn("cannot remove %s: %m", sock);
 	msg_info("stopped");
-	return rc == 0 ? 0 : 1;
+	return rc == MI_SUCCESS ? 0 : 1;
 }

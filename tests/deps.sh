@@ -7,7 +7,7 @@
 # conflicts with postfix).
 set -eu
 
-PKGS="gcc make pkg-config libc6-dev libhiredis-dev libconfuse-dev
+PKGS="gcc make pkg-config libc6-dev libmilter-dev libhiredis-dev libconfuse-dev
 check redis-server redis-tools postfix miltertest valgrind
 dpkg-dev debhelper lintian tzdata m4 libwrap0 jq groff-base
 clang libclang-rt-14-dev"

@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 FUZZ_TIME=${FUZZ_TIME:-10}
 FUZZ_B=build-fuzz
-targets="fuzz_conf fuzz_classify fuzz_account fuzz_reply fuzz_engine"
+targets="fuzz_conf fuzz_classify fuzz_account fuzz_reply"
 
 # report LOG - the lines of a libFuzzer log that say what went wrong
 report() {

@@ -73,6 +73,7 @@ pb=$MILTER_PID
 mt "unix:$bsock" negotiate -D part=envelope
 check "unix socket is mode 0660" test "$(stat -c %a "$bsock")" = 660
 check "milter-b stops cleanly (no sanitizer report)" milter_stop "$pb" milter-b
+check "and its unix socket is gone (an MTA finds no stale one)" test ! -e "$bsock"
 
 # 3. Redis stops, then comes back on the same port: 451 4.3.0, then accepted.
 kill "$REDIS_PID"; wait "$REDIS_PID" 2>/dev/null

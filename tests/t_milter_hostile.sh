@@ -57,6 +57,7 @@ rcli HSET 'qm:account:{ent-co}' plan enterprise >/dev/null
 rcli HSET 'qm:account:{cap-co}' plan basic limit 5000 >/dev/null
 rcli HSET 'qm:account:{ok-co}' plan basic limit 100 >/dev/null
 rcli HSET 'qm:account:{gone-co}' plan enterprise >/dev/null
+rcli HSET 'qm:account:{abort-co}' plan enterprise >/dev/null
 rcli HSET "qm:account:{$long128}" plan enterprise >/dev/null
 rcli HSET 'qm:account:{rcpt-co.example}' plan basic limit 100 >/dev/null
 rcli HSET 'qm:account:{drop.example}' plan enterprise >/dev/null

@@ -9,7 +9,7 @@ set -eu
 cd "$(dirname "$0")"
 C=corpus
 rm -rf "$C.new"
-mkdir -p "$C.new"/{fuzz_conf,fuzz_classify,fuzz_account,fuzz_reply,fuzz_engine}
+mkdir -p "$C.new"/{fuzz_conf,fuzz_classify,fuzz_account,fuzz_reply}
 
 # put TARGET NAME FORMAT [ARGS...] - one seed, written with printf
 put() { local t=$1 n=$2; shift 2; printf "$@" >"$C.new/$t/$n"; }
@@ -103,39 +103,6 @@ put fuzz_reply nulls "\\xff$(le -5)$(le -9223372036854775808)\\x3e%s" 'No sendin
 put fuzz_reply control-bytes "\\x00$(le 7)$(le 7)\\x00%s\\0%s\\0\\xc3\\xa9t\\xc3\\xa9\\0%s" \
 	$'line\r\nbreak\tand \x7f del' $'acc\nount' 'reason'
 put fuzz_reply prefix-vars "\\x03$(le 3)$(le 4)\\x00%s\\0%s\\0%s" '$accounts $plans $limits$used$$$account' a b
-
-# --- fuzz_engine: what an MTA sends, packet by packet
-# u32 N - a 32-bit number in network order, as printf escapes
-u32() { printf '\\x%02x\\x%02x\\x%02x\\x%02x' $(($1 >> 24 & 255)) $(($1 >> 16 & 255)) \
-	$(($1 >> 8 & 255)) $(($1 & 255)); }
-# pkt CMD FORMAT [ARGS...] - one packet (length, command, data), as printf escapes
-pkt() {
-	local cmd=$1 hex
-	shift
-	hex=$(printf "$@" | od -An -v -tx1 | tr -d ' \n')
-	printf '%s%s%s' "$(u32 $((${#hex} / 2 + 1)))" "$cmd" "$(sed 's/../\\x&/g' <<<"$hex")"
-}
-OPTNEG=$(pkt O "$(u32 6)$(u32 0x1ff)$(u32 0x1fffff)")
-CONNECT=$(pkt D 'C{daemon_name}\0smtpd\0')$(pkt C 'mx.example\0004\x30\x39127.0.0.1\0')
-put fuzz_engine postfix-session "$OPTNEG$CONNECT$(pkt H 'client.example\0')\
-$(pkt D 'M{auth_authen}\0alice\0')$(pkt M '<a@crm.example>\0SIZE=100\0')\
-$(pkt D 'Ri\0Q1\0')$(pkt R '<r1@example.com>\0')$(pkt R '<r2@example.com>\0')$(pkt T '')\
-$(pkt L 'X-Quota-Account\0acme\0')$(pkt L 'X-Quota-Category\0crm\0')$(pkt N '')\
-$(pkt B 'Hello\r\n')$(pkt D 'Ei\0Q1\0')$(pkt E '')$(pkt Q '')"
-put fuzz_engine replies "$OPTNEG$CONNECT$(pkt M 'r550 5.7.1 Monthly limit 100%% reached\0')\
-$(pkt A '')$(pkt M '<b@x>\0')$(pkt R '<r@x>\0t451 4.3.0 Try later\0')\
-$(pkt R '<r@x>\0r550 5.7.1 bad\r\nline\0')$(pkt R '<r@x>\0a\0')\
-$(pkt D 'Ei\0r554 5.7.1 refused at end\0')$(pkt E '')"
-put fuzz_engine quit-new-connection "$OPTNEG$CONNECT$(pkt M '<a@x>\0')$(pkt K '')\
-$(pkt D 'C{daemon_name}\0submission\0')$(pkt C 'v6.example\0006\x00\x19IPv6:::1\0')\
-$(pkt M '<b@x>\0')$(pkt D 'Ei\0a\0')$(pkt E '')$(pkt Q '')"
-put fuzz_engine no-reply-steps "$(pkt O "$(u32 6)$(u32 0x110)$(u32 0xff1ff)")$CONNECT\
-$(pkt M 'r550 5.7.1 not sent\0')$(pkt R '<r@x>\0')$(pkt L 'Subject\0hi\0')$(pkt E '')"
-put fuzz_engine version-2 "$(pkt O "$(u32 2)$(u32 0x1f)$(u32 0x7f)")$CONNECT$(pkt U 'HELP\0')"
-put fuzz_engine zero-length "$OPTNEG$(u32 0)$(pkt M '<a@x>\0')"
-put fuzz_engine huge-length "$OPTNEG$(u32 0x7fffffff)M"
-put fuzz_engine before-negotiation "$CONNECT$OPTNEG"
-put fuzz_engine unix-client "$OPTNEG$(pkt C 'localhost\0L\x00\x00/run/x.sock\0')$(pkt C 'unknown\0U')"
 
 # Inputs the fuzzers found (regress-*) are kept as they are.
 for f in "$C"/*/regress-*; do

@@ -236,6 +236,42 @@ end },
 		"14 sessions dropped at each stage, 50 at once: nothing counted")
 end },
 
+{ "abort at every stage of a message, one connection: the next stays in step", function()
+	-- libmilter resets the message at ABORT wherever it comes; the milter
+	-- must forget what it gathered and never count an aborted message.
+	local conn = open()
+	local stages = { "mailfrom", "rcpt", "data", "headers" }
+	for _, stage in ipairs(stages) do
+		assert(mt.mailfrom(conn, "<crm@app.example>") == nil)
+		if stage ~= "mailfrom" then
+			assert(mt.rcptto(conn, "<a@x.example>") == nil)
+		end
+		if (stage == "data" or stage == "headers") and not mt.test_option(conn, SMFIP_NODATA) then
+			assert(mt.data(conn) == nil)
+		end
+		if stage == "headers" then
+			assert(mt.header(conn, "X-Quota-Account", "abort-co") == nil)
+			assert(mt.header(conn, "X-Quota-Category", "crm") == nil)
+		end
+		assert(mt.abort(conn) == nil)
+	end
+	check(redis("EXISTS 'qm:usage:{abort-co}:" .. month .. "'") == "0",
+		"aborted at MAIL, RCPT, DATA and headers: nothing counted")
+	-- a message with no account header after an aborted one that had it
+	envelope(conn, "<crm@app.example>", { "<a@x.example>" })
+	local r = content(conn, { { "X-Quota-Category", "crm" } })
+	check(r == SMFIR_REPLYCODE and mt.eom_check(conn, MT_SMTPREPLY, "550", "5.7.1",
+		"No sending account for crm mail: no account header"),
+		"the aborted message's account header is forgotten")
+	envelope(conn, "<crm@app.example>", { "<a@x.example>", "<b@x.example>" })
+	r = content(conn, crm("abort-co"))
+	check(accepted(r), "then a whole message is accepted")
+	check(mt.eom_check(conn, MT_HDRDELETE, "X-Quota-Account"), "and its account header removed")
+	mt.disconnect(conn)
+	check(usage("abort-co", "total") == "2" and usage("abort-co", "messages") == "1",
+		"counted exactly once: 2 recipients, 1 message")
+end },
+
 { "still answers a normal message correctly", function()
 	local conn, r = one("127.0.0.1", { "<a@x.example>", "<b@x.example>" }, crm("gone-co"))
 	check(accepted(r), "accepted")
