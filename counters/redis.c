@@ -81,8 +81,7 @@ struct redis_pool {
 
 /*
  * A struct redis_cmd whose argc is CMD_FORMATTED holds a command already
- * in the protocol's form: argv[0] its bytes, argvlen[0] their length.
- * Made inside this file only.
+ * encoded (eval_format()): argv[0] its bytes, argvlen[0] their length.
  */
 #define CMD_FORMATTED	(-1)
 
@@ -924,64 +923,38 @@ sha_valid(const redisReply *r)
 	return true;
 }
 
-/* resp_len - the bytes "$LEN\r\nARG\r\n" takes for an argument of len bytes */
-static size_t
-resp_len(size_t len)
-{
-	size_t	digits = 1;
-
-	for (size_t n = len; n >= 10; n /= 10)
-		digits++;
-	return 1 + digits + 2 + len + 2;
-}
-
-/* resp_put - write "PREFIXNUMBER\r\n" at p; the end of it */
+/*
+ * args_body - hiredis's encoding of argc arguments without the array
+ * header it starts with ("*N\r\n"), so that it can follow others;
+ * malloc'ed, its length in *len. NULL when out of memory.
+ */
 static char *
-resp_put(char *p, char prefix, size_t n)
+args_body(int argc, const char **argv, const size_t *lens, size_t *len)
 {
-	char	digits[24];
-	size_t	k = 0;
+	char   *cmd;
+	char   *body;
+	const char *p;
+	long long n = redisFormatCommandArgv(&cmd, argc, argv, lens);
 
-	do
-		digits[k++] = (char) ('0' + n % 10);
-	while ((n /= 10) > 0);
-	*p++ = prefix;
-	while (k > 0)
-		*p++ = digits[--k];
-	*p++ = '\r';
-	*p++ = '\n';
-	return p;
+	if (n < 0)
+		return NULL;
+	p = (const char *) memchr(cmd, '\n', (size_t) n) + 1;
+	*len = (size_t) n - (size_t) (p - cmd);
+	if ((body = malloc(*len + 1)) != NULL) {
+		memcpy(body, p, *len);
+		body[*len] = 0;
+	}
+	redisFreeCommand(cmd);
+	return body;
 }
 
-/* resp_arg - write one argument at p; the end of it */
-static char *
-resp_arg(char *p, const char *arg, size_t len)
-{
-	p = resp_put(p, '$', len);
-	memcpy(p, arg, len);
-	p += len;
-	*p++ = '\r';
-	*p++ = '\n';
-	return p;
-}
-
-/* redis_args_make - encode arguments once */
+/* redis_args_make - encode the arguments once */
 int
 redis_args_make(struct redis_args *args, int argc, const char *const *argv)
 {
-	char   *p;
-
 	args->argc = argc;
-	args->len = 0;
-	for (int i = 0; i < argc; i++)
-		args->len += resp_len(strlen(argv[i]));
-	if ((args->resp = malloc(args->len + 1)) == NULL)
-		return -1;
-	p = args->resp;
-	for (int i = 0; i < argc; i++)
-		p = resp_arg(p, argv[i], strlen(argv[i]));
-	*p = 0;
-	return 0;
+	args->resp = args_body(argc, (const char **) argv, NULL, &args->len);
+	return args->resp != NULL ? 0 : -1;
 }
 
 /* redis_args_free - release the encoded arguments */
@@ -995,38 +968,59 @@ redis_args_free(struct redis_args *args)
 }
 
 /*
- * eval_format - "VERB SCRIPT NUMKEYS ARGS... TAIL..." in the protocol's
- * form, malloc'ed, its length in *lenp; NULL when out of memory
+ * eval_format - "VERB SCRIPT NUMKEYS ARGS..." encoded by hiredis, then
+ * the tail it encoded once, behind the array header of them all (the one
+ * piece written here: hiredis cannot encode a command in two parts).
+ * malloc'ed, its length in *lenp; NULL when out of memory.
  */
 static char *
-eval_format(const char *verb, const char *script, size_t script_len, int numkeys,
-	    int argc, const char **argv, const size_t *lens, const struct redis_args *tail,
+eval_format(const char *verb, const char *script, size_t script_len, const char *numkeys,
+	    int argc, const char **argv, const size_t *argvlen, const struct redis_args *tail,
 	    size_t *lenp)
 {
-	char	nk[16];
-	char   *buf, *p;
-	size_t	len, nklen;
-	int	all = 3 + argc + (tail != NULL ? tail->argc : 0);
+	const char *head_fixed[32];
+	size_t	lens_fixed[32];
+	const char **head = head_fixed;
+	size_t *lens = lens_fixed;
+	char   *body = NULL;
+	char   *cmd = NULL;
+	char	star[24];
+	size_t	body_len, star_len;
+	int	n = 0;
 
-	nklen = (size_t) snprintf(nk, sizeof(nk), "%d", numkeys);
-	len = resp_len((size_t) all) + resp_len(strlen(verb)) + resp_len(script_len)
-	    + resp_len(nklen) + (tail != NULL ? tail->len : 0);
-	for (int i = 0; i < argc; i++)
-		len += resp_len(lens[i]);
-	if ((buf = malloc(len)) == NULL)
-		return NULL;
-	p = resp_put(buf, '*', (size_t) all);
-	p = resp_arg(p, verb, strlen(verb));
-	p = resp_arg(p, script, script_len);
-	p = resp_arg(p, nk, nklen);
-	for (int i = 0; i < argc; i++)
-		p = resp_arg(p, argv[i], lens[i]);
-	if (tail != NULL) {
-		memcpy(p, tail->resp, tail->len);
-		p += tail->len;
+	if ((size_t) argc + 3 > sizeof(head_fixed) / sizeof(head_fixed[0])
+	    && ((head = calloc((size_t) argc + 3, sizeof(*head))) == NULL
+		|| (lens = calloc((size_t) argc + 3, sizeof(*lens))) == NULL))
+		goto done;
+	head[n] = verb;
+	lens[n++] = strlen(verb);
+	head[n] = script;
+	lens[n++] = script_len;
+	head[n] = numkeys;
+	lens[n++] = strlen(numkeys);
+	for (int i = 0; i < argc; i++, n++) {
+		head[n] = argv[i];
+		lens[n] = argvlen != NULL ? argvlen[i] : strlen(argv[i]);
 	}
-	*lenp = (size_t) (p - buf);
-	return buf;
+	if ((body = args_body(n, head, lens, &body_len)) == NULL)
+		goto done;
+	star_len = (size_t) snprintf(star, sizeof(star), "*%d\r\n",
+				     n + (tail != NULL ? tail->argc : 0));
+	*lenp = star_len + body_len + (tail != NULL ? tail->len : 0);
+	if ((cmd = malloc(*lenp)) == NULL)
+		goto done;
+	memcpy(cmd, star, star_len);
+	memcpy(cmd + star_len, body, body_len);
+	if (tail != NULL)
+		memcpy(cmd + star_len + body_len, tail->resp, tail->len);
+
+done:
+	free(body);
+	if (head != head_fixed)
+		free(head);
+	if (lens != lens_fixed)
+		free(lens);
+	return cmd;
 }
 
 /* redis_pool_eval - EVALSHA, with SCRIPT LOAD + EVAL the first time and after NOSCRIPT */
@@ -1036,11 +1030,10 @@ redis_pool_eval(struct redis_pool *pool, struct redis_script *script, int numkey
 		bool *doubt, char *err, size_t errlen)
 {
 	const char *load[3] = {"SCRIPT", "LOAD", script->body};
-	size_t	lens_fixed[32];
-	size_t *lens = lens_fixed;
 	struct redis_cmd cmds[2];
 	struct pool_call call;
 	redisReply *replies[2] = {NULL, NULL}, *reply = NULL;
+	char	nk[16];
 	char    sha[41];
 	char   *cmd = NULL;
 	size_t	cmd_len;
@@ -1052,24 +1045,17 @@ redis_pool_eval(struct redis_pool *pool, struct redis_script *script, int numkey
 		snprintf(err, errlen, "Redis: bad script arguments");
 		return NULL;
 	}
-	if ((size_t) argc > sizeof(lens_fixed) / sizeof(lens_fixed[0])
-	    && (lens = calloc((size_t) argc, sizeof(*lens))) == NULL) {
-		snprintf(err, errlen, "out of memory");
-		return NULL;
-	}
-	for (int i = 0; i < argc; i++)
-		lens[i] = argvlen != NULL ? argvlen[i] : strlen(argv[i]);
+	snprintf(nk, sizeof(nk), "%d", numkeys);
 	pthread_mutex_lock(&script->lock);
 	memcpy(sha, script->sha, sizeof(sha));
 	pthread_mutex_unlock(&script->lock);
 
 	if (call_begin(pool, &call, err, errlen) < 0)
-		goto done;
+		return NULL;
 	if (sha[0] != 0) {
-		if ((cmd = eval_format("EVALSHA", sha, 40, numkeys, argc, argv, lens, tail,
+		if ((cmd = eval_format("EVALSHA", sha, 40, nk, argc, argv, argvlen, tail,
 				       &cmd_len)) == NULL) {
 			snprintf(err, errlen, "out of memory");
-			rc = -1;
 			goto end;
 		}
 		cmds[0] = (struct redis_cmd) {CMD_FORMATTED, (const char **) &cmd, &cmd_len};
@@ -1084,8 +1070,8 @@ redis_pool_eval(struct redis_pool *pool, struct redis_script *script, int numkey
 		free(cmd);
 	}
 	if (sha[0] == 0) {
-		if ((cmd = eval_format("EVAL", script->body, strlen(script->body), numkeys, argc,
-				       argv, lens, tail, &cmd_len)) == NULL) {
+		if ((cmd = eval_format("EVAL", script->body, strlen(script->body), nk, argc,
+				       argv, argvlen, tail, &cmd_len)) == NULL) {
 			snprintf(err, errlen, "out of memory");
 			rc = -1;
 			goto end;
@@ -1115,10 +1101,6 @@ end:
 	}
 	if (rc != 0 && doubt != NULL)
 		*doubt = call.doubt;
-
-done:
-	if (lens != lens_fixed)
-		free(lens);
 	return rc == 0 ? reply : NULL;
 }
 

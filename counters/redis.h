@@ -60,20 +60,19 @@ struct redis_cmd {
 };
 
 /*
- * Arguments already in the protocol's form ("$LEN\r\nARG\r\n" each), made
- * once with redis_args_make() and appended to many commands: what does
- * not change from one call to the next costs no formatting.
+ * Arguments appended to many commands (a script's arguments that only the
+ * conf decides), encoded once by hiredis with redis_args_make().
  */
 struct redis_args {
 	int	argc;
-	char   *resp;
+	char   *resp;			/* hiredis's encoding, no array header */
 	size_t	len;
 };
 
 /* redis_args_make - encode argv (argc strings); -1 when out of memory */
 int	redis_args_make(struct redis_args *args, int argc, const char *const *argv);
 
-/* redis_args_free - release what redis_args_make() made */
+/* redis_args_free - release what redis_args_make() made; twice is allowed */
 void	redis_args_free(struct redis_args *args);
 
 /*
@@ -140,8 +139,8 @@ void	redis_script_destroy(struct redis_script *script);
 /*
  * redis_pool_eval - run the script with numkeys keys followed by the other
  * arguments in argv (argc in all), then those of tail (NULL for none),
- * formatted in one pass, without hiredis's printf. Returns the script's reply, or NULL with
- * a reason in err when Redis failed or the script raised an error. Free
+ * encoded by hiredis. Returns the script's reply, or NULL with a reason
+ * in err when Redis failed or the script raised an error. Free
  * with freeReplyObject(). When doubt is not NULL, *doubt tells whether a
  * failure leaves the script's run in doubt: it was sent and no reply came
  * (a read timeout, a connection that ended after part of the reply, or

@@ -1115,14 +1115,14 @@ script_cached(const char *sha)
 	return yes;
 }
 
-/* Scripts' commands are encoded by hand: every argument arrives whole, in order */
+/* A script's arguments, its conf-only tail after them, arrive whole and in order */
 START_TEST(test_eval_format)
 {
 	static const char body[] = "return {#KEYS, #ARGV, KEYS[1], ARGV[1], ARGV[#ARGV - 2], "
 	    "ARGV[#ARGV - 1], ARGV[#ARGV]}";
 	const char *tail_argv[] = {"", "t\r\n2", "0123456789"};
-	const char *argv[40];
-	char	numbers[40][16];
+	const char *argv[70];
+	char	numbers[70][16];
 	struct redis_args tail;
 	struct redis_script script;
 	struct redis_pool *pool;
@@ -1134,7 +1134,7 @@ START_TEST(test_eval_format)
 	ck_assert_int_eq(tail.argc, 3);
 	ck_assert_str_eq(tail.resp, "$0\r\n\r\n$4\r\nt\r\n2\r\n$10\r\n0123456789\r\n");
 	ck_assert_uint_eq(tail.len, strlen(tail.resp));
-	for (int i = 0; i < 40; i++) {
+	for (int i = 0; i < 70; i++) {
 		snprintf(numbers[i], sizeof(numbers[i]), "a%d", i);
 		argv[i] = numbers[i];
 	}
@@ -1142,13 +1142,13 @@ START_TEST(test_eval_format)
 	ck_assert_ptr_nonnull(pool = redis_pool_create(&conf.redis, err, sizeof(err)));
 	redis_script_init(&script, body);
 	for (int run = 0; run < 2; run++) {	/* EVAL + SCRIPT LOAD, then EVALSHA */
-		r = redis_pool_eval(pool, &script, 1, 40, argv, NULL, &tail, &doubt, err,
+		r = redis_pool_eval(pool, &script, 1, 70, argv, NULL, &tail, &doubt, err,
 				    sizeof(err));
 		ck_assert_msg(r != NULL, "%s", err);
 		ck_assert_int_eq(r->type, REDIS_REPLY_ARRAY);
 		ck_assert_int_eq(r->elements, 7);
 		ck_assert_int_eq(r->element[0]->integer, 1);
-		ck_assert_int_eq(r->element[1]->integer, 42);
+		ck_assert_int_eq(r->element[1]->integer, 72);
 		ck_assert_str_eq(r->element[2]->str, "a0");
 		ck_assert_str_eq(r->element[3]->str, "");
 		ck_assert_str_eq(r->element[4]->str, "");
@@ -1165,6 +1165,8 @@ START_TEST(test_eval_format)
 	redis_script_destroy(&script);
 	redis_pool_free(pool);
 	redis_args_free(&tail);
+	redis_args_free(&tail);		/* twice is allowed */
+	ck_assert_ptr_null(tail.resp);
 }
 END_TEST
 
