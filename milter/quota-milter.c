@@ -46,6 +46,7 @@
 
 #define QM_VERSION	"0.1.0"
 #define QM_NAME		"quota-milter"
+#define QM_STOP_GRACE	10		/* seconds libmilter gets to stop */
 
  /*
   * A runtime is a loaded conf with its Redis counters. It is immutable
@@ -100,6 +101,8 @@ struct conn_ctx {
 
 static bool opt_foreground;
 static bool listen_unix;		/* the milter listens on a unix socket */
+static int listen_fd = -1;		/* libmilter's listening socket */
+static char *listen_path;		/* its file, for a unix socket */
 
  /*
   * The journal: counts of on_redis_error = accept, and in every mode the
@@ -1179,33 +1182,70 @@ socket_prepare(const struct qm_conf *conf)
 		msg_fatal("chown %s: %m", path);
 }
 
+/* is_listening - is fd a listening socket? */
+static bool
+is_listening(int fd)
+{
+	int	listening = 0;
+	socklen_t len = sizeof(listening);
+
+	return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0 && listening;
+}
+
 /*
- * socket_nodelay - set TCP_NODELAY on libmilter's listening socket, which
- * Linux passes on to every accepted connection. At end of message the
- * milter writes several small replies (header removals, then the verdict)
- * back to back; with Nagle the second waits for the MTA's delayed ACK,
- * about 40 ms a message. libmilter does not tell which descriptor is its
- * listener: it is the one listening TCP socket after smfi_opensocket().
+ * listener_find - libmilter's listening socket, which libmilter does not
+ * name: the one listening socket after smfi_opensocket(). It gets
+ * TCP_NODELAY, which Linux passes on to every accepted connection: at end
+ * of message the milter writes several small replies (header removals,
+ * then the verdict) back to back, and with Nagle the second would wait
+ * for the MTA's delayed ACK, about 40 ms a message.
  */
 static void
-socket_nodelay(void)
+listener_find(void)
 {
 	int	on = 1;
 
-	for (int fd = 0; fd < 1024; fd++) {
+	for (int fd = 0; fd < 1024 && listen_fd < 0; fd++) {
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof(ss);
-		int	listening = 0;
-		socklen_t optlen = sizeof(listening);
 
-		if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &optlen) < 0 || !listening)
+		if (!is_listening(fd) || getsockname(fd, (struct sockaddr *) &ss, &len) < 0)
 			continue;
-		if (getsockname(fd, (struct sockaddr *) &ss, &len) < 0
-		    || (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
-			continue;
-		if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) < 0)
+		listen_fd = fd;
+		if ((ss.ss_family == AF_INET || ss.ss_family == AF_INET6)
+		    && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) < 0)
 			msg_warn("setsockopt TCP_NODELAY: %m");
 	}
+	if (listen_fd < 0)
+		msg_warn("libmilter's listening socket not found: no stop watch");
+}
+
+/* socket_remove - an MTA should find no socket of a stopped milter */
+static void
+socket_remove(void)
+{
+	if (listen_path != NULL && unlink(listen_path) < 0 && errno != ENOENT)
+		msg_warn("cannot remove %s: %m", listen_path);
+}
+
+/*
+ * stop_watch - end the process if libmilter's stop hangs. libmilter
+ * closes its listening socket when a stop begins (SIGTERM, SIGINT,
+ * SIGHUP); under load its worker pool may then deadlock (the pool's
+ * controller destroys the pool's mutex while workers still take it), and
+ * smfi_main() never returns. QM_STOP_GRACE seconds after the socket is
+ * closed, the process ends without it.
+ */
+static void *
+stop_watch(void *arg)
+{
+	(void) arg;
+	while (is_listening(listen_fd))
+		sleep(1);
+	sleep(QM_STOP_GRACE);
+	msg_warn("libmilter did not stop within %d s; exiting without it", QM_STOP_GRACE);
+	socket_remove();
+	_exit(0);
 }
 
 /* usage - say how to call and exit */
@@ -1230,7 +1270,6 @@ main(int argc, char **argv)
 	pthread_t tid;
 	sigset_t set;
 	char	err[512];
-	const char *sock;
 	int	ch;
 	int	rc;
 
@@ -1275,25 +1314,11 @@ main(int argc, char **argv)
 	log_open(QM_NAME, opt_foreground);
 	runtime_current = rt;
 
-	if (smfi_setconn(rt->conf->socket) != MI_SUCCESS)
-		msg_fatal("bad socket \"%s\"", rt->conf->socket);
-	if (smfi_register(qm_desc) != MI_SUCCESS)
-		msg_fatal("smfi_register failed");
-	if (smfi_opensocket(true) != MI_SUCCESS)
-		msg_fatal("cannot open socket %s (in use, or a missing folder?)", rt->conf->socket);
-	listen_unix = conf_socket_unix_path(rt->conf->socket) != NULL;
-	socket_prepare(rt->conf);
-	socket_nodelay();
-	drop_privileges(rt->conf->user);
-	if (!opt_foreground && daemon(0, 0) < 0)
-		msg_fatal("daemon: %m");
-	if (journal_start(rt->conf, err, sizeof(err)) < 0)
-		msg_fatal("%s", err);
-
 	/*
 	 * SIGUSR1 goes to the reload thread only; libmilter's own signal
-	 * thread takes HUP, INT and TERM. All are blocked before any thread
-	 * starts, so that no other thread dies of them.
+	 * thread takes HUP, INT and TERM. All are blocked before the socket
+	 * opens and any thread starts: one that comes early waits for its
+	 * thread instead of killing the process.
 	 */
 	sigemptyset(&set);
 	sigaddset(&set, SIGUSR1);
@@ -1301,25 +1326,45 @@ main(int argc, char **argv)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	if (smfi_setconn(rt->conf->socket) != MI_SUCCESS)
+		msg_fatal("bad socket \"%s\"", rt->conf->socket);
+	if (smfi_register(qm_desc) != MI_SUCCESS)
+		msg_fatal("smfi_register failed");
+	if (smfi_opensocket(true) != MI_SUCCESS)
+		msg_fatal("cannot open socket %s (in use, or a missing folder?)", rt->conf->socket);
+	listen_unix = conf_socket_unix_path(rt->conf->socket) != NULL;
+	if (listen_unix && (listen_path = strdup(conf_socket_unix_path(rt->conf->socket))) == NULL)
+		msg_fatal("out of memory");
+	socket_prepare(rt->conf);
+	listener_find();
+	drop_privileges(rt->conf->user);
+	if (!opt_foreground && daemon(0, 0) < 0)
+		msg_fatal("daemon: %m");
+	if (journal_start(rt->conf, err, sizeof(err)) < 0)
+		msg_fatal("%s", err);
+	msg_info("starting %s %s on %s, mode %s, unit %s", QM_NAME, QM_VERSION,
+		 rt->conf->socket, rt->conf->mode == QM_MODE_MONITOR ? "monitor" : "enforce",
+		 rt->conf->unit == QM_UNIT_MESSAGES ? "messages" : "recipients");
+	rt = NULL;			/* a reload may free it from here on */
+
 	if ((errno = pthread_create(&tid, NULL, reload_thread, (void *) path)) != 0)
 		msg_fatal("pthread_create: %m");
 	pthread_detach(tid);
 	if ((errno = pthread_create(&tid, NULL, replay_thread, NULL)) != 0)
 		msg_fatal("pthread_create: %m");
 	pthread_detach(tid);
-
-	msg_info("starting %s %s on %s, mode %s, unit %s", QM_NAME, QM_VERSION,
-		 rt->conf->socket, rt->conf->mode == QM_MODE_MONITOR ? "monitor" : "enforce",
-		 rt->conf->unit == QM_UNIT_MESSAGES ? "messages" : "recipients");
+	if (listen_fd >= 0) {
+		if ((errno = pthread_create(&tid, NULL, stop_watch, NULL)) != 0)
+			msg_fatal("pthread_create: %m");
+		pthread_detach(tid);
+	}
 	rc = smfi_main();
 	/*
 	 * libmilter leaves its unix socket behind (the next start would remove
 	 * it): an MTA should find none. The runtime stays: the reload and
 	 * replay threads may still use it until the process is gone.
 	 */
-	if ((sock = conf_socket_unix_path(rt->conf->socket)) != NULL && unlink(sock) < 0
-	    && errno != ENOENT)
-		msg_warn("cannot remove %s: %m", sock);
+	socket_remove();
 	msg_info("stopped");
 	return rc == MI_SUCCESS ? 0 : 1;
 }

@@ -86,6 +86,8 @@ deb=$(find "$T/deb" -name "${PKG}_*.deb" 2>/dev/null | head -1)
 check "the .deb is in DEB_OUT" test -f "$deb"
 version=$(dpkg-deb -f "$deb" Version)
 check "the unit tests ran in the build" grep -q '^100%: Checks: .*Failures: 0, Errors: 0' "$T/build.log"
+check "the package depends on libmilter, through shlibs ($(dpkg-deb -f "$deb" Depends))" \
+	grep -qw 'libmilter1.0.1' <<<"$(dpkg-deb -f "$deb" Depends)"
 lintian --fail-on none "$T"/deb/*.changes >"$T/lintian.log" 2>&1
 grep -E '^[EW]: ' "$T/lintian.log" | sed 's/^/# lintian: /'
 check_eq "lintian: no errors" 0 "$(grep -c '^E: ' "$T/lintian.log")"

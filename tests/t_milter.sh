@@ -39,6 +39,11 @@ milter_up() {
 	return 1
 }
 
+# 0. Built on libmilter, and says so.
+check "the daemon links Sendmail's libmilter" grep -q 'libmilter\.so' <(ldd "$build/quota-milter")
+check "-V names libmilter, hiredis and libconfuse" \
+	grep -q '(libmilter, hiredis, libconfuse)' <("$build/quota-milter" -V)
+
 # 1. Header accounts, the shipped conf's categories.
 mport=$(free_port)
 write_conf "$T/a.conf" "inet:$mport@127.0.0.1" \
