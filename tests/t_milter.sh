@@ -161,6 +161,24 @@ if ! ldd "$build/quota-milter" | grep -q libasan; then
 	else
 		notok "tests/oomfail.c compiles"
 	fi
+
+	# 5d. A libmilter stop that hangs (tests/stophang.c: smfi_main() never
+	# returns) still ends the process: the stop watch, 10 s after libmilter
+	# closed its socket.
+	if cc -shared -fPIC -o "$T/stophang.so" tests/stophang.c -ldl; then
+		hsock="$T/h.sock"
+		write_conf "$T/h.conf" "unix:$hsock" ""
+		LD_PRELOAD="$T/stophang.so" milter_up milter-h "$T/h.conf" "unix:$hsock"
+		ph=$MILTER_PID
+		t0=$SECONDS
+		check "a hung libmilter stop: the process ends anyway, status 0" milter_stop "$ph" milter-h
+		check "within the stop watch's 10 s, and not before ($((SECONDS - t0)) s)" \
+			test $((SECONDS - t0)) -ge 9 -a $((SECONDS - t0)) -le 30
+		check "and says why" grep -q 'libmilter did not stop within 10 s' "$T/milter-h.log"
+		check "its unix socket is gone" test ! -e "$hsock"
+	else
+		notok "tests/stophang.c compiles"
+	fi
 fi
 
 # 6. -t checks a file: 0 when good, 1 with FILE:LINE: reason when bad.
