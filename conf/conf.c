@@ -42,6 +42,7 @@
 #define PREFIX_MAX	64		/* longest Redis key prefix */
 #define TEXT_MAX	400		/* longest reply text template */
 #define USER_MAX	32		/* longest user name */
+#define LOGIN_MAX	256		/* longest trusted SASL login */
 #define TZ_MAX		128		/* longest timezone name */
 #define REASON_MAX	512		/* one error reason */
 
@@ -156,6 +157,8 @@ static cfg_opt_t conf_account_opts[] = {
 	CFG_STR("header", "X-Quota-Account", CFGF_NONE),
 	CFG_STR("pattern", "", CFGF_NONE),
 	CFG_STR_LIST("trusted_networks", "{\"127.0.0.0/8\", \"::1/128\"}", CFGF_NONE),
+	CFG_STR_LIST("trusted_logins", NULL, CFGF_NONE),
+	CFG_BOOL("trust_local_submissions", cfg_false, CFGF_NONE),
 	CFG_BOOL("strip_headers", cfg_true, CFGF_NONE),
 	CFG_END()
 };
@@ -770,42 +773,96 @@ regex_size(const char *re)
 }
 
 /*
- * conf_check_regex - validator: "" or a regular expression that compiles
- * (POSIX extended) and is not too large for regcomp (regex_size()). The
- * account pattern needs exactly one capture group.
+ * conf_regex_ok - a regular expression that compiles (POSIX extended) and
+ * is not too large for regcomp (regex_size()); its capture groups in
+ * *groups. Otherwise the error is reported against opt.
+ */
+static bool
+conf_regex_ok(cfg_t *cfg, cfg_opt_t *opt, const char *re, size_t *groups)
+{
+	char	why[256];
+	regex_t	rx;
+	int	rc;
+
+	if (strlen(re) > REGEX_LEN_MAX) {
+		cfg_error(cfg, "regex in %s longer than %d characters", opt->name, REGEX_LEN_MAX);
+		return false;
+	}
+	if (regex_size(re) > REGEX_SIZE_MAX) {
+		cfg_error(cfg, "regex in %s \"%s\" too large: its repetition counts multiply "
+			  "to more than %d", opt->name, re, REGEX_SIZE_MAX);
+		return false;
+	}
+	if ((rc = regcomp(&rx, re, REG_EXTENDED)) != 0) {
+		regerror(rc, &rx, why, sizeof(why));
+		cfg_error(cfg, "bad regex in %s \"%s\": %s", opt->name, re, why);
+		return false;
+	}
+	*groups = rx.re_nsub;
+	regfree(&rx);
+	return true;
+}
+
+/*
+ * conf_check_regex - validator: "" or a regular expression (conf_regex_ok()).
+ * The account pattern needs exactly one capture group.
  */
 static int
 conf_check_regex(cfg_t *cfg, cfg_opt_t *opt)
 {
 	const char *re = cfg_opt_getnstr(opt, 0);
 	bool	pattern = strcmp(opt->name, "pattern") == 0;
-	char	why[256];
-	regex_t	rx;
 	size_t	groups;
-	int	rc;
 
 	if (*re == 0)
 		return 0;
-	if (strlen(re) > REGEX_LEN_MAX) {
-		cfg_error(cfg, "regex in %s longer than %d characters", opt->name, REGEX_LEN_MAX);
+	if (!conf_regex_ok(cfg, opt, re, &groups))
 		return -1;
-	}
-	if (regex_size(re) > REGEX_SIZE_MAX) {
-		cfg_error(cfg, "regex in %s \"%s\" too large: its repetition counts multiply "
-			  "to more than %d", opt->name, re, REGEX_SIZE_MAX);
-		return -1;
-	}
-	if ((rc = regcomp(&rx, re, REG_EXTENDED | (pattern ? 0 : REG_NOSUB))) != 0) {
-		regerror(rc, &rx, why, sizeof(why));
-		cfg_error(cfg, "bad regex in %s \"%s\": %s", opt->name, re, why);
-		return -1;
-	}
-	groups = rx.re_nsub;
-	regfree(&rx);
 	if (pattern && groups != 1) {
 		cfg_error(cfg, "pattern \"%s\" has %zu capture groups: it needs exactly one, around the account",
 			  re, groups);
 		return -1;
+	}
+	return 0;
+}
+
+/*
+ * conf_login_regex - the regex of a trusted_logins entry written /RE/, into
+ * buf (REGEX_LEN_MAX + 1 bytes); NULL for an exact login
+ */
+static const char *
+conf_login_regex(const char *entry, char *buf)
+{
+	size_t	len = strlen(entry);
+
+	if (len < 2 || entry[0] != '/' || entry[len - 1] != '/' || len - 2 > REGEX_LEN_MAX)
+		return NULL;
+	memcpy(buf, entry + 1, len - 2);
+	buf[len - 2] = 0;
+	return buf;
+}
+
+/*
+ * conf_check_logins - validator: each trusted_logins entry is a login
+ * (printable, no space, at most LOGIN_MAX) or a /regex/ (conf_regex_ok())
+ */
+static int
+conf_check_logins(cfg_t *cfg, cfg_opt_t *opt)
+{
+	char	buf[REGEX_LEN_MAX + 1];
+	size_t	groups;
+
+	for (unsigned int i = 0; i < cfg_opt_size(opt); i++) {
+		const char *s = cfg_opt_getnstr(opt, i);
+		const char *re = conf_login_regex(s, buf);
+
+		if (re != NULL ? !conf_regex_ok(cfg, opt, re, &groups)
+		    : (*s == 0 || strlen(s) > LOGIN_MAX || !conf_graph_ok(s, ""))) {
+			if (re == NULL)
+				cfg_error(cfg, "bad login \"%s\" in %s: up to %d printable characters "
+					  "without space, or /regex/", s, opt->name, LOGIN_MAX);
+			return -1;
+		}
 	}
 	return 0;
 }
@@ -1036,6 +1093,7 @@ static const struct conf_validator {
 	{"account|header", conf_check_header},
 	{"account|pattern", conf_check_regex},
 	{"account|trusted_networks", conf_check_cidrs},
+	{"account|trusted_logins", conf_check_logins},
 	{"category", conf_check_category},
 	{"category|header", conf_check_header},
 	{"category|match", conf_check_regex},
@@ -1146,6 +1204,21 @@ conf_copy_account(struct conf_ctx *ctx, struct qm_conf *conf, cfg_t *cfg)
 	acc->source = (enum qm_source) cfg_getint(sec, "source");
 	acc->header = conf_strdup(cfg_getstr(sec, "header"));
 	acc->strip_headers = cfg_getbool(sec, "strip_headers") == cfg_true;
+	acc->trust_local = cfg_getbool(sec, "trust_local_submissions") == cfg_true;
+	acc->logins = conf_calloc(cfg_size(sec, "trusted_logins"), sizeof(*acc->logins));
+	for (unsigned int i = 0; i < cfg_size(sec, "trusted_logins"); i++) {
+		const char *entry = cfg_getnstr(sec, "trusted_logins", i);
+		struct qm_login *l = &acc->logins[acc->login_count];
+		char	buf[REGEX_LEN_MAX + 1];
+		const char *re = conf_login_regex(entry, buf);
+		bool	has = false;
+
+		if (re == NULL)
+			l->name = conf_strdup(entry);
+		else if (!conf_regcomp(ctx, "trusted_logins", re, REG_EXTENDED | REG_NOSUB, &l->rx, &has))
+			return false;
+		acc->login_count++;
+	}
 	return conf_regcomp(ctx, "pattern", cfg_getstr(sec, "pattern"), REG_EXTENDED,
 			    &acc->pattern, &acc->has_pattern)
 	    && conf_cidrs(ctx, sec, "trusted_networks", &acc->trusted);
@@ -1303,6 +1376,13 @@ conf_free(struct qm_conf *conf)
 	if (conf->account.has_pattern)
 		regfree(&conf->account.pattern);
 	cidr_list_free(&conf->account.trusted);
+	for (i = 0; i < conf->account.login_count; i++) {
+		if (conf->account.logins[i].name != NULL)
+			free(conf->account.logins[i].name);
+		else
+			regfree(&conf->account.logins[i].rx);
+	}
+	free(conf->account.logins);
 
 	for (i = 0; i < conf->category_count; i++) {
 		struct qm_category *cat = &conf->categories[i];

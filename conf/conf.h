@@ -88,12 +88,21 @@ struct qm_redis_conf {
 	char   *master;			/* Sentinel master name */
 };
 
+/* A SASL login that may present the account header: a name or a /regex/. */
+struct qm_login {
+	char   *name;			/* the exact login; NULL for a regex */
+	regex_t	rx;			/* valid when name is NULL */
+};
+
 struct qm_account_conf {
 	enum qm_source source;
 	char   *header;			/* source header */
 	regex_t	pattern;		/* one capture group; valid if has_pattern */
 	bool	has_pattern;
 	struct cidr_list trusted;	/* trusted_networks */
+	struct qm_login *logins;	/* trusted_logins */
+	size_t	login_count;
+	bool	trust_local;		/* trust_local_submissions */
 	bool	strip_headers;
 };
 

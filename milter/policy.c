@@ -4,7 +4,9 @@
  * Nothing here talks to the MTA or to Redis: every function reads the
  * immutable conf and the facts gathered about one message.
  */
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -103,14 +105,49 @@ policy_account_early(const struct qm_conf *conf)
 	return conf->account.source != QM_SOURCE_HEADER;
 }
 
-/* client_trusted - may this client declare an account in a header? */
+/* policy_local - the MTA's own submission on its host */
+bool
+policy_local(const char *hostname, const struct sockaddr *addr)
+{
+	return addr != NULL && addr->sa_family == AF_INET
+	    && ((const struct sockaddr_in *) addr)->sin_port == 0
+	    && ntohl(((const struct sockaddr_in *) addr)->sin_addr.s_addr) == INADDR_LOOPBACK
+	    && hostname != NULL && strcmp(hostname, "localhost") == 0;
+}
+
+/* login_trusted - is a SASL login in trusted_logins? */
 static bool
+login_trusted(const struct qm_account_conf *acc, const char *login)
+{
+	for (size_t i = 0; i < acc->login_count; i++) {
+		const struct qm_login *l = &acc->logins[i];
+
+		if (l->name != NULL ? strcmp(l->name, login) == 0
+		    : regexec(&l->rx, login, 0, NULL, 0) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * client_trusted - may this client name an account in a header? An
+ * authenticated client when its login is in trusted_logins (wherever it
+ * connects from); the MTA's own local submissions with
+ * trust_local_submissions; any other client from trusted_networks. NULL,
+ * or why not.
+ */
+static const char *
 client_trusted(const struct qm_conf *conf, const struct policy_msg *msg)
 {
 	if (msg->sasl != NULL && *msg->sasl != 0)
-		return true;
-	return msg->client != NULL
-	    && cidr_match_sockaddr(&conf->account.trusted, msg->client);
+		return login_trusted(&conf->account, msg->sasl) ? NULL
+		    : "the SMTP AUTH login is not in trusted_logins";
+	if (msg->local)
+		return conf->account.trust_local ? NULL
+		    : "local submission, trust_local_submissions is off";
+	if (msg->client != NULL && cidr_match_sockaddr(&conf->account.trusted, msg->client))
+		return NULL;
+	return "client is outside trusted_networks and not authenticated";
 }
 
 /*
@@ -144,10 +181,8 @@ header_account(const struct qm_conf *conf, const struct policy_msg *msg,
 		*reason = "no account header";
 		return POLICY_ACCOUNT_NONE;
 	}
-	if (!client_trusted(conf, msg)) {
-		*reason = "client is outside trusted_networks and not authenticated";
+	if ((*reason = client_trusted(conf, msg)) != NULL)
 		return POLICY_ACCOUNT_UNTRUSTED;
-	}
 	if (conflict) {
 		*reason = "more than one account header";
 		return POLICY_ACCOUNT_CONFLICT;

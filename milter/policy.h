@@ -30,6 +30,7 @@ struct policy_msg {
 	const char *sasl;		/* {auth_authen}; NULL or "" if none */
 	const char *sender;		/* envelope sender without <>; "" null sender */
 	const char *daemon;		/* {daemon_name}; NULL if unknown */
+	bool	local;			/* submitted on the MTA host (policy_local()) */
 	const struct policy_header *headers;	/* NULL before end of headers */
 	size_t	header_count;
 	bool	headers_truncated;	/* an interesting header was dropped */
@@ -57,6 +58,15 @@ int	policy_header_slot(const struct qm_conf *conf, const char *name);
 /* policy_slot_header - the header name of a slot, or NULL */
 const char *policy_slot_header(const struct qm_conf *conf, int slot);
 
+/*
+ * policy_local - is a connection the MTA's own submission on its host?
+ * Postfix's non_smtpd_milters (sendmail(1), pickup) present a made-up
+ * client "localhost" at 127.0.0.1 port 0; a real SMTP client never has
+ * port 0. Such mail sees no RCPT-stage refusal, and names an account in a
+ * header only with trust_local_submissions.
+ */
+bool	policy_local(const char *hostname, const struct sockaddr *addr);
+
 /* policy_account_early - is the account known before DATA (sasl, sender-domain)? */
 bool	policy_account_early(const struct qm_conf *conf);
 
@@ -64,7 +74,7 @@ enum policy_account {
 	POLICY_ACCOUNT_OK,
 	POLICY_ACCOUNT_NONE,		/* no account in the message */
 	POLICY_ACCOUNT_BAD,		/* fails account_valid() */
-	POLICY_ACCOUNT_UNTRUSTED,	/* header from untrusted, unauthenticated client */
+	POLICY_ACCOUNT_UNTRUSTED,	/* header from a client not trusted to name one */
 	POLICY_ACCOUNT_CONFLICT		/* two different account headers */
 };
 

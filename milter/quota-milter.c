@@ -94,7 +94,7 @@ struct conn_ctx {
 	bool	failed;			/* out of memory at connect: tempfail mail */
 	struct sockaddr_storage client;
 	bool	has_client;
-	bool	non_smtp;		/* Postfix non_smtpd_milters: no RCPT refusals */
+	bool	non_smtp;		/* a local submission (policy_local()): no RCPT refusals */
 	char   *daemon;			/* {daemon_name} */
 	struct msg_ctx msg;
 };
@@ -205,6 +205,7 @@ policy_view(const struct conn_ctx *cc, bool with_headers, struct policy_msg *pm)
 	pm->sasl = m->sasl;
 	pm->sender = m->sender;
 	pm->daemon = cc->daemon;
+	pm->local = cc->non_smtp;
 	if (with_headers) {
 		pm->headers = m->headers;
 		pm->header_count = m->header_count;
@@ -585,15 +586,8 @@ qm_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *hostaddr)
 		}
 	}
 
-	/*
-	 * Postfix's non_smtpd_milters (sendmail(1), pickup) present a made-up
-	 * client "localhost" at 127.0.0.1 port 0; a real SMTP client never has
-	 * port 0. Such mail must never see a RCPT-stage refusal.
-	 */
-	if (cc->has_client && cc->client.ss_family == AF_INET
-	    && ((struct sockaddr_in *) &cc->client)->sin_port == 0
-	    && hostname != NULL && strcmp(hostname, "localhost") == 0)
-		cc->non_smtp = true;
+	cc->non_smtp = cc->has_client
+	    && policy_local(hostname, (const struct sockaddr *) &cc->client);
 	if ((daemon = smfi_getsymval(ctx, "{daemon_name}")) != NULL
 	    && (cc->daemon = strdup(daemon)) == NULL)
 		return stage_reply(cc, SMFIP_NR_CONN, SMFIS_TEMPFAIL);

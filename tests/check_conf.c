@@ -193,6 +193,8 @@ START_TEST(defaults)
 	ck_assert_uint_eq(conf->account.trusted.count, 2);
 	ck_assert(cidr_match_text(&conf->account.trusted, "127.0.0.1"));
 	ck_assert(cidr_match_text(&conf->account.trusted, "::1"));
+	ck_assert_uint_eq(conf->account.login_count, 0);	/* no login may name an account */
+	ck_assert(!conf->account.trust_local);		/* nor a local submission */
 	for (i = 0; i < QM_REPLY_COUNT; i++) {
 		ck_assert_msg(conf->replies[i].text != NULL && conf->replies[i].text[0] != 0,
 			      "reply %s has no text", conf_reply_name(i));
@@ -235,7 +237,8 @@ START_TEST(every_option_set)
 		"  master = \"mymaster\"\n"
 		"}\n"
 		"account { source = \"sasl\"  header = \"X-Tenant\"  pattern = '^[^@]+@(.+)$'\n"
-		"  trusted_networks = {}  strip_headers = false }\n"
+		"  trusted_networks = {}  strip_headers = false\n"
+		"  trusted_logins = { \"crm-relay\", '/^app-[0-9]+$/' }  trust_local_submissions = true }\n"
 		"category api { sasl = \"^app-\"  sender = '@notify\\.example\\.com$'\n"
 		"  client = { \"10.1.0.0/16\", \"2001:db8:1::/48\" }  daemon = \"submission\" }\n"
 		"category tagged { header = \"X-Tag\" }\n"
@@ -274,6 +277,12 @@ START_TEST(every_option_set)
 	ck_assert_int_eq(conf->account.source, QM_SOURCE_SASL);
 	ck_assert_str_eq(conf->account.header, "X-Tenant");
 	ck_assert(!conf->account.strip_headers);
+	ck_assert_uint_eq(conf->account.login_count, 2);
+	ck_assert_str_eq(conf->account.logins[0].name, "crm-relay");
+	ck_assert_ptr_null(conf->account.logins[1].name);
+	ck_assert_int_eq(regexec(&conf->account.logins[1].rx, "app-12", 0, NULL, 0), 0);
+	ck_assert_int_ne(regexec(&conf->account.logins[1].rx, "app-x", 0, NULL, 0), 0);
+	ck_assert(conf->account.trust_local);
 	ck_assert_uint_eq(conf->account.trusted.count, 0);
 	ck_assert(conf->account.has_pattern);
 	ck_assert_int_eq(regexec(&conf->account.pattern, "mailer@acme", 2, m, 0), 0);
@@ -455,6 +464,11 @@ static const struct bad_case {
 	 "bad network in trusted_networks: bad prefix length in \"10.0.0.0/33\""},
 	{D "account {\n  trusted_networks = { \"192.0.2.1/24\" }\n}\n", 3, "host bits"},
 	{D "account { trusted_networks = { \"localhost\" } }\n", 2, "not an IPv4 address"},
+	{D "account {\n  trusted_logins = { \"crm relay\" }\n}\n", 3,
+	 "bad login \"crm relay\" in trusted_logins"},
+	{D "account { trusted_logins = { \"\" } }\n", 2, "bad login \"\" in trusted_logins"},
+	{D "account { trusted_logins = { \"ok\", '/app-(/' } }\n", 2, "bad regex in trusted_logins \"app-(\""},
+	{D "account { trust_local_submissions = maybe }\n", 2, "trust_local_submissions"},
 	{D "account { strip_headers = maybe }\n", 2, "invalid boolean value for option 'strip_headers'"},
 
 	/* categories */

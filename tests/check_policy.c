@@ -152,7 +152,7 @@ START_TEST(account_from_header)
 	ck_assert_int_eq(policy_account(conf, &pm, out, &why), POLICY_ACCOUNT_CONFLICT);
 	ck_assert_int_eq(policy_account_reply(POLICY_ACCOUNT_CONFLICT), QM_REPLY_CONFLICT);
 
-	/* Outside trusted_networks: refused, unless the client authenticated. */
+	/* Outside trusted_networks: refused; any login is not enough (trusted_logins). */
 	pm.header_count = 1;
 	pm.client = set_v4(&sin, "192.0.2.7");
 	ck_assert_int_eq(policy_account(conf, &pm, out, &why), POLICY_ACCOUNT_UNTRUSTED);
@@ -162,7 +162,8 @@ START_TEST(account_from_header)
 	ck_assert_int_eq(policy_account(conf, &pm, out, &why), POLICY_ACCOUNT_UNTRUSTED);
 	pm.header_count = 1;
 	pm.sasl = "someone";
-	ck_assert_int_eq(policy_account(conf, &pm, out, &why), POLICY_ACCOUNT_OK);
+	ck_assert_int_eq(policy_account(conf, &pm, out, &why), POLICY_ACCOUNT_UNTRUSTED);
+	ck_assert_str_eq(why, "the SMTP AUTH login is not in trusted_logins");
 	pm.sasl = NULL;
 	pm.client = set_v4(&sin, "10.1.200.3");
 	ck_assert_int_eq(policy_account(conf, &pm, out, &why), POLICY_ACCOUNT_OK);
@@ -174,6 +175,66 @@ START_TEST(account_from_header)
 	pm.headers_truncated = true;
 	ck_assert_int_eq(policy_account(conf, &pm, out, &why), POLICY_ACCOUNT_BAD);
 	conf_free(conf);
+}
+END_TEST
+
+/* Who may name an account in a header: trusted_logins, trust_local_submissions */
+START_TEST(account_header_trust)
+{
+	static const char logins_conf[] =
+	    "default_plan = \"\"\n"
+	    "account { source = \"header\" trusted_logins = { \"crm-relay\", '/^app-[0-9]+@crm[.]example$/' } }\n"
+	    "category crm { header = \"X-Quota-Category\" }\n";
+	static const char local_conf[] =
+	    "default_plan = \"\"\n"
+	    "account { source = \"header\" trust_local_submissions = true }\n"
+	    "category crm { header = \"X-Quota-Category\" }\n";
+	static const struct {
+		int	conf;			/* 0 base, 1 logins, 2 local */
+		const char *client;		/* IPv4, or NULL */
+		int	port;
+		const char *host;		/* the MTA's name of the client */
+		const char *sasl;
+		enum policy_account want;
+	} cases[] = {
+		/* base conf: no trusted_logins, local submissions not trusted */
+		{0, "127.0.0.1", 40000, "client.example", NULL, POLICY_ACCOUNT_OK},
+		{0, "127.0.0.1", 40000, "client.example", "crm-relay", POLICY_ACCOUNT_UNTRUSTED},
+		{0, "127.0.0.1", 0, "localhost", NULL, POLICY_ACCOUNT_UNTRUSTED},
+		{0, "127.0.0.1", 0, "client.example", NULL, POLICY_ACCOUNT_OK},
+		{0, "127.0.0.1", 25, "localhost", NULL, POLICY_ACCOUNT_OK},
+		/* trusted_logins: exact names and /regex/, from anywhere */
+		{1, "192.0.2.7", 40000, "client.example", "crm-relay", POLICY_ACCOUNT_OK},
+		{1, "192.0.2.7", 40000, "client.example", "crm-relay2", POLICY_ACCOUNT_UNTRUSTED},
+		{1, "192.0.2.7", 40000, "client.example", "CRM-relay", POLICY_ACCOUNT_UNTRUSTED},
+		{1, "192.0.2.7", 40000, "client.example", "app-17@crm.example", POLICY_ACCOUNT_OK},
+		{1, "192.0.2.7", 40000, "client.example", "app-x@crm.example", POLICY_ACCOUNT_UNTRUSTED},
+		{1, "127.0.0.1", 40000, "client.example", "customer", POLICY_ACCOUNT_UNTRUSTED},
+		{1, "127.0.0.1", 40000, "client.example", "", POLICY_ACCOUNT_OK},
+		{1, "192.0.2.7", 40000, "client.example", NULL, POLICY_ACCOUNT_UNTRUSTED},
+		/* trust_local_submissions = true */
+		{2, "127.0.0.1", 0, "localhost", NULL, POLICY_ACCOUNT_OK},
+		{2, "127.0.0.1", 0, "localhost", "someone", POLICY_ACCOUNT_UNTRUSTED},
+	};
+	struct qm_conf *confs[3] = {load(base_conf), load(logins_conf), load(local_conf)};
+	struct policy_header h = { "X-Quota-Account", "acme-42" };
+	char	out[QM_ACCOUNT_MAX + 1];
+	const char *why;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct sockaddr_in sin;
+		struct policy_msg pm = { .sender = "a@b.example", .headers = &h, .header_count = 1 };
+
+		pm.client = set_v4(&sin, cases[i].client);
+		sin.sin_port = htons((uint16_t) cases[i].port);
+		pm.local = policy_local(cases[i].host, pm.client);
+		pm.sasl = cases[i].sasl;
+		ck_assert_msg(policy_account(confs[cases[i].conf], &pm, out, &why) == cases[i].want,
+			      "case %zu: %s from %s:%d (%s)", i, cases[i].sasl ? cases[i].sasl : "-",
+			      cases[i].client, cases[i].port, cases[i].host);
+	}
+	for (size_t i = 0; i < 3; i++)
+		conf_free(confs[i]);
 }
 END_TEST
 
@@ -392,6 +453,7 @@ main(void)
 	tcase_add_test(tc, classify_header_categories);
 	tcase_add_test(tc, classify_envelope_matchers);
 	tcase_add_test(tc, account_from_header);
+	tcase_add_test(tc, account_header_trust);
 	tcase_add_test(tc, account_ids_validated);
 	tcase_add_test(tc, account_from_sasl_and_sender);
 	tcase_add_test(tc, reply_escaping);

@@ -17,6 +17,12 @@ seed_accounts() {
 }
 seed_accounts
 
+# trust_relay CONF - the login crm-relay may name accounts (header_account.lua)
+trust_relay() {
+	sed -i 's|^[[:space:]]*#trusted_logins .*|	trusted_logins = { "crm-relay" }|' "$1"
+	grep -q 'trusted_logins = { "crm-relay" }' "$1" || notok "$1 trusts the login crm-relay"
+}
+
 # mt SOCKET SCRIPT [-D NAME=VALUE...] - run tests/milter/SCRIPT.lua under miltertest
 mt() {
 	local sock=$1 script=$2
@@ -48,6 +54,7 @@ check "-V names libmilter, hiredis and libconfuse" \
 mport=$(free_port)
 write_conf "$T/a.conf" "inet:$mport@127.0.0.1" \
 	'reply unknown_plan { text = "Plan $plan of account $account is not configured, 100% sure" }'
+trust_relay "$T/a.conf"
 grep -q "127.0.0.1:$REDIS_PORT" "$T/a.conf" || notok "test conf points at the test Redis"
 milter_up milter-a "$T/a.conf" "inet:$mport@127.0.0.1" && mt "inet:$mport@127.0.0.1" header_account
 pa=$MILTER_PID
@@ -252,6 +259,7 @@ if ! ldd "$build/quota-milter" | grep -q libasan; then
 	vport=$(free_port)
 	write_conf "$T/v.conf" "inet:$vport@127.0.0.1" \
 		'reply unknown_plan { text = "Plan $plan of account $account is not configured, 100% sure" }'
+	trust_relay "$T/v.conf"
 	rcli FLUSHALL >/dev/null
 	seed_accounts
 	valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=99 \

@@ -130,6 +130,23 @@ check_eq "3: no usage key for the account" 0 "$(rcli EXISTS "qm:usage:{nocat}:$m
 # Diagnostic-Code: X-Postfix; <text>) with the refused message's headers.
 # (A 451 tempfail there instead leaves the file in maildrop, for pickup's
 # next scan.)
+#
+# 4a. By default a local submission may not name an account: any local user
+# can run sendmail(1) (the milter cannot tell root from nobody: cleanup
+# presents them alike), so its X-Quota-Account is refused as untrusted and
+# nobody is charged. Then trust_local_submissions = true (a reload) for 4.
+submit victim sender4a@acme.example c4a@dest.example "case4a"
+postfix_wait_queue 20
+check "4a: a local submission naming an account is refused (untrusted)" grep -qF \
+	"milter-reject: END-OF-MESSAGE from localhost[127.0.0.1]: 5.7.1 Account header X-Quota-Account not accepted: local submission, trust_local_submissions is off" "$PF_LOG"
+check_eq "4a: the named account is not charged" 0 "$(rcli EXISTS "qm:usage:{victim}:$month")"
+check_eq "4a: nothing delivered" 0 "$(sink_count '^X-Rcpt-Args: <c4a@')"
+sed -i 's|^[[:space:]]*trust_local_submissions .*|	trust_local_submissions = true|' "$T/qm.conf"
+reloaded=$(grep -c 'reloaded' "$T/milter.log")
+kill -USR1 "$MILTER_PID"
+check "4: trust_local_submissions = true, reloaded" wait_for reload 10 \
+	bash -c "[ \$(grep -c reloaded '$T/milter.log') -gt $reloaded ]"
+
 rcs=""
 for i in 1 2 3; do
 	submit pickupco sender4@acme.example "c4-$i@dest.example" "case4 message $i"
@@ -185,7 +202,7 @@ check_eq "5: counted once each" 2 "$(usage acme5 total)"
 check_eq "5: only the accepted ones delivered" "0 1 1" \
 	"$(for i in 1 2 3; do sink_count "^X-Rcpt-Args: <c5-$i@"; done | xargs)"
 
-check_eq "smtp-sink got nothing else" 12 "$(sink_count)"
+check_eq "smtp-sink got nothing else" 13 "$(sink_count)"
 check "milter logged decisions with the queue id" \
 	grep -qE '[0-9A-F]{6,}: account=acme plan=basic category=crm units=1 used=3/3 decision=accept' "$T/milter.log"
 postfix_stop

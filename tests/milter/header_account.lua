@@ -72,14 +72,27 @@ end },
 	mt.disconnect(conn)
 end },
 
-{ "authenticated client outside trusted_networks may declare", function()
+{ "a login in trusted_logins may declare, from outside trusted_networks", function()
 	local conn = open("mx.example", "192.0.2.8")
-	envelope(conn, "<crm@app.example>", { "<a@x.example>" }, { "{auth_authen}", "acme-user" })
+	envelope(conn, "<crm@app.example>", { "<a@x.example>" }, { "{auth_authen}", "crm-relay" })
 	local r = content(conn, crm("authd"))
 	check(r == SMFIR_REPLYCODE and mt.eom_check(conn, MT_SMTPREPLY, "550", "5.7.1",
 		"Plan free of account authd does not include outgoing mail"),
 		"account trusted, then refused by default plan free")
 	mt.disconnect(conn)
+end },
+
+{ "any other login may not, even from trusted_networks: no tenant bills another", function()
+	for _, from in ipairs({ "192.0.2.9", "127.0.0.1" }) do
+		local conn = open("mx.example", from)
+		envelope(conn, "<crm@app.example>", { "<a@x.example>" }, { "{auth_authen}", "customer-7" })
+		local r = content(conn, crm("victim"))
+		check(r == SMFIR_REPLYCODE and mt.eom_check(conn, MT_SMTPREPLY, "550", "5.7.1",
+			"Account header X-Quota-Account not accepted: the SMTP AUTH login is not in trusted_logins"),
+			"login customer-7 from " .. from .. ": 550 5.7.1 untrusted")
+		mt.disconnect(conn)
+	end
+	check(redis("EXISTS 'qm:usage:{victim}:" .. month .. "'") == "0", "victim not charged")
 end },
 
 { "hostile account ids refused, no key made", function()
