@@ -142,6 +142,7 @@ static int conf_parse_enum(cfg_t *, cfg_opt_t *, const char *, void *);
 
 static cfg_opt_t conf_redis_opts[] = {
 	CFG_STR("address", "127.0.0.1:6379", CFGF_NONE),
+	CFG_STR("username", "", CFGF_NONE),
 	CFG_STR("password", "", CFGF_NONE),
 	CFG_INT("database", 0, CFGF_NONE),
 	CFG_INT("timeout_ms", 250, CFGF_NONE),
@@ -593,14 +594,14 @@ conf_check_prefix(cfg_t *cfg, cfg_opt_t *opt)
 	return 0;
 }
 
-/* conf_check_master - validator: "" or a Sentinel master name */
+/* conf_check_name - validator: "" or a Sentinel master or Redis ACL user name */
 static int
-conf_check_master(cfg_t *cfg, cfg_opt_t *opt)
+conf_check_name(cfg_t *cfg, cfg_opt_t *opt)
 {
 	const char *s = cfg_opt_getnstr(opt, 0);
 
 	if (*s != 0 && !conf_graph_ok(s, "")) {
-		cfg_error(cfg, "bad master \"%s\": printable characters without space", s);
+		cfg_error(cfg, "bad %s \"%s\": printable characters without space", opt->name, s);
 		return -1;
 	}
 	return 0;
@@ -1089,7 +1090,8 @@ static const struct conf_validator {
 	{"redis|prefix", conf_check_prefix},
 	{"redis|pool_size", conf_check_range},
 	{"redis|sentinels", conf_check_sentinels},
-	{"redis|master", conf_check_master},
+	{"redis|master", conf_check_name},
+	{"redis|username", conf_check_name},
 	{"account|header", conf_check_header},
 	{"account|pattern", conf_check_regex},
 	{"account|trusted_networks", conf_check_cidrs},
@@ -1182,6 +1184,7 @@ conf_copy_top(struct qm_conf *conf, cfg_t *cfg)
 		conf->default_plan = conf_strdup(cfg_getstr(cfg, "default_plan"));
 
 	conf->redis.address = conf_strdup(cfg_getstr(redis, "address"));
+	conf->redis.username = conf_strdup(cfg_getstr(redis, "username"));
 	conf->redis.password = conf_strdup(cfg_getstr(redis, "password"));
 	conf->redis.database = (int) cfg_getint(redis, "database");
 	conf->redis.timeout_ms = (int) cfg_getint(redis, "timeout_ms");
@@ -1365,6 +1368,7 @@ conf_free(struct qm_conf *conf)
 	free(conf->default_plan);
 
 	free(conf->redis.address);
+	free(conf->redis.username);
 	free(conf->redis.password);
 	free(conf->redis.prefix);
 	for (i = 0; i < conf->redis.sentinel_count; i++)

@@ -78,7 +78,8 @@ struct qm_category {
 
 struct qm_redis_conf {
 	char   *address;		/* "host:port", "[v6]:port", "/path.sock" or "unix:/path" */
-	char   *password;		/* "" : no AUTH */
+	char   *username;		/* "" : AUTH with the password alone */
+	char   *password;		/* "" : no AUTH, unless username is set */
 	int	database;
 	int	timeout_ms;		/* bound for every Redis call */
 	char   *prefix;			/* "qm:" */

@@ -58,7 +58,8 @@ struct redis_pool {
 	struct redis_addr *sentinels;	/* with Sentinel */
 	size_t	sentinel_count;
 	char   *master;			/* Sentinel master name */
-	char   *password;		/* NULL: no AUTH */
+	char   *username;		/* NULL: AUTH PASSWORD alone */
+	char   *password;		/* NULL: no AUTH, unless username */
 	int	database;
 	int	timeout_ms;
 	size_t	size;			/* most connections */
@@ -496,7 +497,7 @@ pool_connect_failed(struct redis_pool *pool, const char *why)
 static int
 pool_handshake(struct redis_pool *pool, redisContext *c, const char *where, char *err, size_t errlen)
 {
-	const char *auth[2] = {"AUTH", pool->password};
+	const char *auth[3] = {"AUTH", pool->username, pool->password};
 	char    dbtext[16];
 	const char *select[2] = {"SELECT", dbtext};
 	const char *role[1] = {"ROLE"};
@@ -507,8 +508,12 @@ pool_handshake(struct redis_pool *pool, redisContext *c, const char *where, char
 	int     rc = 0;
 
 	snprintf(dbtext, sizeof(dbtext), "%d", pool->database);
-	if (pool->password != NULL)
+	if (pool->username != NULL)		/* Redis 6 ACL: AUTH USER PASS */
+		cmds[count++] = (struct redis_cmd) {3, auth, NULL};
+	else if (pool->password != NULL) {
+		auth[1] = pool->password;
 		cmds[count++] = (struct redis_cmd) {2, auth, NULL};
+	}
 	if (pool->database != 0)
 		cmds[count++] = (struct redis_cmd) {2, select, NULL};
 	if (pool->sentinel_count > 0)
@@ -816,8 +821,11 @@ redis_pool_create(const struct qm_redis_conf *conf, char *err, size_t errlen)
 	} else if (!addr_parse(conf->address, &pool->addr, err, errlen)) {
 		goto fail;
 	}
-	if (conf->password != NULL && *conf->password != 0
-	    && (pool->password = strdup(conf->password)) == NULL) {
+	if ((conf->password != NULL && *conf->password != 0
+	     && (pool->password = strdup(conf->password)) == NULL)
+	    || (conf->username != NULL && *conf->username != 0
+		&& ((pool->username = strdup(conf->username)) == NULL
+		    || (pool->password == NULL && (pool->password = strdup("")) == NULL)))) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -835,6 +843,7 @@ redis_pool_create(const struct qm_redis_conf *conf, char *err, size_t errlen)
 fail:
 	free(pool->sentinels);
 	free(pool->master);
+	free(pool->username);
 	free(pool->password);
 	free(pool->idle);
 	free(pool);
@@ -853,6 +862,7 @@ redis_pool_free(struct redis_pool *pool)
 	pthread_mutex_destroy(&pool->lock);
 	free(pool->sentinels);
 	free(pool->master);
+	free(pool->username);
 	free(pool->password);
 	free(pool->idle);
 	free(pool);

@@ -253,6 +253,50 @@ check "an entry Redis refuses is kept aside" grep -q ' rej crm 1 0$' "$T/journal
 check "and reported" grep -q 'replay.77.1.log: entry refused by Redis (Redis: ERR quota.lua' "$T/milter-e2.log"
 check "milter-e2 stops cleanly" milter_stop "$pe" milter-e2
 
+# 8b. Redis ACL users with the least privilege README gives: the milter's
+# user runs the whole header-account session (the script's commands
+# included), quota-milter-ctl's user every ctl command; a wrong password is
+# a Redis failure (451), not a crash.
+rcli FLUSHALL >/dev/null
+seed_accounts
+acl_milter="on >milter-pw resetkeys ~qm:* resetchannels -@all +evalsha +eval +script|load +ping +select +role +exists +expireat +get +hincrby +hmget +hset +hsetnx +set +type +xadd"
+acl_ctl="on >ctl-pw resetkeys ~qm:* resetchannels -@all +hget +hmget +hgetall +hset +hdel +hkeys +del +scan +type +xrevrange +ping +select"
+# shellcheck disable=SC2086  # one rule a word
+check_eq "ACL user qm-milter made" OK "$(rcli ACL SETUSER qm-milter reset $acl_milter)"
+# shellcheck disable=SC2086
+check_eq "ACL user qm-ctl made" OK "$(rcli ACL SETUSER qm-ctl reset $acl_ctl)"
+uport=$(free_port)
+write_conf "$T/u.conf" "inet:$uport@127.0.0.1" \
+	'reply unknown_plan { text = "Plan $plan of account $account is not configured, 100% sure" }'
+trust_relay "$T/u.conf"
+sed -i 's|^\([[:space:]]*\)password *=.*|\1username = "qm-milter"\n\1password = "milter-pw"|' "$T/u.conf"
+if milter_up milter-u "$T/u.conf" "inet:$uport@127.0.0.1"; then
+	uout=$(mt "inet:$uport@127.0.0.1" header_account)
+	check_eq "as ACL user qm-milter: the header-account session, no failed case" 0 \
+		"$(grep -c '^not ok' <<<"$uout")"
+	grep '^not ok' <<<"$uout" | sed 's/^/# /'
+	check "its connections are the ACL user's" grep -q ' user=qm-milter ' <(rcli CLIENT LIST)
+	check_eq "and it counted (acme: 5 of its limit 5)" 5 "$(rcli HGET "qm:usage:{acme}:$month" total)"
+	check "milter-u stops cleanly" milter_stop "$MILTER_PID" milter-u
+fi
+sed -e 's|username = "qm-milter"|username = "qm-ctl"|' -e 's|"milter-pw"|"ctl-pw"|' "$T/u.conf" > "$T/uc.conf"
+ctl_ok=0
+for args in "usage acme" "top" "plans" "events" "export $month" "set-plan acme standard" \
+	"set-limit acme 7" "set-limit acme plan" "suspend acme" "resume acme" "reset acme"; do
+	# shellcheck disable=SC2086  # the command's words
+	"$build/quota-milter-ctl" -c "$T/uc.conf" $args >"$T/ctl.out" 2>&1 ||
+		{ ctl_ok=1; echo "# quota-milter-ctl $args: $(head -2 "$T/ctl.out")"; }
+done
+check_eq "as ACL user qm-ctl: every ctl command works" 0 "$ctl_ok"
+check_eq "and it reset the month" 0 "$(rcli EXISTS "qm:usage:{acme}:$month")"
+sed -i 's|"milter-pw"|"wrong-pw"|' "$T/u.conf"
+if milter_up milter-w "$T/u.conf" "inet:$uport@127.0.0.1"; then
+	wout=$(mt "inet:$uport@127.0.0.1" redis_down -D phase=down)
+	check "a wrong Redis password: 451 4.3.0, as Redis away" grep -q '^ok - ' <<<"$wout"
+	check "and the log says why" grep -q 'WRONGPASS' "$T/milter-w.log"
+	check "milter-w stops cleanly" milter_stop "$MILTER_PID" milter-w
+fi
+
 # 9. The same protocol session with the daemon under valgrind (for the
 # plain build; the ASan build checks itself): no errors, no leaks.
 if ! ldd "$build/quota-milter" | grep -q libasan; then
