@@ -123,7 +123,16 @@ install: $(DAEMON) $(CTL)
 	install -m 755 $(CTL) $(DESTDIR)$(SBINDIR)/quota-milter-ctl
 	install -m 644 man/quota-milter.8 man/quota-milter-ctl.8 $(DESTDIR)$(MANDIR)/man8
 	install -m 644 man/quota-milter.conf.5 $(DESTDIR)$(MANDIR)/man5
-	install -m 644 conf/quota-milter.conf $(DESTDIR)$(SYSCONFDIR)/quota-milter/quota-milter.conf
+	@# The conf may hold a Redis password: 0640, group quota-milter where that
+	@# group exists (not in a DESTDIR); an existing conf is never overwritten.
+	@conf=$(DESTDIR)$(SYSCONFDIR)/quota-milter/quota-milter.conf; \
+	if [ -e "$$conf" ]; then \
+		echo "install: $$conf exists, kept (the new one is conf/quota-milter.conf)"; \
+	else \
+		group=; [ -z "$(DESTDIR)" ] && getent group quota-milter >/dev/null && group="-g quota-milter"; \
+		echo "install -m 640 $$group conf/quota-milter.conf $$conf"; \
+		install -m 640 $$group conf/quota-milter.conf "$$conf"; \
+	fi
 
 clean:
 	rm -rf build build-asan build-hiredis1 counters/quota_lua.h

@@ -191,7 +191,7 @@ static cfg_opt_t conf_reply_opts[] = {
 #define CONF_TITLED	(CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES)
 
 static cfg_opt_t conf_opts[] = {
-	CFG_STR("socket", "inet:8899@127.0.0.1", CFGF_NONE),
+	CFG_STR("socket", "unix:/run/quota-milter/quota-milter.sock", CFGF_NONE),
 	CFG_STR("user", "quota-milter", CFGF_NONE),
 	CFG_INT_CB("mode", QM_MODE_ENFORCE, CFGF_NONE, conf_parse_enum),
 	CFG_INT_CB("unit", QM_UNIT_RECIPIENTS, CFGF_NONE, conf_parse_enum),
@@ -451,6 +451,13 @@ conf_socket_unix_path(const char *spec)
 	if (strncmp(spec, "inet:", 5) == 0 || strncmp(spec, "inet6:", 6) == 0)
 		return NULL;
 	return spec;
+}
+
+/* conf_socket_any_host - inet:PORT or inet6:PORT, without @HOST */
+bool
+conf_socket_any_host(const char *spec)
+{
+	return conf_socket_unix_path(spec) == NULL && strchr(spec, '@') == NULL;
 }
 
 /* conf_check_socket - validator: a socket spec, as libmilter milters write it */

@@ -148,6 +148,9 @@ const struct qm_plan *conf_plan(const struct qm_conf *conf, const char *name);
  */
 const char *conf_socket_unix_path(const char *spec);
 
+/* conf_socket_any_host - does an inet spec with no @HOST listen everywhere? */
+bool	conf_socket_any_host(const char *spec);
+
 /* conf_reply_name - the conf name of a reply ("exhausted", ...) */
 const char *conf_reply_name(enum qm_reply_id id);
 

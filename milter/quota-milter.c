@@ -47,6 +47,9 @@
 #define QM_VERSION	"0.1.0"
 #define QM_NAME		"quota-milter"
 #define QM_STOP_GRACE	10		/* seconds libmilter gets to stop */
+#define QM_ANY_HOST_WARNING \
+	"socket without @HOST listens on every interface, and the milter protocol has no " \
+	"authentication: anyone who reaches it can charge or drain any account"
 
  /*
   * A runtime is a loaded conf with its Redis counters. It is immutable
@@ -85,6 +88,7 @@ struct msg_ctx {
 	unsigned *slot_seen;		/* occurrences per policy_header_slot() */
 	bool	failed;			/* out of memory where no reply could say so */
 	bool	pass;			/* no category: let through at the first RCPT */
+	bool	strip;			/* no category, but its headers go (conf_strips()) */
 };
 
  /* Per-connection state. */
@@ -471,6 +475,17 @@ conf_reads_headers(const struct qm_conf *conf)
 }
 
 /*
+ * conf_strips - are the account and category headers removed from every
+ * message that carries them? Then mail of no category, too, is followed to
+ * its end, for its headers.
+ */
+static bool
+conf_strips(const struct qm_conf *conf)
+{
+	return conf->account.strip_headers && conf_reads_headers(conf);
+}
+
+/*
  * conf_mail_may_pass - may qm_envfrom() find no category, and let the
  * message pass? Not when a category has no envelope matcher: the
  * classification stops there, whatever the envelope (policy_classify()).
@@ -625,10 +640,15 @@ envfrom(SMFICTX *ctx, struct conn_ctx *cc, char **argv)
 	m->category = policy_classify(conf, &pm);
 	if (m->category == POLICY_CLASS_NONE) {
 		/*
-		 * Not counted mail: let it pass untouched, Redis never asked;
-		 * at the first RCPT when MAIL gets no reply.
+		 * Not counted mail: let it pass, Redis never asked; at the first
+		 * RCPT when MAIL gets no reply. When the internal headers are
+		 * stripped, it is followed to its end for them.
 		 */
 		msg_reset(m);
+		if (conf_strips(conf)) {
+			m->strip = true;
+			return SMFIS_CONTINUE;
+		}
 		if ((cc->noreply & SMFIP_NR_MAIL) == 0)
 			return SMFIS_ACCEPT;
 		m->pass = true;
@@ -770,7 +790,7 @@ header_keep(struct conn_ctx *cc, const char *name, const char *value)
 	struct policy_header *h;
 	int	slot;
 
-	if (!m->counted || name == NULL || value == NULL
+	if ((!m->counted && !m->strip) || name == NULL || value == NULL
 	    || (slot = policy_header_slot(conf, name)) < 0
 	    || ((size_t) slot == conf->category_count
 		&& conf->account.source != QM_SOURCE_HEADER))
@@ -874,8 +894,10 @@ qm_eom(SMFICTX *ctx)
 		msg_finish(cc);
 		return SMFIS_TEMPFAIL;
 	}
-	if (!m->counted)
+	if (!m->counted) {
+		strip_headers(ctx, cc);		/* if m->strip: slots seen */
 		return SMFIS_CONTINUE;
+	}
 	monitor = conf->mode == QM_MODE_MONITOR;
 	policy_view(cc, true, &pm);
 	if (m->category < 0 && (m->category = policy_classify(conf, &pm)) < 0) {
@@ -890,6 +912,7 @@ qm_eom(SMFICTX *ctx)
 			msg_reset(m);
 			return rc;
 		}
+		strip_headers(ctx, cc);		/* no category, or an unknown one */
 		msg_reset(m);
 		return SMFIS_CONTINUE;
 	}
@@ -1301,12 +1324,16 @@ main(int argc, char **argv)
 		return 1;
 	}
 	if (test_only) {
+		if (conf_socket_any_host(rt->conf->socket))
+			printf("%s: %s: warning: %s\n", QM_NAME, path, QM_ANY_HOST_WARNING);
 		printf("%s: %s: configuration OK\n", QM_NAME, path);
 		runtime_release(rt);
 		return 0;
 	}
 	log_open(QM_NAME, opt_foreground);
 	runtime_current = rt;
+	if (conf_socket_any_host(rt->conf->socket))
+		msg_warn("%s: %s", path, QM_ANY_HOST_WARNING);
 
 	/*
 	 * SIGUSR1 goes to the reload thread only; libmilter's own signal

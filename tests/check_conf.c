@@ -89,7 +89,7 @@ START_TEST(shipped_conf_is_the_spec)
 
 	ck_assert_msg(conf != NULL, "%s (set QM_SRCDIR to the source tree)", err);
 	ck_assert_str_eq(conf->path, shipped_path());
-	ck_assert_str_eq(conf->socket, "inet:8899@127.0.0.1");
+	ck_assert_str_eq(conf->socket, "unix:/run/quota-milter/quota-milter.sock");
 	ck_assert_str_eq(conf->user, "quota-milter");
 	ck_assert_int_eq(conf->mode, QM_MODE_ENFORCE);
 	ck_assert_int_eq(conf->unit, QM_UNIT_RECIPIENTS);
@@ -167,7 +167,7 @@ START_TEST(defaults)
 	ck_assert_ptr_null(conf->default_plan);
 	ck_assert_uint_eq(conf->plan_count, 0);
 	ck_assert_uint_eq(conf->category_count, 0);
-	ck_assert_str_eq(conf->socket, "inet:8899@127.0.0.1");
+	ck_assert_str_eq(conf->socket, "unix:/run/quota-milter/quota-milter.sock");
 	ck_assert_str_eq(conf->user, "quota-milter");
 	ck_assert_int_eq(conf->mode, QM_MODE_ENFORCE);
 	ck_assert_int_eq(conf->unit, QM_UNIT_RECIPIENTS);
@@ -334,6 +334,16 @@ START_TEST(addresses_and_sockets)
 		snprintf(text, sizeof(text), "default_plan = \"\"\n%s\n", good[i]);
 		conf_free(load(text));
 	}
+	/* One rule for which specs are unix sockets, and which listen everywhere. */
+	ck_assert_str_eq(conf_socket_unix_path("unix:/run/qm.sock"), "/run/qm.sock");
+	ck_assert_str_eq(conf_socket_unix_path("local:/run/qm.sock"), "/run/qm.sock");
+	ck_assert_str_eq(conf_socket_unix_path("/run/qm.sock"), "/run/qm.sock");
+	ck_assert_ptr_null(conf_socket_unix_path("inet:8899@127.0.0.1"));
+	ck_assert_ptr_null(conf_socket_unix_path("inet6:8899"));
+	ck_assert(conf_socket_any_host("inet:8899"));
+	ck_assert(conf_socket_any_host("inet6:8899"));
+	ck_assert(!conf_socket_any_host("inet:8899@127.0.0.1"));
+	ck_assert(!conf_socket_any_host("unix:/run/a@b.sock"));
 }
 END_TEST
 

@@ -19,11 +19,18 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
 	done
 fi
 
-runconf=$conf
+# The shipped conf's socket is in the package's folder, /run/quota-milter:
+# here it goes next to the build instead (mode 0660, as always).
+# So does the journal (the package's is in /var/lib/quota-milter).
+dir=$(cd "$(dirname "$daemon")" && pwd)
+sock="unix:$dir/quota-milter.sock"
+mkdir -p "$dir/journal"
+runconf=$(mktemp)
+sed -e "s|^\([[:space:]]*socket[[:space:]]*=\).*|\1 \"$sock\"|" \
+    -e "s|^\([[:space:]]*journal[[:space:]]*=\).*|\1 \"$dir/journal\"|" "$conf" > "$runconf"
 if ! getent passwd quota-milter >/dev/null; then
-	runconf=$(mktemp)
-	sed 's/^\([[:space:]]*user[[:space:]]*=\).*/\1 ""/' "$conf" > "$runconf"
+	sed -i 's/^\([[:space:]]*user[[:space:]]*=\).*/\1 ""/' "$runconf"
 	echo "run-local: no user quota-milter here, running as $(id -un)"
 fi
-echo "run-local: quota-milter on $(sed -n 's/^[[:space:]]*socket[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p' "$conf"), Ctrl-C stops it"
+echo "run-local: quota-milter on $sock (Postfix: smtpd_milters = $sock), Ctrl-C stops it"
 exec "$daemon" -f -c "$runconf"

@@ -3,7 +3,8 @@
 # the files git would commit (so it tests what will be committed, not this
 # work tree's builds), lintian checks it, and it is installed on this
 # machine, run, reinstalled and purged. Needs root and dpkg-dev, debhelper,
-# lintian (tests/deps.sh). BUILD is not used: the package builds its own.
+# lintian (tests/deps.sh). The package builds its own; BUILD is what
+# `make install` installs from (its conf's mode, never overwritten).
 #
 # It installs into the real system (maintainer scripts, adduser, the systemd
 # unit): meant for a throwaway test machine. It refuses to run where
@@ -17,6 +18,7 @@ PKG=quota-milter
 CONF=/etc/quota-milter/quota-milter.conf
 STATE=/var/lib/quota-milter
 month=$(date -u +%Y-%m)
+build=${1:-build}
 
 # quiet COMMAND... - run it, its output shown only as comments when it fails
 # shellcheck disable=SC2317  # called through check
@@ -52,6 +54,7 @@ deb_cleanup() {
 		timeout 120 dpkg --purge "$PKG" </dev/null >>"$T/dpkg.log" 2>&1 ||
 			tail -5 "$T/dpkg.log" | sed 's/^/# /'
 	fi
+	[ -z "${made_run:-}" ] || rm -rf /run/quota-milter
 	if [ -z "$user_before" ] && getent passwd "$PKG" >/dev/null; then
 		userdel "$PKG" || echo "# could not remove the user $PKG"
 	fi
@@ -119,6 +122,11 @@ check "hardened: RELRO and BIND_NOW" test \
 	"$(readelf -lW /usr/sbin/quota-milter | grep -c GNU_RELRO)$(readelf -d /usr/sbin/quota-milter | grep -c BIND_NOW)" = 11
 check "hardened: fortified" grep -q '__[a-z]*_chk' <(readelf -sW --dyn-syms /usr/sbin/quota-milter)
 check "quota-milter -t accepts the installed conf" quiet /usr/sbin/quota-milter -t
+check_eq "$CONF may hold a Redis password: root:$PKG, mode 640" "root:$PKG 640" \
+	"$(stat -c '%U:%G %a' "$CONF")"
+check_eq "the default milter socket is a unix socket in /run/quota-milter" \
+	'socket         = "unix:/run/quota-milter/quota-milter.sock"' "$(grep '^socket ' "$CONF")"
+check "the unit makes /run/quota-milter 0750" grep -qx 'RuntimeDirectoryMode=0750' "$unit"
 if command -v systemd-analyze >/dev/null; then
 	if command -v man >/dev/null; then man=yes; else man=no; fi
 	if systemd-analyze verify --man=$man "$unit" >"$T/verify.log" 2>&1 && ! [ -s "$T/verify.log" ]; then
@@ -172,6 +180,41 @@ mt_pkg() {
 	timeout 60 miltertest -D sock="$1" -D name="$2" -D lib=tests/milter/common.lua -s "$T/pkg.lua"
 }
 
+# 3a. The default socket, as the unit runs the daemon: /run/quota-milter
+# 0750 quota-milter:quota-milter (RuntimeDirectory), the socket 0660. A
+# local user outside the group cannot open a milter session (the protocol
+# has no authentication: it could charge or drain any account); root and
+# the group's members (the MTA's user, once added) can.
+if [ ! -e /run/quota-milter ]; then
+	made_run=1
+	install -d -o "$PKG" -g "$PKG" -m 0750 /run/quota-milter
+	pkg_conf "$T/r.conf" "unix:/run/quota-milter/quota-milter.sock"
+	(umask 007; exec setpriv --reuid="$PKG" --regid="$PKG" --init-groups \
+		/usr/sbin/quota-milter -f -c "$T/r.conf") >"$T/pkg-r.log" 2>&1 &
+	pr=$!
+	PIDS="$PIDS $pr"
+	if wait_for pkg-r 20 test -S /run/quota-milter/quota-milter.sock; then
+		check_eq "the default socket is $PKG:$PKG, mode 660" "$PKG:$PKG 660" \
+			"$(stat -c '%U:%G %a' /run/quota-milter/quota-milter.sock)"
+		setpriv --reuid=nobody --regid=nogroup --clear-groups \
+			miltertest -D sock=unix:/run/quota-milter/quota-milter.sock -D name=nobody \
+			-D lib=tests/milter/common.lua -s "$T/pkg.lua" >"$T/nobody.out" 2>&1
+		check "another local user (nobody) cannot open a session" \
+			grep -q '^not ok - nobody: mt.connect().*Permission denied' "$T/nobody.out"
+		check_eq "nor get a reply" 0 "$(grep -c '^ok - ' "$T/nobody.out")"
+		check "a member of the group $PKG (as the MTA's user would be) reaches it" \
+			setpriv --reuid=nobody --regid=nogroup --groups="$gid" \
+			miltertest -D sock=unix:/run/quota-milter/quota-milter.sock -D name=member \
+			-D lib=tests/milter/common.lua -s "$T/pkg.lua"
+	else
+		notok "the installed daemon listens on the default socket"; sed 's/^/# /' "$T/pkg-r.log"
+	fi
+	check "on the default socket: it stops cleanly" milter_stop "$pr" pkg-r
+	rcli DEL "qm:usage:{pkgco}:$month" >/dev/null
+else
+	echo "# /run/quota-milter exists (a running service?): default socket not tried"
+fi
+
 aport=$(free_port)
 pkg_conf "$T/a.conf" "inet:$aport@127.0.0.1"
 (umask 007; exec setpriv --reuid="$PKG" --regid="$PKG" --init-groups \
@@ -206,11 +249,27 @@ else
 fi
 check "started as root: it stops cleanly" milter_stop "$pb" pkg-b
 
-# 4. Reinstall: idempotent, and a local change to the conffile stays.
+# 4. Reinstall: idempotent, and a local change to the conffile stays, its
+# mode too.
 echo '# changed by t_deb.sh' >> "$CONF"
+chmod 0600 "$CONF"
 timeout 120 dpkg -i "$deb" </dev/null >>"$T/dpkg.log" 2>&1
 check_eq "dpkg -i again succeeds" installed "$(deb_status)"
 check "the local change to the conffile is kept" grep -qx '# changed by t_deb.sh' "$CONF"
+check_eq "and the admin's mode of it" "root:$PKG 600" "$(stat -c '%U:%G %a' "$CONF")"
+chmod 0640 "$CONF"
+
+# make install (no DESTDIR; the group exists now): the conf 0640 root:$PKG,
+# and never overwritten.
+ietc=$T/inst-etc
+make -s install PREFIX="$T/inst" SYSCONFDIR="$ietc" B="$build" >"$T/install.log" 2>&1 ||
+	{ notok "make install"; sed 's/^/# /' "$T/install.log"; }
+check_eq "make install: the conf is root:$PKG, mode 640" "root:$PKG 640" \
+	"$(stat -c '%U:%G %a' "$ietc/quota-milter/quota-milter.conf" 2>&1)"
+echo '# edited' >> "$ietc/quota-milter/quota-milter.conf"
+make -s install PREFIX="$T/inst" SYSCONFDIR="$ietc" B="$build" >"$T/install.log" 2>&1
+check "make install again keeps the edited conf" grep -qx '# edited' "$ietc/quota-milter/quota-milter.conf"
+check "and says so" grep -q 'exists, kept' "$T/install.log"
 check_eq "the user is the same" "$uid" "$(id -u "$PKG" 2>&1)"
 check_eq "$STATE and its journal are kept" "$PKG:$PKG 750 $PKG" \
 	"$(stat -c '%U:%G %a' "$STATE" 2>&1) $(stat -c %U "$STATE/journal" 2>&1)"

@@ -253,6 +253,20 @@ check "an entry Redis refuses is kept aside" grep -q ' rej crm 1 0$' "$T/journal
 check "and reported" grep -q 'replay.77.1.log: entry refused by Redis (Redis: ERR quota.lua' "$T/milter-e2.log"
 check "milter-e2 stops cleanly" milter_stop "$pe" milter-e2
 
+# 8a. strip_headers covers mail of no category too (tests/milter/strip.lua).
+rcli HSET 'qm:account:{strip-co}' plan enterprise >/dev/null
+for part in on off; do
+	sport=$(free_port)
+	write_conf "$T/s-$part.conf" "inet:$sport@127.0.0.1" ""
+	sed -i -e '/^category /d' "$T/s-$part.conf"
+	echo "category crm { sender = '@crm[.]example\$' }" >> "$T/s-$part.conf"
+	[ "$part" = off ] && sed -i 's|^\([[:space:]]*strip_headers *=\).*|\1 false|' "$T/s-$part.conf"
+	if milter_up "milter-s-$part" "$T/s-$part.conf" "inet:$sport@127.0.0.1"; then
+		mt "inet:$sport@127.0.0.1" strip -D part="$part"
+		check "milter-s-$part stops cleanly" milter_stop "$MILTER_PID" "milter-s-$part"
+	fi
+done
+
 # 8b. Redis ACL users with the least privilege README gives: the milter's
 # user runs the whole header-account session (the script's commands
 # included), quota-milter-ctl's user every ctl command; a wrong password is

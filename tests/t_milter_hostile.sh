@@ -216,7 +216,7 @@ postfix_stop
 
 # 4. Alive, exact, clean.
 check "all three daemons still alive" kill -0 "$ph" "$ps" "$pa"
-exp="ent-co 10001 cap-co - ok-co 2 gone-co 3 $long128 1 rcpt-co.example 100 drop.example 3"
+exp="ent-co 10001 cap-co - ok-co 1 gone-co 3 $long128 1 rcpt-co.example 100 drop.example 3"
 exp+=" app-1 3 victim - big-co 2 pf-co 1"
 got=''
 # shellcheck disable=SC2086

@@ -50,12 +50,13 @@ end },
 	check(redis("EXISTS 'qm:usage:{abort-co}:" .. month .. "'") == "0", "aborted message left no usage")
 end },
 
-{ "mail in no category passes untouched", function()
+{ "mail in no category passes uncounted, its account header removed", function()
 	local conn = open()
 	envelope(conn, "<user@app.example>", { "<a@x.example>" })
 	local r = content(conn, { { "X-Quota-Account", "plain-co" }, { "Subject", "x" } })
 	check(r == SMFIR_CONTINUE or r == SMFIR_ACCEPT, "accepted")
-	check(not mt.eom_check(conn, MT_HDRDELETE), "no header touched")
+	check(mt.eom_check(conn, MT_HDRDELETE, "X-Quota-Account"), "account header removed (strip_headers)")
+	check(not mt.eom_check(conn, MT_HDRDELETE, "Subject"), "other headers left alone")
 	check(redis("EXISTS 'qm:usage:{plain-co}:" .. month .. "'") == "0", "not counted")
 	mt.disconnect(conn)
 end },
