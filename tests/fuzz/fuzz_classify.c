@@ -8,7 +8,8 @@
  *			bits 2-3: client none, IPv4, IPv6, IPv4-mapped IPv6;
  *			bit 4: no sasl; bit 5: no daemon; bit 6: headers not
  *			seen yet; bit 7: headers_truncated
- *	bytes 1-16	client address (IPv4 uses the first 4)
+ *	bytes 1-16	client address (IPv4 uses the first 4; with an IPv4
+ *			client, bit 0 of byte 16 marks a local submission)
  *	then NUL-separated strings: sender, sasl, daemon, then header name,
  *	value, name, value, ... (at most POLICY_HEADERS_MAX headers)
  *
@@ -50,6 +51,7 @@ static const char conf_header[] =
 	"	source = \"header\"\n"
 	"	header = \"X-Quota-Account\"\n"
 	"	trusted_networks = { \"127.0.0.0/8\", \"::1/128\" }\n"
+	"	trusted_logins = { \"relay\", '/^app-[0-9]+$/' }\n"
 	"	strip_headers = true\n"
 	"}\n"
 	"category crm        { header = \"X-Quota-Category\"  match = \"^crm$\" }\n"
@@ -88,7 +90,8 @@ static const char conf_domain[] =
 static const char conf_header_pattern[] =
 	"default_plan = \"\"\n"
 	"account { source = \"header\" header = \"X-Tenant\" pattern = \"^tenant-([^ ]*)\"\n"
-	"	trusted_networks = { \"192.0.2.0/24\", \"2001:db8::/32\" } }\n"
+	"	trusted_networks = { \"192.0.2.0/24\", \"2001:db8::/32\" }\n"
+	"	trusted_logins = { \"tenant-relay\" }  trust_local_submissions = true }\n"
 	"category crm { header = \"X-Quota-Category\" match = \"crm\" daemon = \"smtpd\" }\n"
 	"category tenant { header = \"x-tenant\" }\n";
 
@@ -236,6 +239,29 @@ check_slots(const struct qm_conf *conf, const struct policy_header *headers, siz
 }
 
 /*
+ * ref_trusted - may the client name an account in a header: a login in
+ * trusted_logins (exact or regex); a local submission with
+ * trust_local_submissions; otherwise an address in trusted_networks
+ */
+static bool
+ref_trusted(const struct qm_conf *conf, const struct policy_msg *msg)
+{
+	if (msg->sasl != NULL && *msg->sasl != 0) {
+		for (size_t i = 0; i < conf->account.login_count; i++) {
+			const struct qm_login *l = &conf->account.logins[i];
+
+			if (l->name != NULL ? strcmp(l->name, msg->sasl) == 0
+			    : regexec(&l->rx, msg->sasl, 0, NULL, 0) == 0)
+				return true;
+		}
+		return false;
+	}
+	if (msg->local)
+		return conf->account.trust_local;
+	return msg->client != NULL && in_list(&conf->account.trusted, msg->client);
+}
+
+/*
  * ref_account - what the rules say: OK with the account in want, or not
  * OK (the reason is policy_account()'s business).
  */
@@ -260,8 +286,7 @@ ref_account(const struct qm_conf *conf, const struct policy_msg *msg, char *want
 		}
 		if (value == NULL)
 			return false;
-		if (!(msg->sasl != NULL && *msg->sasl != 0)
-		    && !(msg->client != NULL && in_list(&conf->account.trusted, msg->client)))
+		if (!ref_trusted(conf, msg))
 			return false;	/* untrusted */
 		break;
 	case QM_SOURCE_SASL:
@@ -375,6 +400,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		sin.sin_family = AF_INET;
 		memcpy(&sin.sin_addr, addr, 4);
 		msg.client = (const struct sockaddr *) &sin;
+		msg.local = (addr[15] & 1) != 0;
 		break;
 	case 2:
 		sin6.sin6_family = AF_INET6;
