@@ -1,10 +1,11 @@
 #!/bin/bash
 # t_bench_smoke.sh BUILD - `make bench` in its tiny mode (BENCH_QUICK=1:
-# one round of 100 messages, 50 sessions held, no callgrind), checking only
-# that it works: the table is written, every configuration produced a
-# number, the counting configurations counted every accepted message once,
-# and nothing failed. No timing is asserted: the numbers of a tiny run on
-# a shared machine mean nothing.
+# one round of 100 messages, 50 sessions held, no callgrind, no peers),
+# checking only that it works: the table is written, every configuration
+# produced a number (the null libmilter milter's too, which negotiated
+# what quota-milter did), the counting configurations counted every
+# accepted message once, and nothing failed. No timing is asserted: the
+# numbers of a tiny run on a shared machine mean nothing.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 . tests/lib.sh
@@ -27,16 +28,28 @@ value() { sed -n "s/^$1=//p" "$data"; }
 # shellcheck disable=SC2317  # called through check
 positive() { [[ $1 =~ ^[0-9]+(\.[0-9]+)?$ ]] && awk -v v="$1" 'BEGIN { exit !(v > 0) }'; }
 
-for cfg in none nothing_unix nothing_inet nothing_env_unix nothing_env_inet count_unix count_inet \
-	count_unix_ru count_inet_ru hdr_unix hdr_inet; do
+for cfg in none null_unix null_inet nothing_unix nothing_inet nothing_env_unix nothing_env_inet \
+	count_unix count_inet count_unix_ru count_inet_ru hdr_unix hdr_inet; do
 	check "10 sessions, $cfg: a rate ($(value "rate.$cfg"))" positive "$(value "rate.$cfg")"
 done
-for cfg in none nothing_unix nothing_inet count_unix count_inet hdr_unix hdr_inet; do
+for cfg in none null_unix null_inet nothing_unix nothing_inet nothing_env_unix nothing_env_inet \
+	count_unix count_inet hdr_unix hdr_inet; do
 	check "1 session, $cfg: a rate ($(value "rate1.$cfg"))" positive "$(value "rate1.$cfg")"
 done
-for cfg in nothing_unix count_unix count_inet count_unix_ru count_unix_k100 hdr_unix_c1 hdr_inet_c1; do
+for cfg in null_unix null_inet nothing_unix count_unix count_inet count_unix_ru count_unix_k100 \
+	hdr_unix_c1 hdr_inet_c1; do
 	check "milterload, $cfg: a rate ($(value "load.$cfg"))" positive "$(value "load.$cfg")"
 done
+for sock in unix inet; do
+	check "null_$sock: milter CPU per message measured ($(value "mcpu.null_$sock"))" \
+		positive "$(value "mcpu.null_$sock")"
+	steps=$(value "steps.null_$sock")
+	check "null_$sock asked for what quota-milter asked for ($steps)" \
+		test -n "$steps" -a "$steps" = "$(value "nego.nothing_env_$sock")"
+	check_eq "null_$sock negotiated it" "$steps" "$(value "nego.null_$sock")"
+done
+check_eq "no peers in QUICK mode" "" "$(value peers)"
+check "the table says the peers were not run in QUICK mode" grep -q 'not run in QUICK mode' "$out"
 for cfg in count_unix count_inet count_unix_ru count_inet_ru hdr_unix hdr_inet; do
 	c=$(value "counted.$cfg")
 	check "$cfg counted every accepted message once ($c)" \
