@@ -33,6 +33,7 @@
 #include <sys/un.h>
 
 #include "conf.h"
+#include "../counters/keys.h"
 
 #define ARRAY_LEN(a)	(sizeof(a) / sizeof((a)[0]))
 #define NAME_CHARS	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
@@ -103,14 +104,6 @@ static const struct conf_reply_default {
 /* Variables a reply text may use; policy_format_reply() expands them. */
 static const char *const conf_reply_vars[] = {
 	"account", "plan", "limit", "used", "category", "header", "reason",
-};
-
-/*
- * The usage hash fields that are not categories (USAGE_* in
- * counters/keys.h): a category of that name would share their counter.
- */
-static const char *const conf_reserved_fields[] = {
-	"total", "messages", "refused", "would_refuse",
 };
 
 /* Options whose text value maps to an enum; the index is the enum value. */
@@ -931,15 +924,12 @@ conf_check_category(cfg_t *cfg, cfg_opt_t *opt)
 	const char *name = cfg_title(sec);
 	bool	header = *cfg_getstr(sec, "header") != 0;
 	bool	match = *cfg_getstr(sec, "match") != 0;
-	size_t	i;
 
 	if (!conf_check_title(cfg, "category", name))
 		return -1;
-	for (i = 0; i < ARRAY_LEN(conf_reserved_fields); i++) {
-		if (strcasecmp(name, conf_reserved_fields[i]) == 0) {
-			cfg_error(cfg, "category \"%s\": the name is reserved for a usage field", name);
-			return -1;
-		}
+	if (keys_reserved_field(name)) {
+		cfg_error(cfg, "category \"%s\": the name is reserved for a usage field", name);
+		return -1;
 	}
 	if (match && !header) {
 		cfg_error(cfg, "category \"%s\": match needs header (the header it applies to)", name);

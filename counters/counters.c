@@ -7,6 +7,7 @@
  * {status, plan, limit, used} with known status and sane numbers is an
  * error, so the caller applies the failure policy instead of guessing.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/random.h>
@@ -212,17 +213,36 @@ counters_reply(const redisReply *r, struct qm_quota *out, char *err, size_t errl
 
 /* A call of the script: what varies from one to the next. */
 struct counters_args {
-	const char *op;			/* peek, charge, refused, replay, cancel */
+	const char *op;			/* peek, charge, refused, replay, cancel, reset */
 	const char *account;
 	const char *category;		/* NULL or "": none */
 	long long units;
-	long long refused;		/* RCPT-stage refusals */
-	bool	monitor;
+	long long refused;		/* refused units of an older journal entry */
+	enum counters_mode mode;
 	const char *month;		/* NULL: the month of `now` */
 	time_t	now;
-	const char *replay_id;		/* "" unless op is replay or cancel */
+	const char *id;			/* refused, replay, cancel: its id; else "" */
 	const char *charge_id;		/* charge: its id, NULL for a fresh one */
 };
+
+/* The code that starts every error quota.lua raises itself. */
+#define COUNTERS_SCRIPT_ERROR	REDIS_ERROR_PREFIX "QUOTA "
+
+/* counters_fail - format err; COUNTERS_REJECTED: the call can never succeed */
+static int
+counters_fail(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int
+counters_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list	ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return COUNTERS_REJECTED;
+}
 
 /* charge_id_valid - 16 lowercase hex digits? */
 static bool
@@ -249,19 +269,18 @@ counters_charge_id_new(char id[17])
 
 /*
  * counters_charge_id - the id of the call's charge key: the charge's own
- * (fresh unless the caller chose it), that of a journaled charge, or "0"
- * for the other ops, which never touch the charge key. The pool may send
- * a request twice when a connection ends before any reply byte; the
- * script keeps each charge's outcome under its id for 10 minutes, so the
- * second run counts nothing.
+ * (fresh unless the caller chose it), a refusal's, that of a journaled
+ * charge, or "0" for the other ops, which never touch the charge key. The
+ * pool may send a request twice when a connection ends before any reply
+ * byte; the script keeps each outcome under its id for 10 minutes, so
+ * the second run counts nothing.
  */
 static const char *
 counters_charge_id(const struct counters_args *a, char *buf)
 {
-	/* A journal entry of a charge that may have run: look for its outcome. */
-	if ((strcmp(a->op, "replay") == 0 || strcmp(a->op, "cancel") == 0)
-	    && charge_id_valid(a->replay_id))
-		return a->replay_id;
+	/* A refusal, or a journal entry of a charge that may have run. */
+	if (a->id[0] != 0 && charge_id_valid(a->id))
+		return a->id;
 	if (strcmp(a->op, "charge") != 0)
 		return "0";
 	if (a->charge_id != NULL)
@@ -286,45 +305,33 @@ counters_call(struct counters *ctr, const struct counters_args *a, struct qm_quo
 
 	memset(out, 0, sizeof(*out));
 	out->status = QM_STATUS_UNAVAILABLE;
-	if (!account_valid(a->account, &why)) {
-		snprintf(err, errlen, "invalid account: %s", why);
-		return -1;
-	}
-	if (keys_reserved_field(category) || strlen(category) > QM_NAME_MAX) {
-		snprintf(err, errlen, "invalid category name \"%.64s\"", category);
-		return -1;
-	}
-	if (a->units < 0 || a->refused < 0) {
-		snprintf(err, errlen, "negative units");
-		return -1;
-	}
-	if (a->charge_id != NULL && !charge_id_valid(a->charge_id)) {
-		snprintf(err, errlen, "invalid charge id");
-		return -1;
-	}
+	if (!account_valid(a->account, &why))
+		return counters_fail(err, errlen, "invalid account: %s", why);
+	if (keys_reserved_field(category) || strlen(category) > QM_NAME_MAX)
+		return counters_fail(err, errlen, "invalid category name \"%.64s\"", category);
+	if (a->units < 0 || a->refused < 0)
+		return counters_fail(err, errlen, "negative units");
+	if (a->charge_id != NULL && !charge_id_valid(a->charge_id))
+		return counters_fail(err, errlen, "invalid charge id");
 	if (a->month != NULL) {
-		if (!month_valid(a->month)) {
-			snprintf(err, errlen, "invalid month \"%.16s\"", a->month);
-			return -1;
-		}
+		if (!month_valid(a->month))
+			return counters_fail(err, errlen, "invalid month \"%.16s\"", a->month);
 		memcpy(out->month, a->month, MONTH_KEY_LEN);
 	} else if (!month_of(ctr->months, a->now, out->month)) {
-		snprintf(err, errlen, "time %lld outside the months 1970-2199", (long long) a->now);
-		return -1;
+		return counters_fail(err, errlen, "time %lld outside the months 1970-2199",
+				     (long long) a->now);
 	}
 	if ((expireat = month_start(ctr->months, out->month, ctr->conf->keep_months + 1))
-	    == (time_t) -1) {
-		snprintf(err, errlen, "month %s plus keep_months outside 1970-2199", out->month);
-		return -1;
-	}
+	    == (time_t) -1)
+		return counters_fail(err, errlen, "month %s plus keep_months outside 1970-2199",
+				     out->month);
 	if (keys_account(kaccount, ctr->conf->redis.prefix, a->account) == 0
 	    || keys_usage(kusage, ctr->conf->redis.prefix, a->account, out->month) == 0
 	    || keys_warned(kwarned, ctr->conf->redis.prefix, a->account, out->month) == 0
 	    || keys_charge(kcharge, ctr->conf->redis.prefix, a->account,
-			   (id = counters_charge_id(a, charge_id))) == 0) {
-		snprintf(err, errlen, "cannot build the Redis keys of account %s", a->account);
-		return -1;
-	}
+			   (id = counters_charge_id(a, charge_id))) == 0)
+		return counters_fail(err, errlen, "cannot build the Redis keys of account %s",
+				     a->account);
 	if (strcmp(a->op, "charge") == 0)
 		snprintf(out->charge_id, sizeof(out->charge_id), "%s", id);
 
@@ -336,18 +343,19 @@ counters_call(struct counters *ctr, const struct counters_args *a, struct qm_quo
 	argv[5] = a->op;
 	argv[6] = counters_num(units_text, a->units);
 	argv[7] = category;
-	argv[8] = a->monitor ? "1" : "0";
+	argv[8] = a->mode == COUNTERS_MONITOR_RCPT ? "2" : a->mode == COUNTERS_MONITOR ? "1" : "0";
 	argv[9] = counters_num(expire_text, (long long) expireat);
 	argv[10] = out->month;
 	argv[11] = a->account;
 	argv[12] = counters_num(refused_text, a->refused);
-	argv[13] = a->replay_id;
+	argv[13] = a->id;
 
 	reply = redis_pool_eval(ctr->pool, &ctr->script, COUNTERS_KEYS,
 				COUNTERS_KEYS + COUNTERS_ARGS, argv, NULL, &ctr->tail, &out->doubt,
 				err, errlen);
 	if (reply == NULL)
-		return -1;
+		return strncmp(err, COUNTERS_SCRIPT_ERROR, strlen(COUNTERS_SCRIPT_ERROR)) == 0
+		    ? COUNTERS_REJECTED : -1;
 	rc = counters_reply(reply, out, err, errlen);
 	freeReplyObject(reply);
 	if (rc < 0)
@@ -386,7 +394,7 @@ int
 counters_peek(struct counters *ctr, const char *account, time_t now,
 	      struct qm_quota *out, char *err, size_t errlen)
 {
-	struct counters_args a = {"peek", account, "", 0, 0, false, NULL, now, "", NULL};
+	struct counters_args a = {"peek", account, "", 0, 0, COUNTERS_ENFORCE, NULL, now, "", NULL};
 
 	return counters_remember(ctr, account, out, counters_call(ctr, &a, out, err, errlen));
 }
@@ -394,34 +402,51 @@ counters_peek(struct counters *ctr, const char *account, time_t now,
 /* counters_charge - count units if they fit (or monitor), else record the refusal */
 int
 counters_charge(struct counters *ctr, const char *account, const char *category,
-		long long units, long long refused, bool monitor, time_t now,
+		long long units, enum counters_mode mode, time_t now,
 		struct qm_quota *out, char *err, size_t errlen)
 {
-	return counters_charge_as(ctr, NULL, account, category, units, refused, monitor, now,
+	return counters_charge_as(ctr, NULL, account, category, units, mode, now,
 				  out, err, errlen);
 }
 
 /* counters_charge_as - counters_charge under an id the caller chose */
 int
 counters_charge_as(struct counters *ctr, const char *charge_id, const char *account,
-		   const char *category, long long units, long long refused, bool monitor,
+		   const char *category, long long units, enum counters_mode mode,
 		   time_t now, struct qm_quota *out, char *err, size_t errlen)
 {
-	struct counters_args a = {"charge", account, category, units, refused, monitor, NULL,
+	struct counters_args a = {"charge", account, category, units, 0, mode, NULL,
 		now, "", charge_id};
 
 	return counters_remember(ctr, account, out, counters_call(ctr, &a, out, err, errlen));
 }
 
-/* counters_refused - record units refused at RCPT stage */
+/* counters_refused - record units refused for good, once per id, in their month */
 int
-counters_refused(struct counters *ctr, const char *account, long long units,
-		 time_t now, char *err, size_t errlen)
+counters_refused(struct counters *ctr, const char *id, const char *account,
+		 const char *month, long long units, time_t now, char *err, size_t errlen)
 {
-	struct counters_args a = {"refused", account, "", units, 0, false, NULL, now, "", NULL};
+	struct counters_args a = {"refused", account, "", units, 0, COUNTERS_ENFORCE, month,
+		now, id, NULL};
 	struct qm_quota out;
 
+	if (!charge_id_valid(id))
+		return counters_fail(err, errlen, "invalid refusal id");
 	return counters_call(ctr, &a, &out, err, errlen);
+}
+
+/* counters_reset - delete a month's usage and its announced thresholds */
+int
+counters_reset(struct counters *ctr, const char *account, const char *month,
+	       bool *deleted, char *err, size_t errlen)
+{
+	struct counters_args a = {"reset", account, "", 0, 0, COUNTERS_ENFORCE, month,
+		0, "", NULL};
+	struct qm_quota out;
+	int	rc = counters_call(ctr, &a, &out, err, errlen);
+
+	*deleted = rc == 0 && out.used > 0;
+	return rc;
 }
 
 /* counters_month - the month of an instant in the conf's time zone */
@@ -440,25 +465,22 @@ counters_replay(struct counters *ctr, const struct journal_entry *entry,
 		char *err, size_t errlen)
 {
 	struct counters_args a = {entry->cancel ? "cancel" : "replay", entry->account,
-		entry->category, entry->units, entry->refused, true, entry->month, 0, entry->id, NULL};
+		entry->category, entry->units, entry->refused, COUNTERS_MONITOR, entry->month, 0,
+		entry->id, NULL};
 	struct qm_quota out;
 	time_t  expireat;
 	size_t  len = strnlen(entry->id, sizeof(entry->id));
 
-	if (entry->cancel && (len == sizeof(entry->id) || !charge_id_valid(entry->id))) {
-		snprintf(err, errlen, "journal cancel entry without a charge id");
-		return -1;
-	}
-	if (len == 0 || len > COUNTERS_ID_MAX || len == sizeof(entry->id)) {
-		snprintf(err, errlen, "journal entry without a valid id");
-		return -1;
-	}
-	for (size_t i = 0; i < len; i++) {
-		if (entry->id[i] <= ' ' || entry->id[i] >= 0x7f) {
-			snprintf(err, errlen, "journal entry id with spaces or control characters");
-			return -1;
-		}
-	}
+	if ((entry->cancel || entry->refusal)
+	    && (len == sizeof(entry->id) || !charge_id_valid(entry->id)))
+		return counters_fail(err, errlen, "journal %s entry without a valid id",
+				     entry->cancel ? "cancel" : "refusal");
+	if (len == 0 || len > COUNTERS_ID_MAX || len == sizeof(entry->id))
+		return counters_fail(err, errlen, "journal entry without a valid id");
+	for (size_t i = 0; i < len; i++)
+		if (entry->id[i] <= ' ' || entry->id[i] >= 0x7f)
+			return counters_fail(err, errlen,
+					     "journal entry id with spaces or control characters");
 
 	/*
 	 * A month whose usage hash has expired already: EXPIREAT in the past
@@ -468,5 +490,17 @@ counters_replay(struct counters *ctr, const struct journal_entry *entry,
 	    && (expireat = month_start(ctr->months, entry->month, ctr->conf->keep_months + 1))
 	    != (time_t) -1 && expireat <= time(NULL))
 		return 0;
+	if (entry->refusal)
+		return counters_refused(ctr, entry->id, entry->account, entry->month,
+					entry->refused, 0, err, errlen);
 	return counters_call(ctr, &a, &out, err, errlen);
+}
+
+/* counters_journal_apply - counters_replay() for journal_replay() */
+int
+counters_journal_apply(void *ctr, const struct journal_entry *entry, char *err, size_t errlen)
+{
+	int	rc = counters_replay(ctr, entry, err, errlen);
+
+	return rc == COUNTERS_REJECTED ? JOURNAL_REJECTED : rc;
 }

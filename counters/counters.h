@@ -43,6 +43,21 @@ struct qm_quota {
 
 struct counters;
 
+/* How a charge treats what does not fit (quota.lua's ARGV[4]). */
+enum counters_mode {
+	COUNTERS_ENFORCE,		/* refuse it */
+	COUNTERS_MONITOR,		/* count it; would_refuse: the whole message */
+	COUNTERS_MONITOR_RCPT		/* count it; would_refuse: the units beyond the
+					 * limit, as enforce refuses recipient by recipient */
+};
+
+/*
+ * What every call below returns when Redis refused the call for good (the
+ * script's own error code, or arguments that can never be valid): running
+ * it again cannot succeed. Other failures return -1.
+ */
+#define COUNTERS_REJECTED	(-2)
+
 /*
  * counters_create - make the pool and month table for a conf. Does not
  * connect yet: connections are made on first use, so a milter can start
@@ -71,18 +86,17 @@ bool	counters_recent(struct counters *ctr, const char *account, struct qm_quota 
 
 /*
  * counters_charge - atomically: if `units` more fit the account's limit
- * (or monitor is true), add them to total and to the category field, add
- * one to messages, and announce thresholds crossed in the events stream,
- * each at most once per account and month. If they do not fit (enforce),
- * nothing of the message is written but the month's one "exhausted" event:
- * the caller records its units with counters_refused() once it knows
- * the refusal is final (a 5xx), so that a 451 and the retry that follows
- * are not recorded twice. `refused` extra units refused earlier at RCPT
- * stage (5xx, final) are added to refused in the same call, fit or not.
- * Returns as counters_peek().
+ * (or in a monitor mode), add them to total and to the category field,
+ * add one to messages, keep the plan and limit in force in the month's
+ * usage, and announce every threshold the month's total has reached, each
+ * at most once per account and month. If they do not fit (enforce),
+ * nothing of the message is written but the month's one "exhausted"
+ * event: the caller records its units with counters_refused() once it
+ * knows the refusal is final (a 5xx), so that a 451 and the retry that
+ * follows are not recorded twice. Returns as counters_peek().
  */
 int	counters_charge(struct counters *ctr, const char *account, const char *category,
-		long long units, long long refused, bool monitor, time_t now,
+		long long units, enum counters_mode mode, time_t now,
 		struct qm_quota *out, char *err, size_t errlen);
 
 /*
@@ -91,19 +105,30 @@ int	counters_charge(struct counters *ctr, const char *account, const char *categ
  * charge before it is sent (see inflight.h); NULL makes a fresh one.
  */
 int	counters_charge_as(struct counters *ctr, const char *charge_id, const char *account,
-		const char *category, long long units, long long refused, bool monitor,
+		const char *category, long long units, enum counters_mode mode,
 		time_t now, struct qm_quota *out, char *err, size_t errlen);
 
 /* counters_charge_id_new - a fresh charge id, 64 random bits in hex, into id */
 void	counters_charge_id_new(char id[17]);
 
 /*
- * counters_refused - record units refused for good (a 5xx): at RCPT stage
- * for a message that never reached end of message, or a whole message
- * refused at its end. Returns 0 or -1 with err.
+ * counters_refused - record units refused for good (a 5xx) in the month
+ * they were decided in (NULL: the month of now), once per id (16
+ * lowercase hex digits, from counters_charge_id_new()): a resend, or the
+ * journal entry of a call that failed in doubt, records nothing more
+ * within 10 minutes. Also spends the month's "exhausted" event and
+ * announces thresholds reached. Returns 0, -1 or COUNTERS_REJECTED with err.
  */
-int	counters_refused(struct counters *ctr, const char *account, long long units,
-		time_t now, char *err, size_t errlen);
+int	counters_refused(struct counters *ctr, const char *id, const char *account,
+		const char *month, long long units, time_t now, char *err, size_t errlen);
+
+/*
+ * counters_reset - delete an account's usage of a month and its announced
+ * thresholds (announced again); a cancel that comes after takes nothing
+ * back from the usage counted since. *deleted: there was usage.
+ */
+int	counters_reset(struct counters *ctr, const char *account, const char *month,
+		bool *deleted, char *err, size_t errlen);
 
 /*
  * counters_month - the "YYYY-MM" of instant t in the conf's time zone,
@@ -120,16 +145,26 @@ struct journal_entry;
  * Redis remembers the entry's id until the usage hash expires, so an
  * entry replayed twice is counted once. An entry whose id is the
  * charge_id of a charge that failed is not counted if that charge did
- * run after all (its outcome is kept 10 minutes), and that charge counts
+ * run and count (its outcome is kept 10 minutes), and that charge counts
  * nothing should it run later.
  *
  * A cancel entry (entry->cancel) settles a charge that failed in doubt
  * (out->doubt) and whose message was not accepted: a charge that ran is
- * taken back, one that has not run yet never will; the entry's refused
- * units are recorded once either way. Applying it twice changes nothing
- * more. Returns 0, or -1 with err.
+ * taken back, one that has not run yet never will. A refusal entry
+ * (entry->refusal) is counters_refused() under its id. Applying an entry
+ * twice changes nothing more. Returns 0, -1 or COUNTERS_REJECTED (the
+ * entry can never be applied) with err.
  */
 int	counters_replay(struct counters *ctr, const struct journal_entry *entry,
+		char *err, size_t errlen);
+
+/*
+ * counters_journal_apply - journal_replay()'s apply (arg: the counters):
+ * counters_replay(), with JOURNAL_REJECTED for an entry Redis can never
+ * take (COUNTERS_REJECTED), which is then kept aside while the replay
+ * goes on; any other failure (Redis away, loading, busy) is waited out.
+ */
+int	counters_journal_apply(void *ctr, const struct journal_entry *entry,
 		char *err, size_t errlen);
 
 /* counters_status_name - "ok", "exhausted", ... for logs */

@@ -143,7 +143,7 @@ format_entry(char *line, size_t size, const struct journal_entry *e)
 {
 	int	len = snprintf(line, size, "%s %s %s %s %lld %lld%s\n", e->id, e->month,
 			       e->account, e->category[0] ? e->category : "-", e->units,
-			       e->refused, e->cancel ? " cancel" : "");
+			       e->refused, e->cancel ? " cancel" : e->refusal ? " refused" : "");
 
 	return len < 0 || (size_t) len >= size ? -1 : len;
 }
@@ -164,7 +164,8 @@ journal_entry_valid(const struct journal_entry *e)
 		return false;
 	return strcmp(again.id, e->id) == 0 && strcmp(again.month, e->month) == 0
 	    && strcmp(again.account, e->account) == 0 && strcmp(again.category, e->category) == 0
-	    && again.units == e->units && again.refused == e->refused && again.cancel == e->cancel;
+	    && again.units == e->units && again.refused == e->refused && again.cancel == e->cancel
+	    && again.refusal == e->refusal;
 }
 
 /* journal_append - give the entry an id and write it durably */
@@ -278,6 +279,8 @@ journal_parse_line(const char *line, struct journal_entry *e)
 	}
 	if (n == 7 && strcmp(field[6], "cancel") == 0)
 		e->cancel = true;
+	else if (n == 7 && strcmp(field[6], "refused") == 0)
+		e->refusal = true;
 	else if (n != 6)
 		return false;
 	if (!copy_field(e->id, sizeof(e->id), field[0])
@@ -289,8 +292,9 @@ journal_parse_line(const char *line, struct journal_entry *e)
 	for (const char *cp = e->id; *cp; cp++)
 		if (*cp < 0x21 || *cp > 0x7e)
 			return false;
-	/* A cancel names a charge: its id is 16 hex digits (counters.c). */
-	if (e->cancel && (strlen(e->id) != 16 || strspn(e->id, "0123456789abcdef") != 16))
+	/* A cancel names a charge, a refusal itself: 16 hex digits (counters.c). */
+	if ((e->cancel || e->refusal)
+	    && (strlen(e->id) != 16 || strspn(e->id, "0123456789abcdef") != 16))
 		return false;
 	if (strcmp(e->category, "-") == 0)
 		e->category[0] = 0;

@@ -13,8 +13,12 @@
  * failure modes, a charge that failed in doubt (Redis may have run it)
  * and whose message got a 451 is taken back once Redis answers again.
  *
+ * The same files keep refusals (journal_entry.refusal) that could not be
+ * recorded: RCPT-stage refusals are statistics, made exact this way.
+ *
  * Line: ID MONTH ACCOUNT CATEGORY UNITS REFUSED, and " cancel" for a
- * cancel (its ID is then the charge's id, 16 hex digits).
+ * cancel (its ID is then the charge's id, 16 hex digits), " refused" for
+ * a refusal (its ID the refusal's, 16 hex digits; UNITS 0).
  *
  * Files: FOLDER/journal.RANDOM.N.log while written (RANDOM: 64 bits drawn
  * per process), renamed to FOLDER/replay.RANDOM.N.log when a replay takes
@@ -37,6 +41,7 @@ struct journal_entry {
 	long long units;
 	long long refused;		/* units refused at RCPT stage */
 	bool	cancel;			/* settle a charge in doubt, see counters.h */
+	bool	refusal;		/* record `refused` units refused for good */
 };
 
 struct journal;

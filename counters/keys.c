@@ -9,6 +9,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "keys.h"
 #include "month.h"
@@ -174,10 +175,11 @@ keys_reserved_field(const char *name)
 {
 	static const char *const reserved[] = {
 		USAGE_TOTAL, USAGE_MESSAGES, USAGE_REFUSED, USAGE_WOULD_REFUSE,
+		USAGE_PLAN, USAGE_LIMIT,
 	};
 
 	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
-		if (strcmp(name, reserved[i]) == 0)
+		if (strcasecmp(name, reserved[i]) == 0)
 			return true;
 	return false;
 }

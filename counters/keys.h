@@ -44,8 +44,13 @@ size_t	keys_charge(char *buf, const char *prefix, const char *account, const cha
 #define USAGE_MESSAGES		"messages"
 #define USAGE_REFUSED		"refused"
 #define USAGE_WOULD_REFUSE	"would_refuse"
+#define USAGE_PLAN		"plan"		/* of the month's last write */
+#define USAGE_LIMIT		"limit"		/* of the month's last write */
 
-/* keys_reserved_field - is the name one of the fixed usage fields? */
+/*
+ * keys_reserved_field - is the name one of the fixed usage fields, in any
+ * case (no category may be one)?
+ */
 bool	keys_reserved_field(const char *name);
 
 #endif

@@ -7,52 +7,79 @@
 --
 -- KEYS[1]  account hash  PREFIXaccount:{A}      plan, limit, suspended
 -- KEYS[2]  usage hash    PREFIXusage:{A}:M      total, messages, CATEGORY,
---                                               refused, would_refuse
+--                                               refused, would_refuse, and the
+--                                               plan and limit of its last write
 -- KEYS[3]  warned hash   PREFIXwarned:{A}:M     percents announced, "exhausted",
---                                               "replay:ID" of journal entries applied
+--                                               "replay:ID" of journal entries
+--                                               applied, "reset" (ms of the last)
 -- KEYS[4]  events stream PREFIXevents
--- KEYS[5]  charge string PREFIXcharge:{A}:ID     a charge's outcome, 10 minutes
+-- KEYS[5]  charge string PREFIXcharge:{A}:ID     an outcome, 10 minutes
 --
--- ARGV[1]  op: "peek" (writes nothing), "charge", "refused", "replay", "cancel"
+-- ARGV[1]  op: "peek" (writes nothing), "charge", "refused", "replay",
+--          "cancel", "reset"
 -- ARGV[2]  units, integer >= 0
 -- ARGV[3]  category field of the usage hash, "" for none
--- ARGV[4]  monitor: "1" counts what does not fit (status "over"), "0" refuses
+-- ARGV[4]  mode: "0" enforce (refuses what does not fit), "1" monitor
+--          (counts it, status "over"; would_refuse gets the units enforce
+--          would have refused: the whole message), "2" monitor of a
+--          message enforce decides recipient by recipient (would_refuse
+--          gets only the units beyond the limit)
 -- ARGV[5]  expireat: unix time at which the usage and warned hashes go
 -- ARGV[6]  month "YYYY-MM" (for events)
 -- ARGV[7]  account (for events)
--- ARGV[8]  units refused earlier at RCPT stage, integer >= 0
--- ARGV[9]  replay, cancel: the journal entry's id, "" for the other ops
+-- ARGV[8]  refused units a journal entry of an older version carries, or 0
+-- ARGV[9]  id: the refusal's (refused), the journal entry's (replay,
+--          cancel); "" for the other ops
 -- ARGV[10] default plan for accounts without one, "" for none
 -- ARGV[11] warn percents, "80,100", "" for none
 -- ARGV[12], ARGV[13], ...  the plan table: name, monthly (-1 unlimited)
 -- (ARGV[10] on only change with the conf: counters.c encodes them once.)
 --
+-- "refused" records units refused for good (a 5xx) in the month they were
+-- decided in, once per id: a resend, or a journal entry of it applied
+-- again within 10 minutes, records nothing more.
+--
 -- "replay" applies a count journaled while Redis was away: a charge in
 -- monitor mode (counted whether it fits or not), done only if the
 -- warned hash has no field "replay:ID" yet, which it then sets; so an
 -- entry replayed twice counts once while the month's hashes live. When
--- the id is a charge's (16 hex digits), the charge key is set too, so
--- that the charge itself, should it still be on its way, counts nothing.
+-- the id is a charge's (16 hex digits), a charge that ran and counted
+-- makes the replay count nothing, and the charge key is set, so that the
+-- charge itself, should it still be on its way, counts nothing.
 --
 -- "cancel" settles a charge whose reply never came (Redis hung or died,
 -- the connection broke, the milter was killed) and whose message was not
 -- accepted: the charge key of the id ARGV[9] is set to "cancelled", so
 -- a charge still on its way counts nothing; a charge that did run and
 -- counted, or its journal entry replayed, is taken back (total, messages,
--- category, would_refuse). Its RCPT-stage refusals (ARGV[8]) stay recorded
--- if it ran, and are not recorded if it did not. The outcome lives 10
--- minutes: a cancel that comes later takes nothing back.
+-- category, would_refuse), unless a reset of the month came after it.
+-- The outcome lives 10 minutes: a cancel that comes later takes nothing
+-- back.
+--
+-- "reset" (quota-milter-ctl reset) deletes the month's usage and its
+-- announced thresholds and "exhausted" (announced again); "replay:ID"
+-- fields stay, and "reset" notes when, so that no cancel takes a charge
+-- made before it out of the usage counted after it.
+--
+-- Thresholds: each percent of the limit is announced once per account and
+-- month, by the first charge, refusal or replay that finds the month's
+-- total at or above it, whatever the limit was when the total got there.
 --
 -- Returns {status, plan, limit, used}:
 --   status  ok, over, exhausted, no_mail, suspended, no_plan, unknown_plan
 --           (a replay already applied, and a cancel, answer as a peek would)
 --   plan    the plan in force, "" when there is none
 --   limit   the effective limit, -1 unlimited, 0 when no plan applies
---   used    the month's total after a charge that counted, before otherwise
+--   used    the month's total after a charge that counted, before otherwise;
+--           reset: 1 when there was a usage hash to delete, else 0
+--
+-- Errors: every error this script raises itself starts with the code
+-- "QUOTA": the arguments or the keys are such that running it again can
+-- never succeed. Any other error (LOADING, BUSY, READONLY, ...) may pass.
 --
 -- Numbers: Lua numbers are doubles, exact below 2^53; every count here is
--- kept below 10^15, and numbers go back to Redis formatted with %d
--- (a bare Lua number would print as 1e+15).
+-- kept below 10^15 (QM_COUNT_MAX), and numbers go back to Redis formatted
+-- with %d (a bare Lua number would print as 1e+15).
 
 local function int(s)
   -- An optional '-' and 1 to 15 digits: exact as a double.
@@ -67,33 +94,62 @@ local function str(n)
   return string.format('%d', n)
 end
 
-local op, units, category = ARGV[1], int(ARGV[2]), ARGV[3]
-local monitor, expireat, month, account = ARGV[4] == '1', int(ARGV[5]), ARGV[6], ARGV[7]
-local refused_extra, replay_id = int(ARGV[8]), ARGV[9]
-local default_plan, percents = ARGV[10], ARGV[11]
-
-local journaled = op == 'replay' or op == 'cancel'
-if (op ~= 'peek' and op ~= 'charge' and op ~= 'refused' and not journaled)
-    or #KEYS ~= 5 or #ARGV < 11 or (#ARGV - 11) % 2 ~= 0
-    or units == nil or units < 0 or refused_extra == nil or refused_extra < 0
-    or expireat == nil or journaled ~= (replay_id ~= '')
-    or (op == 'cancel' and not string.match(replay_id, '^%x+$')) then
-  return redis.error_reply('ERR quota.lua: bad arguments')
+local function refuse(text)
+  return redis.error_reply('QUOTA quota.lua: ' .. text)
 end
 
--- The account and usage hashes are read (HMGET) before anything is
--- written, and a key of another type fails that read. The warned hash and
--- the stream are only written, after the usage: their types are checked
--- first, by the ops that may write them.
-if op == 'charge' or op == 'refused' or op == 'replay' then
-  local want = {[3] = 'hash', [4] = 'stream'}
-  for i = 3, 4 do
-    local t = redis.call('TYPE', KEYS[i])['ok']
-    if t ~= 'none' and t ~= want[i] then
-      return redis.error_reply('WRONGTYPE quota.lua: ' .. KEYS[i] .. ' is a ' .. t
-        .. ', not a ' .. want[i])
+local op, units, category = ARGV[1], int(ARGV[2]), ARGV[3]
+local mode, expireat, month, account = ARGV[4], int(ARGV[5]), ARGV[6], ARGV[7]
+local refused_extra, id = int(ARGV[8]), ARGV[9]
+local default_plan, percents = ARGV[10], ARGV[11]
+local monitor = mode == '1' or mode == '2'
+
+local known = {peek = false, charge = false, reset = false,
+  refused = true, replay = true, cancel = true}
+local hex_id = string.match(id or '', '^%x+$') ~= nil and #id == 16
+if known[op] == nil or #KEYS ~= 5 or #ARGV < 11 or (#ARGV - 11) % 2 ~= 0
+    or units == nil or units < 0 or refused_extra == nil or refused_extra < 0
+    or expireat == nil or (mode ~= '0' and not monitor)
+    or known[op] ~= (id ~= '') or ((op == 'cancel' or op == 'refused') and not hex_id) then
+  return refuse('bad arguments')
+end
+
+-- Each key must be of its type or absent: a key of another type would
+-- make a command below fail, half way or with another error code. A peek
+-- writes nothing, and a charge reads its first two keys before writing.
+local want = {'hash', 'hash', 'hash', 'stream', 'string'}
+local first = {peek = 6, charge = 3}
+for i = first[op] or 1, 5 do
+  local t = redis.call('TYPE', KEYS[i])['ok']
+  if t ~= 'none' and t ~= want[i] then
+    return refuse(KEYS[i] .. ' is a ' .. t .. ', not a ' .. want[i])
+  end
+end
+
+-- The time on Redis's clock, in ms; for cancel and reset only.
+local function now_ms()
+  if redis.replicate_commands then
+    redis.replicate_commands()
+  end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+if op == 'reset' then
+  local at = now_ms()
+  local had = redis.call('DEL', KEYS[2])
+  local fields = redis.call('HKEYS', KEYS[3])
+  for i = 1, #fields do
+    if string.sub(fields[i], 1, 7) ~= 'replay:' then
+      redis.call('HDEL', KEYS[3], fields[i])
     end
   end
+  redis.call('HSET', KEYS[3], 'reset', str(at))
+  if #fields == 0 then
+    -- Made here: it goes with the month's usage.
+    redis.call('EXPIREAT', KEYS[3], str(expireat))
+  end
+  return {'ok', '', 0, had}
 end
 
 -- The plan, the limit, and any reason to refuse other than the quota.
@@ -129,14 +185,13 @@ local fields = {'total', 'messages', 'refused', 'would_refuse'}
 if category ~= '' then
   fields[5] = category
 end
-local usage = redis.call('HMGET', KEYS[2], unpack(fields))
+local usage = redis.call('HMGET', KEYS[2], 'plan', 'limit', unpack(fields))
 for i = 1, #fields do
-  if usage[i] and int(usage[i]) == nil then
-    return redis.error_reply('ERR quota.lua: ' .. KEYS[2] .. ' field ' .. fields[i]
-      .. ' is not an integer')
+  if usage[i + 2] and int(usage[i + 2]) == nil then
+    return refuse(KEYS[2] .. ' field ' .. fields[i] .. ' is not an integer')
   end
 end
-local used = int(usage[1]) or 0
+local used = int(usage[3]) or 0
 
 local function quota_status()
   if status then
@@ -148,43 +203,86 @@ local function quota_status()
   return 'exhausted'
 end
 
-local function add(field, n)
-  return redis.call('HINCRBY', KEYS[2], field, str(n))
-end
-
--- The "exhausted" event: once per account and month, when quota refuses mail.
-local function exhausted(now_used)
-  if redis.call('HSETNX', KEYS[3], 'exhausted', '1') == 1 then
-    redis.call('EXPIREAT', KEYS[3], str(expireat))
-    redis.call('XADD', KEYS[4], 'MAXLEN', '~', '100000', '*', 'type', 'exhausted',
-      'account', account, 'month', month, 'used', str(now_used), 'limit', str(limit), 'plan', plan)
-  end
-end
-
 if op == 'peek' then
   return {quota_status(), plan, limit, used}
 end
 
-if op == 'refused' then
-  if units > 0 then
-    add('refused', units)
-    redis.call('EXPIREAT', KEYS[2], str(expireat))
-    if status == nil and limit ~= -1 then
-      exhausted(used)
+local function add(field, n)
+  return redis.call('HINCRBY', KEYS[2], field, str(n))
+end
+
+-- After a write to the month's usage: its expiry, and the plan and limit
+-- in force, which the billing export of the month shows.
+local function written()
+  if usage[1] ~= plan or usage[2] ~= str(limit) then
+    redis.call('HSET', KEYS[2], 'plan', plan, 'limit', str(limit))
+    usage[1], usage[2] = plan, str(limit)
+  end
+  redis.call('EXPIREAT', KEYS[2], str(expireat))
+end
+
+local function event(kind, ...)
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', '100000', '*', 'type', kind,
+    'account', account, 'month', month, ...)
+end
+
+-- Every threshold the month's total has reached and not yet announced:
+-- each percent once per account and month, however many race. Also
+-- after a refusal: a limit lowered below the usage announces them too.
+local function announce(total)
+  if status == 'no_plan' or status == 'unknown_plan' or limit <= 0 then
+    return
+  end
+  local warned = false
+  for p in string.gmatch(percents, '%d+') do
+    local threshold = math.floor((limit * tonumber(p) + 99) / 100)
+    if total >= threshold and redis.call('HSETNX', KEYS[3], p, '1') == 1 then
+      warned = true
+      event('threshold', 'percent', p, 'used', str(total), 'limit', str(limit), 'plan', plan)
     end
+  end
+  if warned then
+    redis.call('EXPIREAT', KEYS[3], str(expireat))
+  end
+end
+
+-- The "exhausted" event: once per account and month, when quota refuses mail.
+local function exhausted(now_used)
+  if status == nil and limit ~= -1
+      and redis.call('HSETNX', KEYS[3], 'exhausted', '1') == 1 then
+    redis.call('EXPIREAT', KEYS[3], str(expireat))
+    event('exhausted', 'used', str(now_used), 'limit', str(limit), 'plan', plan)
+  end
+end
+
+-- How long an outcome is kept under its id: far longer than any request
+-- waits in a connection's buffer, and than a milter restart or a Redis
+-- restart takes, so that a cancel still finds what to take back.
+local CHARGE_TTL = 600000
+
+-- The outcomes of a charge that counted (a replayed one's too).
+local counted = {ok = true, over = true, replayed = true, ['replayed-over'] = true}
+
+if op == 'refused' then
+  if units > 0 and redis.call('SET', KEYS[5], 'refused', 'NX', 'PX', str(CHARGE_TTL)) then
+    add('refused', units)
+    written()
+    exhausted(used)
+    announce(used)
   end
   return {quota_status(), plan, limit, used}
 end
 
--- How long a charge's outcome is kept under its id: far longer than any
--- request waits in a connection's buffer, and than a milter restart or a
--- Redis restart takes, so that a cancel still finds what to take back.
-local CHARGE_TTL = '600000'
-local charge_id = string.match(replay_id, '^%x+$') and #replay_id == 16
-
 if op == 'cancel' then
   local done = redis.call('GET', KEYS[5])
-  if done == 'ok' or done == 'over' or done == 'replayed' or done == 'replayed-over' then
+  local reset = int(redis.call('HGET', KEYS[3], 'reset'))
+  if reset ~= nil and counted[done] then
+    -- Ran at now - (CHARGE_TTL - the outcome's time to live).
+    if now_ms() - CHARGE_TTL + redis.call('PTTL', KEYS[5]) <= reset then
+      done = nil
+    end
+  end
+  if counted[done] and redis.call('EXISTS', KEYS[2]) == 1 then
     -- It ran and counted: take it back, never below zero.
     local back = {total = units, messages = 1}
     if category ~= '' then
@@ -198,21 +296,30 @@ if op == 'cancel' then
         redis.call('HSET', KEYS[2], field, '0')
       end
     end
+    redis.call('EXPIREAT', KEYS[2], str(expireat))
     used = math.max(used - units, 0)
   end
   -- Not found: it never ran, or its outcome expired; either way nothing
-  -- more can be taken back, and nothing is recorded (a cancel applied
-  -- again after the outcome expired must not count anything twice).
-  redis.call('SET', KEYS[5], 'cancelled', 'PX', CHARGE_TTL)
+  -- more can be taken back (a cancel applied again after the outcome
+  -- expired must not count anything twice).
+  redis.call('SET', KEYS[5], 'cancelled', 'PX', str(CHARGE_TTL))
   return {quota_status(), plan, limit, used}
 end
 
 if op == 'replay' then
-  -- The entry of a charge that failed in doubt, and did run: counted already.
-  if redis.call('EXISTS', KEYS[5]) == 1 then
-    return {quota_status(), plan, limit, used}
+  if hex_id then
+    -- The entry of a charge that failed in doubt: if it ran and counted,
+    -- done; if it ran and counted nothing (exhausted, ...), the message
+    -- was accepted all the same, and counts now; its refusals it recorded.
+    local done = redis.call('GET', KEYS[5])
+    if counted[done] then
+      return {quota_status(), plan, limit, used}
+    end
+    if done then
+      refused_extra = 0
+    end
   end
-  if redis.call('HSETNX', KEYS[3], 'replay:' .. replay_id, '1') == 0 then
+  if redis.call('HSETNX', KEYS[3], 'replay:' .. id, '1') == 0 then
     return {quota_status(), plan, limit, used}
   end
   redis.call('EXPIREAT', KEYS[3], str(expireat))
@@ -233,14 +340,14 @@ end
 -- The outcome under the charge's id. A replayed charge's: the charge
 -- itself may still be on its way, and must find it; a cancel that comes
 -- after must know what to take back.
-local charge_key = (op == 'charge' or (op == 'replay' and charge_id)) and KEYS[5] or nil
+local charge_key = (op == 'charge' or (op == 'replay' and hex_id)) and KEYS[5] or nil
 local function charged(outcome)
   if charge_key then
     local kept = outcome
     if op == 'replay' then
       kept = outcome == 'ok' and 'replayed' or 'replayed-over'
     end
-    redis.call('SET', charge_key, kept, 'PX', CHARGE_TTL)
+    redis.call('SET', charge_key, kept, 'PX', str(CHARGE_TTL))
   end
   return outcome
 end
@@ -252,13 +359,24 @@ if not fits and not monitor then
   -- that a 451 and the client's retry are not recorded twice.
   if refused_extra > 0 then
     add('refused', refused_extra)
-    redis.call('EXPIREAT', KEYS[2], str(expireat))
+    written()
   end
   if status == nil then
     exhausted(used)
     status = 'exhausted'
   end
+  announce(used)
   return {charged(status), plan, limit, used}
+end
+
+-- What enforce would have refused: the whole message, or, recipient by
+-- recipient, the units beyond the limit.
+local over = 0
+if not fits then
+  over = units
+  if mode == '2' and status == nil then
+    over = units - math.max(limit - used, 0)
+  end
 end
 
 local total = add('total', units)
@@ -269,36 +387,16 @@ end
 if refused_extra > 0 then
   add('refused', refused_extra)
 end
-if not fits then
-  add('would_refuse', units)
+if over > 0 then
+  add('would_refuse', over)
 end
-redis.call('EXPIREAT', KEYS[2], str(expireat))
-if refused_extra > 0 and status == nil and limit ~= -1 then
+written()
+if refused_extra > 0 then
   exhausted(total)
 end
+announce(total)
 
--- Thresholds: each percent once per account and month, however many race.
-local tlimit = limit
-if status == 'no_plan' or status == 'unknown_plan' then
-  tlimit = -1
-end
-if tlimit > 0 then
-  local warned = false
-  for p in string.gmatch(percents, '%d+') do
-    local threshold = math.floor((tlimit * tonumber(p) + 99) / 100)
-    if total >= threshold and redis.call('HSETNX', KEYS[3], p, '1') == 1 then
-      warned = true
-      redis.call('XADD', KEYS[4], 'MAXLEN', '~', '100000', '*', 'type', 'threshold',
-        'account', account, 'month', month, 'percent', p, 'used', str(total),
-        'limit', str(tlimit), 'plan', plan)
-    end
-  end
-  if warned then
-    redis.call('EXPIREAT', KEYS[3], str(expireat))
-  end
-end
-
-if fits then
+if over == 0 then
   return {charged('ok'), plan, limit, total}
 end
 return {charged('over'), plan, limit, total}

@@ -898,7 +898,7 @@ redis_pool_command(struct redis_pool *pool, int argc, const char **argv,
 	if (redis_pool_run(pool, &cmd, 1, &reply, err, errlen) < 0)
 		return NULL;
 	if (reply->type == REDIS_REPLY_ERROR) {
-		snprintf(err, errlen, "Redis: %.*s", (int) reply->len, reply->str);
+		snprintf(err, errlen, REDIS_ERROR_PREFIX "%.*s", (int) reply->len, reply->str);
 		freeReplyObject(reply);
 		return NULL;
 	}
@@ -1104,7 +1104,7 @@ end:
 	call_end(pool, &call);
 	if (rc == 0 && reply->type == REDIS_REPLY_ERROR) {
 		/* An error reply to a resend: the first send may still have run. */
-		snprintf(err, errlen, "Redis: %.*s", (int) reply->len, reply->str);
+		snprintf(err, errlen, REDIS_ERROR_PREFIX "%.*s", (int) reply->len, reply->str);
 		freeReplyObject(reply);
 		reply = NULL;
 		rc = -1;

@@ -52,6 +52,9 @@
 
 struct redis_pool;
 
+/* What starts err when Redis answered with an error reply: then its text. */
+#define REDIS_ERROR_PREFIX	"Redis: "
+
 /* One command of a pipeline; argvlen NULL means strlen() of each argument. */
 struct redis_cmd {
 	int	argc;

@@ -51,6 +51,7 @@ struct ctl_row {
 	char	account[QM_ACCOUNT_MAX + 1];
 	char   *plan;			/* in force; NULL: none (no plan, no default) */
 	bool	plan_default;		/* from default_plan, not the account */
+	bool	recorded;		/* plan and limit from the month's usage (row_fill) */
 	bool	has_limit;		/* limit is known */
 	long long limit;		/* QM_UNLIMITED or >= 0, if has_limit */
 	bool	override;		/* limit comes from the account's override */
@@ -76,15 +77,19 @@ bool	ctl_int(const char *s, size_t len, long long *out);
 
 /*
  * row_init - an empty row for account; row_free releases what it holds.
- * row_fill - the row from the replies of HMGET account plan limit
- * suspended (acct) and HMGET usage total messages refused would_refuse
- * CATEGORY... (usage). Returns false with err when a reply is not what
- * those commands answer (a key of another type, say).
+ * row_fill - the row of month from the replies of HMGET account plan
+ * limit suspended (acct) and HMGET usage total messages refused
+ * would_refuse CATEGORY... plan limit (usage). For a month other than
+ * the current one, the plan and limit are those its usage recorded (of
+ * its last charge or refusal: what it was counted under), if any; for
+ * the current month, the account's now (what the next message meets).
+ * Returns false with err when a reply is not what those commands answer
+ * (a key of another type, say).
  */
 void	row_init(struct ctl *ctl, struct ctl_row *row, const char *account);
 void	row_free(struct ctl_row *row);
-bool	row_fill(struct ctl *ctl, struct ctl_row *row, const redisReply *acct,
-		const redisReply *usage, char *err, size_t errlen);
+bool	row_fill(struct ctl *ctl, struct ctl_row *row, const char *month,
+		const redisReply *acct, const redisReply *usage, char *err, size_t errlen);
 
 /*
  * row_commands - the two commands row_fill() wants, into cmds[0..1].
@@ -94,7 +99,7 @@ struct row_store {
 	char	akey[KEYS_MAX];
 	char	ukey[KEYS_MAX];
 	const char *aargv[5];
-	const char **uargv;		/* malloc'd: 6 + categories */
+	const char **uargv;		/* malloc'd: 8 + categories */
 };
 bool	row_commands(struct ctl *ctl, const char *account, const char *month,
 		struct row_store *store, struct redis_cmd *cmds);

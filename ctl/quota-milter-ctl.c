@@ -5,15 +5,17 @@
  * the same bounded pool (so timeouts, address forms and Sentinel behave
  * alike), and names every key with counters/keys.h. Every change it
  * makes is one plain Redis command that a billing system could send
- * itself (README.md, "quota-milter-ctl", shows both side by side):
+ * itself (README.md, "quota-milter-ctl", shows both side by side),
  *
  *	set-plan A P		HSET PREFIXaccount:{A} plan P
  *	set-limit A N		HSET PREFIXaccount:{A} limit N (unlimited: -1)
  *	set-limit A plan	HDEL PREFIXaccount:{A} limit
  *	suspend A		HSET PREFIXaccount:{A} suspended 1
  *	resume A		HDEL PREFIXaccount:{A} suspended
- *	reset A M		DEL PREFIXusage:{A}:M, and HDEL of the threshold
- *				fields of PREFIXwarned:{A}:M
+ *
+ * but reset A M, one run of the milter's own script (counters_reset()):
+ * DEL PREFIXusage:{A}:M, HDEL of the announced thresholds of
+ * PREFIXwarned:{A}:M, and the time of the reset noted there.
  *
  * Command-line mistakes exit 2 before anything is read; a bad conf, an
  * unreachable Redis or a failed write of the output exit 1.
@@ -432,7 +434,7 @@ cmd_usage(struct ctl *ctl, const struct ctl_job *job)
 	cmds[2] = (struct redis_cmd) {2, all, NULL};
 	if (redis_pool_run(ctl->pool, cmds, 3, replies, err, sizeof(err)) < 0)
 		ctl_fail(CTL_EXIT_RUNTIME, "%s", err);
-	ok = row_fill(ctl, &row, replies[0], replies[1], err, sizeof(err))
+	ok = row_fill(ctl, &row, job->month, replies[0], replies[1], err, sizeof(err))
 	    && replies[2]->type == REDIS_REPLY_ARRAY;
 	row_store_free(&store);
 	if (!ok)
@@ -598,63 +600,23 @@ cmd_resume(struct ctl *ctl, const struct ctl_job *job)
 }
 
 /*
- * cmd_reset - DEL the month's usage, and HDEL the announced thresholds
- * (the percents and "exhausted") from the warned hash, so that they are
- * announced again. Its "replay:ID" fields stay: they make sure a journal
- * entry replayed twice is counted once, whatever happens to the usage.
+ * cmd_reset - delete the month's usage and its announced thresholds, in
+ * one run of the milter's own script (counters_reset()): the thresholds
+ * and "exhausted" are announced again, and no cancel of a charge made
+ * before the reset takes it out of the usage counted after it.
  */
 static int
 cmd_reset(struct ctl *ctl, const struct ctl_job *job)
 {
-	char	ukey[KEYS_MAX], wkey[KEYS_MAX], what[96], rest[128];
-	const char *del[2] = {"DEL", ukey};
-	const char *hkeys[2] = {"HKEYS", wkey};
-	struct redis_cmd cmds[2] = {{2, del, NULL}, {2, hkeys, NULL}};
-	redisReply *replies[2], *r;
-	const char **hdel;
-	size_t	*hlen, n = 2;
-	char	err[CTL_ERR_MAX];
-	long long deleted;
+	struct counters *ctr;
+	char	what[96], rest[128], err[CTL_ERR_MAX];
+	bool	deleted;
 
-	if (keys_usage(ukey, ctl->conf->redis.prefix, job->account, job->month) == 0
-	    || keys_warned(wkey, ctl->conf->redis.prefix, job->account, job->month) == 0)
-		ctl_fail(CTL_EXIT_RUNTIME, "cannot build the keys of account %s", job->account);
-	if (redis_pool_run(ctl->pool, cmds, 2, replies, err, sizeof(err)) < 0)
+	if ((ctr = counters_create(ctl->conf, err, sizeof(err))) == NULL)
 		ctl_fail(CTL_EXIT_RUNTIME, "%s", err);
-	for (int i = 0; i < 2; i++)
-		if (replies[i]->type == REDIS_REPLY_ERROR)
-			ctl_fail(CTL_EXIT_RUNTIME, "Redis: %s", replies[i]->str);
-	deleted = replies[0]->type == REDIS_REPLY_INTEGER ? replies[0]->integer : 0;
-	r = replies[1];
-	if (r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
-		if ((hdel = calloc(r->elements + 2, sizeof(char *))) == NULL
-		    || (hlen = calloc(r->elements + 2, sizeof(size_t))) == NULL)
-			ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
-		hdel[0] = "HDEL";
-		hlen[0] = 4;
-		hdel[1] = wkey;
-		hlen[1] = strlen(wkey);
-		for (size_t i = 0; i < r->elements; i++) {
-			const redisReply *f = r->element[i];
-
-			if (f->type == REDIS_REPLY_STRING
-			    && !(f->len >= 7 && memcmp(f->str, "replay:", 7) == 0)) {
-				hdel[n] = f->str;
-				hlen[n++] = f->len;
-			}
-		}
-		if (n > 2) {
-			redisReply *h = redis_pool_command(ctl->pool, (int) n, hdel, hlen, err, sizeof(err));
-
-			if (h == NULL)
-				ctl_fail(CTL_EXIT_RUNTIME, "%s", err);
-			freeReplyObject(h);
-		}
-		free(hdel);
-		free(hlen);
-	}
-	freeReplyObject(replies[0]);
-	freeReplyObject(replies[1]);
+	if (counters_reset(ctr, job->account, job->month, &deleted, err, sizeof(err)) < 0)
+		ctl_fail(CTL_EXIT_RUNTIME, "%s", err);
+	counters_free(ctr);
 	snprintf(what, sizeof(what), deleted ? "usage of %s reset" : "no usage in %s, nothing to reset",
 		 job->month);
 	snprintf(rest, sizeof(rest), "\"command\":\"reset\",\"month\":\"%s\",\"deleted\":%s",

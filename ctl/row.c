@@ -56,6 +56,17 @@ override_int(const redisReply *r, long long *out)
 	return digits >= 1 && digits <= CTL_COUNT_MAX && ctl_int(r->str, r->len, out) && *out >= -1;
 }
 
+/* this_month - the month of now in the conf's time zone, "" outside 1970-2199 */
+static const char *
+this_month(struct ctl *ctl)
+{
+	static char month[MONTH_KEY_LEN];
+
+	if (!month_of(ctl->months, time(NULL), month))
+		month[0] = 0;
+	return month;
+}
+
 /* row_init - an empty row for an account */
 void
 row_init(struct ctl *ctl, struct ctl_row *row, const char *account)
@@ -95,18 +106,18 @@ row_count(const struct ctl_row *row, const redisReply *r, const char *field, boo
 
 /* row_fill - the row from its two HMGET replies */
 bool
-row_fill(struct ctl *ctl, struct ctl_row *row, const redisReply *acct,
+row_fill(struct ctl *ctl, struct ctl_row *row, const char *month, const redisReply *acct,
 	 const redisReply *usage, char *err, size_t errlen)
 {
 	const struct qm_conf *conf = ctl->conf;
 	const struct qm_plan *plan = NULL;
 	const redisReply *p;
 	size_t	ncat = conf->category_count;
-	long long override;
+	long long override, recorded;
 
 	for (int i = 0; i < 2; i++) {
 		const redisReply *r = i == 0 ? acct : usage;
-		size_t	want = i == 0 ? 3 : 4 + ncat;
+		size_t	want = i == 0 ? 3 : 6 + ncat;
 
 		if (r->type == REDIS_REPLY_ERROR) {
 			snprintf(err, errlen, "account %s: Redis: %.*s", row->account, (int) r->len, r->str);
@@ -118,10 +129,17 @@ row_fill(struct ctl *ctl, struct ctl_row *row, const redisReply *acct,
 		}
 	}
 
-	/* The account hash: plan, limit, suspended. */
+	/*
+	 * The plan: of the month's usage for another month, else of the
+	 * account hash (plan, limit, suspended).
+	 */
 	free(row->plan);
 	row->plan = NULL;
-	if ((p = reply_str(acct->element[0])) != NULL && p->len > 0) {
+	row->recorded = strcmp(month, this_month(ctl)) != 0
+	    && reply_str(usage->element[4 + ncat]) != NULL
+	    && override_int(reply_str(usage->element[5 + ncat]), &recorded);
+	if ((p = reply_str(row->recorded ? usage->element[4 + ncat] : acct->element[0])) != NULL
+	    && p->len > 0) {
 		/* A NUL inside would cut the name short: make it a '?', no plan's name. */
 		if ((row->plan = malloc(p->len + 1)) == NULL)
 			ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
@@ -129,6 +147,8 @@ row_fill(struct ctl *ctl, struct ctl_row *row, const redisReply *acct,
 			row->plan[i] = p->str[i] ? p->str[i] : '?';
 		row->plan[p->len] = 0;
 		row->plan_default = false;
+	} else if (row->recorded) {
+		row->plan = NULL;
 	} else if (conf->default_plan != NULL) {
 		if ((row->plan = strdup(conf->default_plan)) == NULL)
 			ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
@@ -153,7 +173,15 @@ row_fill(struct ctl *ctl, struct ctl_row *row, const redisReply *acct,
 	/* The limit and the decision, in quota.lua's order. */
 	row->has_limit = row->override || plan != NULL;
 	row->limit = row->override ? override : plan != NULL ? plan->monthly : 0;
-	if (row->suspended)
+	if (row->recorded) {
+		row->override = false;
+		row->has_limit = true;
+		row->limit = recorded;
+	}
+	if (row->recorded)
+		row->status = row->limit == QM_UNLIMITED || row->used < row->limit
+		    ? QM_STATUS_OK : QM_STATUS_EXHAUSTED;
+	else if (row->suspended)
 		row->status = QM_STATUS_SUSPENDED;
 	else if (row->plan == NULL)
 		row->status = QM_STATUS_NO_PLAN;
@@ -185,7 +213,7 @@ row_commands(struct ctl *ctl, const char *account, const char *month,
 	store->aargv[2] = "plan";
 	store->aargv[3] = "limit";
 	store->aargv[4] = "suspended";
-	if ((store->uargv = calloc(6 + ncat, sizeof(char *))) == NULL)
+	if ((store->uargv = calloc(8 + ncat, sizeof(char *))) == NULL)
 		ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
 	store->uargv[0] = "HMGET";
 	store->uargv[1] = store->ukey;
@@ -195,8 +223,10 @@ row_commands(struct ctl *ctl, const char *account, const char *month,
 	store->uargv[5] = USAGE_WOULD_REFUSE;
 	for (size_t i = 0; i < ncat; i++)
 		store->uargv[6 + i] = conf->categories[i].name;
+	store->uargv[6 + ncat] = USAGE_PLAN;
+	store->uargv[7 + ncat] = USAGE_LIMIT;
 	cmds[0] = (struct redis_cmd) {5, store->aargv, NULL};
-	cmds[1] = (struct redis_cmd) {(int) (6 + ncat), store->uargv, NULL};
+	cmds[1] = (struct redis_cmd) {(int) (8 + ncat), store->uargv, NULL};
 	return true;
 }
 
@@ -241,8 +271,8 @@ rows_fetch(struct ctl *ctl, struct ctl_row *rows, size_t count, const char *mont
 		if (redis_pool_run(ctl->pool, cmds, 2 * n, replies, err, errlen) < 0)
 			rc = -1;
 		for (size_t i = 0; i < n; i++) {
-			if (rc == 0 && !row_fill(ctl, &rows[done + i], replies[2 * i], replies[2 * i + 1],
-						 err, errlen))
+			if (rc == 0 && !row_fill(ctl, &rows[done + i], month, replies[2 * i],
+						 replies[2 * i + 1], err, errlen))
 				rc = -1;
 			freeReplyObject(replies[2 * i]);
 			freeReplyObject(replies[2 * i + 1]);
@@ -350,11 +380,13 @@ row_json(struct ctl *ctl, const struct ctl_row *row, const char *month, bool ful
 	fputs(",\"plan\":", fp);
 	json_cstr(fp, row->plan);
 	fputs(",\"plan_source\":", fp);
-	json_cstr(fp, row->plan == NULL ? NULL : row->plan_default ? "default_plan" : "account");
+	json_cstr(fp, row->recorded ? "month" : row->plan == NULL ? NULL
+		  : row->plan_default ? "default_plan" : "account");
 	fputs(",\"limit\":", fp);
 	json_num_or_null(fp, row->has_limit, row->limit);
 	fputs(",\"limit_source\":", fp);
-	json_cstr(fp, row->override ? "override" : row->has_limit ? "plan" : NULL);
+	json_cstr(fp, row->recorded ? "month" : row->override ? "override"
+		  : row->has_limit ? "plan" : NULL);
 	fprintf(fp, ",\"used\":%lld,\"remaining\":", row->used);
 	known = row_remaining(row, &v);
 	json_num_or_null(fp, known, v);

@@ -105,6 +105,13 @@ policy_account_early(const struct qm_conf *conf)
 	return conf->account.source != QM_SOURCE_HEADER;
 }
 
+/* policy_rcpt_decides - are this message's recipients decided one by one? */
+bool
+policy_rcpt_decides(const struct qm_conf *conf, int category, bool local)
+{
+	return policy_account_early(conf) && category >= 0 && !local;
+}
+
 /* policy_local - the MTA's own submission on its host */
 bool
 policy_local(const char *hostname, const struct sockaddr *addr)

@@ -97,6 +97,13 @@ enum qm_reply_id policy_account_reply(enum policy_account result);
  */
 enum qm_reply_id policy_status_reply(enum qm_status status, bool race);
 
+/*
+ * policy_rcpt_decides - does enforce mode decide a message of category
+ * (from the envelope) recipient by recipient? Only with an account known
+ * before DATA, and not for a local submission (no RCPT refusals there).
+ */
+bool	policy_rcpt_decides(const struct qm_conf *conf, int category, bool local);
+
 /* policy_rcpt_units - units one more recipient costs after `accepted` */
 long long policy_rcpt_units(const struct qm_conf *conf, long long accepted);
 

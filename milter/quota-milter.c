@@ -72,7 +72,8 @@ struct msg_ctx {
 	char   *sender;			/* envelope sender without <> */
 	char   *sasl;			/* {auth_authen} */
 	int	category;		/* index, POLICY_CLASS_NONE or _LATER */
-	bool	rcpt_stage;		/* recipients are decided at RCPT */
+	bool	rcpt_decides;		/* enforce decides recipients at RCPT */
+	bool	rcpt_stage;		/* and does so for this message */
 	enum policy_account acct_res;	/* early account result */
 	const char *acct_reason;
 	char	account[QM_ACCOUNT_MAX + 1];
@@ -81,7 +82,9 @@ struct msg_ctx {
 	struct qm_quota quota;		/* what the peek said */
 	long long rcpt_ok;		/* recipients accepted */
 	long long reserved;		/* units promised to them */
-	long long refused;		/* units refused at RCPT */
+	long long refused;		/* units refused for good, not yet recorded */
+	char	refused_month[8];	/* the month they were decided in */
+	char	refused_id[17];		/* their id in Redis (counters_refused()) */
 	struct policy_header headers[POLICY_HEADERS_MAX];
 	size_t	header_count;
 	bool	headers_truncated;
@@ -324,7 +327,6 @@ msg_entry(const struct conn_ctx *cc, const char *id, const char *month, long lon
 	copy_str(e->account, sizeof(e->account), m->account);
 	copy_str(e->category, sizeof(e->category), category_name(cc->rt->conf, m->category));
 	e->units = units;
-	e->refused = m->refused;
 }
 
 /*
@@ -345,7 +347,6 @@ charge_cancel(SMFICTX *ctx, struct conn_ctx *cc, struct journal *jr, long long u
 	if (jr != NULL && journal_append(jr, &e, jerr, sizeof(jerr)) == 0) {
 		msg_info("%s: account %s: charge %s in doubt, cancel journaled", queue_id(ctx),
 			 m->account, e.id);
-		m->refused = 0;
 		return;
 	}
 	msg_warn("%s: account %s: charge %s of %lld units may have been counted in Redis, "
@@ -373,7 +374,6 @@ unavailable(SMFICTX *ctx, struct conn_ctx *cc, long long units, const char *err)
 		msg_entry(cc, m->quota.charge_id, m->quota.month, units, &e);
 		if ((e.month[0] != 0 || counters_month(cc->rt->ctr, time(NULL), e.month) == 0)
 		    && journal_append(jr, &e, jerr, sizeof(jerr)) == 0) {
-			m->refused = 0;
 			strip_headers(ctx, cc);
 			decision_log(ctx, cc, units, "accept-journaled", err);
 			return SMFIS_CONTINUE;
@@ -441,20 +441,70 @@ deferred_failure(SMFICTX *ctx, const struct conn_ctx *cc)
 	return true;
 }
 
-/* msg_finish - end a message: record RCPT refusals that EOM did not */
+/*
+ * refusals_record - record the units refused for good so far, in the
+ * month they were decided in, under their id; when Redis fails, in the
+ * journal, applied once Redis answers (a call that ran in doubt is not
+ * recorded twice: same id).
+ */
+static void
+refusals_record(struct conn_ctx *cc)
+{
+	struct msg_ctx *m = &cc->msg;
+	struct journal *jr;
+	struct journal_entry e;
+	char	err[256];
+	char	jerr[256] = "no journal (see the journal setting)";
+	int	rc;
+
+	if (m->refused == 0 || m->account[0] == 0)
+		return;
+	rc = counters_refused(cc->rt->ctr, m->refused_id, m->account, m->refused_month,
+			      m->refused, time(NULL), err, sizeof(err));
+	if (rc == -1) {
+		memset(&e, 0, sizeof(e));
+		copy_str(e.id, sizeof(e.id), m->refused_id);
+		copy_str(e.month, sizeof(e.month), m->refused_month);
+		copy_str(e.account, sizeof(e.account), m->account);
+		e.refused = m->refused;
+		e.refusal = true;
+		if ((jr = journal_get(NULL)) != NULL && journal_append(jr, &e, jerr, sizeof(jerr)) == 0)
+			msg_info("account %s: %lld refused journaled (%s)", m->account, m->refused, err);
+		else
+			msg_warn("account %s: cannot record %lld refused: %s; %s", m->account,
+				 m->refused, err, jerr);
+	} else if (rc < 0) {
+		msg_warn("account %s: cannot record %lld refused: %s", m->account, m->refused, err);
+	}
+	m->refused = 0;
+}
+
+/*
+ * refusal_add - units refused for good (a 5xx), decided on the usage of
+ * month: recorded with the others of that month at the message's end
+ */
+static void
+refusal_add(struct conn_ctx *cc, long long units, const char *month)
+{
+	struct msg_ctx *m = &cc->msg;
+
+	if (units <= 0)
+		return;
+	if (m->refused > 0 && strcmp(m->refused_month, month) != 0)
+		refusals_record(cc);
+	if (m->refused == 0) {
+		copy_str(m->refused_month, sizeof(m->refused_month), month);
+		counters_charge_id_new(m->refused_id);
+	}
+	m->refused += units;
+}
+
+/* msg_finish - end a message: record its refusals */
 static void
 msg_finish(struct conn_ctx *cc)
 {
-	struct msg_ctx *m = &cc->msg;
-	char	err[256];
-
-	if (m->refused > 0 && m->account[0]) {
-		if (counters_refused(cc->rt->ctr, m->account, m->refused, time(NULL),
-				     err, sizeof(err)) < 0)
-			msg_warn("account %s: cannot record %lld refused: %s",
-				 m->account, m->refused, err);
-	}
-	msg_reset(m);
+	refusals_record(cc);
+	msg_reset(&cc->msg);
 }
 
 /*
@@ -657,8 +707,8 @@ envfrom(SMFICTX *ctx, struct conn_ctx *cc, char **argv)
 	m->counted = true;
 	if (policy_account_early(conf)) {
 		m->acct_res = policy_account(conf, &pm, m->account, &m->acct_reason);
-		m->rcpt_stage = m->category >= 0 && !cc->non_smtp
-		    && conf->mode == QM_MODE_ENFORCE;
+		m->rcpt_decides = policy_rcpt_decides(conf, m->category, cc->non_smtp);
+		m->rcpt_stage = m->rcpt_decides && conf->mode == QM_MODE_ENFORCE;
 	}
 	return SMFIS_CONTINUE;
 }
@@ -741,8 +791,8 @@ qm_envrcpt(SMFICTX *ctx, char **argv)
 		id = policy_status_reply(st, false);
 		/* Recorded once final (5xx), and once per message for unit messages. */
 		if (reply_final(cc, id))
-			m->refused += cc->rt->conf->unit == QM_UNIT_RECIPIENTS ? units
-			    : (m->refused == 0 && m->rcpt_ok == 0);
+			refusal_add(cc, cc->rt->conf->unit == QM_UNIT_RECIPIENTS ? units
+				    : (m->refused == 0 && m->rcpt_ok == 0), m->quota.month);
 		decision_log(ctx, cc, units, "refuse-rcpt", counters_status_name(st));
 		return reply(ctx, cc, id, counters_status_name(st));
 	}
@@ -877,7 +927,7 @@ qm_eom(SMFICTX *ctx)
 	enum policy_account res;
 	const char *reason;
 	long long units;
-	bool	monitor;
+	enum counters_mode mode;
 	enum qm_reply_id id;
 	sfsistat rc;
 	time_t	now = time(NULL);
@@ -890,6 +940,7 @@ qm_eom(SMFICTX *ctx)
 		return SMFIS_TEMPFAIL;
 	m = &cc->msg;
 	conf = cc->rt->conf;
+	refusals_record(cc);
 	if (deferred_failure(ctx, cc)) {
 		msg_finish(cc);
 		return SMFIS_TEMPFAIL;
@@ -898,7 +949,8 @@ qm_eom(SMFICTX *ctx)
 		strip_headers(ctx, cc);		/* if m->strip: slots seen */
 		return SMFIS_CONTINUE;
 	}
-	monitor = conf->mode == QM_MODE_MONITOR;
+	mode = conf->mode != QM_MODE_MONITOR ? COUNTERS_ENFORCE
+	    : m->rcpt_decides ? COUNTERS_MONITOR_RCPT : COUNTERS_MONITOR;
 	policy_view(cc, true, &pm);
 	if (m->category < 0 && (m->category = policy_classify(conf, &pm)) < 0) {
 		/*
@@ -937,14 +989,13 @@ qm_eom(SMFICTX *ctx)
 	(void) journal_get(&inf);
 	slot = inflight_charge(cc, inf, charge_id, now, units);
 	if (counters_charge_as(cc->rt->ctr, charge_id, m->account,
-			       conf->categories[m->category].name, units, m->refused, monitor,
+			       conf->categories[m->category].name, units, mode,
 			       now, &m->quota, err, sizeof(err)) < 0) {
 		rc = unavailable(ctx, cc, units, err);
 		msg_reset(m);
 		inflight_end(inf, slot);
 		return rc;
 	}
-	m->refused = 0;			/* recorded by the charge */
 	switch (m->quota.status) {
 	case QM_STATUS_OK:
 		strip_headers(ctx, cc);
@@ -962,10 +1013,10 @@ qm_eom(SMFICTX *ctx)
 			     counters_status_name(m->quota.status));
 		rc = reply(ctx, cc, id, counters_status_name(m->quota.status));
 		/* A 451 (race, unknown plan) is retried: only a 5xx is recorded. */
-		if (reply_final(cc, id) && counters_refused(cc->rt->ctr, m->account, units,
-							 time(NULL), err, sizeof(err)) < 0)
-			msg_warn("%s: account %s: cannot record %lld refused: %s",
-				 queue_id(ctx), m->account, units, err);
+		if (reply_final(cc, id)) {
+			refusal_add(cc, units, m->quota.month);
+			refusals_record(cc);
+		}
 		break;
 	}
 	msg_reset(m);
@@ -1071,24 +1122,6 @@ reload_thread(void *arg)
 	return NULL;
 }
 
-/*
- * replay_apply - journal_replay() callback: one entry into Redis. An
- * error the script raises about the entry or its keys (a usage field
- * that is not a number, a key of another type) will not go away by
- * waiting: the entry is rejected and kept aside. Anything else (Redis
- * away, loading, read-only, busy) is waited out.
- */
-static int
-replay_apply(void *arg, const struct journal_entry *e, char *err, size_t errlen)
-{
-	if (counters_replay(arg, e, err, errlen) == 0)
-		return 0;
-	if (strncmp(err, "Redis: ERR quota.lua", 20) == 0
-	    || strncmp(err, "Redis: WRONGTYPE", 16) == 0)
-		return JOURNAL_REJECTED;
-	return -1;
-}
-
 /* replay_warn - journal_replay() callback: a file set aside */
 static void
 replay_warn(const char *text)
@@ -1116,7 +1149,7 @@ replay_thread(void *arg)
 		if ((jr = journal_get(NULL)) == NULL || !journal_pending(jr))
 			continue;
 		rt = runtime_acquire();
-		n = journal_replay(jr, replay_apply, rt->ctr, replay_warn, err, sizeof(err));
+		n = journal_replay(jr, counters_journal_apply, rt->ctr, replay_warn, err, sizeof(err));
 		runtime_release(rt);
 		if (n > 0)
 			msg_info("journal: %ld entries replayed into Redis", n);

@@ -190,16 +190,25 @@ make(void)
 
 /* charge - counters_charge that must reach Redis */
 static struct qm_quota
-charge(struct counters *ctr, const char *account, const char *category, long long units,
-       long long refused, bool monitor)
+charge_mode(struct counters *ctr, const char *account, const char *category, long long units,
+	    enum counters_mode mode)
 {
 	struct qm_quota q;
 	char    err[256] = "";
-	int     rc = counters_charge(ctr, account, category, units, refused, monitor, now, &q,
+	int     rc = counters_charge(ctr, account, category, units, mode, now, &q,
 				     err, sizeof(err));
 
 	ck_assert_msg(rc == 0, "counters_charge(%s): %s", account, err);
 	return q;
+}
+
+/* charge - charge_mode, enforce or monitor */
+static struct qm_quota
+charge(struct counters *ctr, const char *account, const char *category, long long units,
+       bool monitor)
+{
+	return charge_mode(ctr, account, category, units,
+			   monitor ? COUNTERS_MONITOR : COUNTERS_ENFORCE);
 }
 
 /* peek - counters_peek that must reach Redis */
@@ -280,7 +289,7 @@ START_TEST(test_recent)
 	(void) peek(ctr, "busy");
 	ck_assert(counters_recent(ctr, "busy", &q));
 	expect(q, QM_STATUS_OK, "basic", 10000, 40);
-	(void) charge(ctr, "busy", "crm", 2, 0, false);
+	(void) charge(ctr, "busy", "crm", 2, false);
 	ck_assert(counters_recent(ctr, "busy", &q));
 	expect(q, QM_STATUS_OK, "basic", 10000, 42);
 
@@ -378,10 +387,10 @@ START_TEST(test_charge_limit)
 
 	cmd_ok("HSET qm:account:{acme} plan tiny");
 	ctr = make();
-	expect(charge(ctr, "acme", "crm", 2, 0, false), QM_STATUS_OK, "tiny", 5, 2);
-	expect(charge(ctr, "acme", "marketing", 3, 0, false), QM_STATUS_OK, "tiny", 5, 5);
-	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_EXHAUSTED, "tiny", 5, 5);
-	expect(charge(ctr, "acme", "crm", 4, 0, false), QM_STATUS_EXHAUSTED, "tiny", 5, 5);
+	expect(charge(ctr, "acme", "crm", 2, false), QM_STATUS_OK, "tiny", 5, 2);
+	expect(charge(ctr, "acme", "marketing", 3, false), QM_STATUS_OK, "tiny", 5, 5);
+	expect(charge(ctr, "acme", "crm", 1, false), QM_STATUS_EXHAUSTED, "tiny", 5, 5);
+	expect(charge(ctr, "acme", "crm", 4, false), QM_STATUS_EXHAUSTED, "tiny", 5, 5);
 	expect(peek(ctr, "acme"), QM_STATUS_EXHAUSTED, "tiny", 5, 5);
 	ck_assert_int_eq(usage("acme", "total"), 5);
 	ck_assert_int_eq(usage("acme", "messages"), 2);
@@ -393,19 +402,19 @@ START_TEST(test_charge_limit)
 
 	/* A charge that fits exactly to the last unit is counted. */
 	cmd_ok("HSET qm:account:{acme2} plan tiny");
-	expect(charge(ctr, "acme2", NULL, 5, 0, false), QM_STATUS_OK, "tiny", 5, 5);
-	expect(charge(ctr, "acme2", "", 6, 0, false), QM_STATUS_EXHAUSTED, "tiny", 5, 5);
+	expect(charge(ctr, "acme2", NULL, 5, false), QM_STATUS_OK, "tiny", 5, 5);
+	expect(charge(ctr, "acme2", "", 6, false), QM_STATUS_EXHAUSTED, "tiny", 5, 5);
 	ck_assert_int_eq(usage("acme2", "messages"), 1);
 
 	/* Raising the limit lets mail through again at once. */
 	cmd_ok("HSET qm:account:{acme} limit 7");
-	expect(charge(ctr, "acme", "crm", 2, 0, false), QM_STATUS_OK, "tiny", 7, 7);
+	expect(charge(ctr, "acme", "crm", 2, false), QM_STATUS_OK, "tiny", 7, 7);
 
 	/* Unlimited. */
 	cmd_ok("HSET qm:account:{big} plan enterprise");
-	expect(charge(ctr, "big", "crm", 1000000000, 0, false), QM_STATUS_OK, "enterprise", -1,
+	expect(charge(ctr, "big", "crm", 1000000000, false), QM_STATUS_OK, "enterprise", -1,
 	       1000000000);
-	expect(charge(ctr, "big", "crm", 1000000000, 0, false), QM_STATUS_OK, "enterprise", -1,
+	expect(charge(ctr, "big", "crm", 1000000000, false), QM_STATUS_OK, "enterprise", -1,
 	       2000000000);
 	counters_free(ctr);
 }
@@ -419,11 +428,11 @@ START_TEST(test_charge_refusals)
 	cmd_ok("HSET qm:account:{susp} plan basic suspended 1");
 	cmd_ok("HSET qm:account:{gold} plan gold");
 	ctr = make();
-	expect(charge(ctr, "susp", "crm", 2, 0, false), QM_STATUS_SUSPENDED, "basic", 10000, 0);
-	expect(charge(ctr, "gold", "crm", 3, 1, false), QM_STATUS_UNKNOWN_PLAN, "gold", 0, 0);
-	expect(charge(ctr, "freebie", "crm", 4, 0, false), QM_STATUS_NO_MAIL, "free", 0, 0);
+	expect(charge(ctr, "susp", "crm", 2, false), QM_STATUS_SUSPENDED, "basic", 10000, 0);
+	expect(charge(ctr, "gold", "crm", 3, false), QM_STATUS_UNKNOWN_PLAN, "gold", 0, 0);
+	expect(charge(ctr, "freebie", "crm", 4, false), QM_STATUS_NO_MAIL, "free", 0, 0);
 	ck_assert_int_eq(usage("susp", "refused"), -1);
-	ck_assert_int_eq(usage("gold", "refused"), 1);
+	ck_assert_int_eq(usage("gold", "refused"), -1);
 	ck_assert_int_eq(usage("freebie", "refused"), -1);
 	ck_assert_int_eq(usage("susp", "total"), -1);
 	ck_assert_int_eq(usage("gold", "messages"), -1);
@@ -434,7 +443,7 @@ START_TEST(test_charge_refusals)
 
 	conf.default_plan = NULL;
 	ctr = make();
-	expect(charge(ctr, "nobody", "crm", 1, 0, false), QM_STATUS_NO_PLAN, "", 0, 0);
+	expect(charge(ctr, "nobody", "crm", 1, false), QM_STATUS_NO_PLAN, "", 0, 0);
 	ck_assert_int_eq(usage("nobody", "refused"), -1);
 	counters_free(ctr);
 }
@@ -448,9 +457,9 @@ START_TEST(test_monitor)
 	cmd_ok("HSET qm:account:{mon} plan tiny");
 	cmd_ok("HSET qm:account:{susp} plan tiny suspended 1");
 	ctr = make();
-	expect(charge(ctr, "mon", "crm", 4, 0, true), QM_STATUS_OK, "tiny", 5, 4);
-	expect(charge(ctr, "mon", "crm", 3, 0, true), QM_STATUS_OVER, "tiny", 5, 7);
-	expect(charge(ctr, "mon", "crm", 1, 0, true), QM_STATUS_OVER, "tiny", 5, 8);
+	expect(charge(ctr, "mon", "crm", 4, true), QM_STATUS_OK, "tiny", 5, 4);
+	expect(charge(ctr, "mon", "crm", 3, true), QM_STATUS_OVER, "tiny", 5, 7);
+	expect(charge(ctr, "mon", "crm", 1, true), QM_STATUS_OVER, "tiny", 5, 8);
 	ck_assert_int_eq(usage("mon", "total"), 8);
 	ck_assert_int_eq(usage("mon", "messages"), 3);
 	ck_assert_int_eq(usage("mon", "would_refuse"), 4);
@@ -458,8 +467,8 @@ START_TEST(test_monitor)
 	/* Thresholds are still announced in monitor mode: 80% (4) and 100% (5). */
 	ck_assert_int_eq(cmd_int("XLEN qm:events"), 2);
 
-	expect(charge(ctr, "susp", "crm", 2, 0, true), QM_STATUS_OVER, "tiny", 5, 2);
-	expect(charge(ctr, "freebie", "crm", 2, 0, true), QM_STATUS_OVER, "free", 0, 2);
+	expect(charge(ctr, "susp", "crm", 2, true), QM_STATUS_OVER, "tiny", 5, 2);
+	expect(charge(ctr, "freebie", "crm", 2, true), QM_STATUS_OVER, "free", 0, 2);
 	ck_assert_int_eq(usage("susp", "would_refuse"), 2);
 	ck_assert_int_eq(usage("freebie", "total"), 2);
 	ck_assert_int_eq(usage("freebie", "would_refuse"), 2);
@@ -467,57 +476,202 @@ START_TEST(test_monitor)
 
 	conf.default_plan = NULL;
 	ctr = make();
-	expect(charge(ctr, "nobody", "crm", 3, 0, true), QM_STATUS_OVER, "", 0, 3);
+	expect(charge(ctr, "nobody", "crm", 3, true), QM_STATUS_OVER, "", 0, 3);
 	ck_assert_int_eq(usage("nobody", "would_refuse"), 3);
 	counters_free(ctr);
 }
 END_TEST
 
-/* RCPT-stage refusals: counters_refused and the refused argument of charge */
+/* refused - counters_refused that must reach Redis */
+static void
+refused(struct counters *ctr, const char *id, const char *account, const char *in_month,
+	long long units)
+{
+	char    err[256] = "";
+
+	ck_assert_msg(counters_refused(ctr, id, account, in_month, units, now, err,
+				       sizeof(err)) == 0, "counters_refused(%s): %s", account, err);
+}
+
+/* hget - a field of any hash as text, "" when absent (static buffer) */
+static const char *
+hget(const char *key, const char *field)
+{
+	static char text[256];
+	redisReply *r = cmd("HGET %s %s", key, field);
+
+	text[0] = 0;
+	if (r->type == REDIS_REPLY_STRING)
+		snprintf(text, sizeof(text), "%s", r->str);
+	freeReplyObject(r);
+	return text;
+}
+
+/* last_month - the month before now's, "YYYY-MM" */
+static void
+last_month(char *buf)
+{
+	struct tm tm;
+	char	text[32];
+
+	gmtime_r(&now, &tm);
+	if (tm.tm_mon == 0)
+		snprintf(text, sizeof(text), "%04d-12", tm.tm_year + 1899);
+	else
+		snprintf(text, sizeof(text), "%04d-%02d", tm.tm_year + 1900, tm.tm_mon);
+	memcpy(buf, text, MONTH_KEY_LEN - 1);
+	buf[MONTH_KEY_LEN - 1] = 0;
+}
+
+/* Refusals for good: once per id, in the month given, with the exhausted event */
 START_TEST(test_refused)
 {
 	struct counters *ctr;
-	char    err[256];
+	char    err[256], prev[MONTH_KEY_LEN], key[KEYS_MAX];
 	redisReply *r;
 
 	cmd_ok("HSET qm:account:{acme} plan tiny");
 	cmd_ok("HSET qm:account:{susp} plan tiny suspended 1");
 	ctr = make();
-	ck_assert_int_eq(counters_refused(ctr, "acme", 3, now, err, sizeof(err)), 0);
+	refused(ctr, "00000000000000a1", "acme", NULL, 3);
 	ck_assert_int_eq(usage("acme", "refused"), 3);
 	ck_assert_int_eq(usage("acme", "total"), -1);
 	/* Refused for quota: the account's one "exhausted" event. */
 	ck_assert_int_eq(cmd_int("XLEN qm:events"), 1);
 
-	expect(charge(ctr, "acme", "crm", 2, 4, false), QM_STATUS_OK, "tiny", 5, 2);
-	ck_assert_int_eq(usage("acme", "refused"), 7);
-	ck_assert_int_eq(usage("acme", "messages"), 1);
+	/* The same id again (a resend, a journal entry of it): recorded once. */
+	refused(ctr, "00000000000000a1", "acme", month, 3);
+	ck_assert_int_eq(usage("acme", "refused"), 3);
+	refused(ctr, "00000000000000a2", "acme", month, 2);
+	ck_assert_int_eq(usage("acme", "refused"), 5);
 	ck_assert_int_eq(cmd_int("XLEN qm:events"), 1);
+	ck_assert_int_eq(cmd_int("TTL %s", usage_key("acme")) > 0, 1);
 
-	/* A charge that does not fit adds only the earlier RCPT-stage refusals. */
-	expect(charge(ctr, "acme", "crm", 4, 2, false), QM_STATUS_EXHAUSTED, "tiny", 5, 2);
-	ck_assert_int_eq(usage("acme", "refused"), 9);
+	/* A charge neither records nor is refused by earlier refusals. */
+	expect(charge(ctr, "acme", "crm", 2, false), QM_STATUS_OK, "tiny", 5, 2);
+	ck_assert_int_eq(usage("acme", "refused"), 5);
 
-	ck_assert_int_eq(counters_refused(ctr, "susp", 2, now, err, sizeof(err)), 0);
+	/* Decided on last month's usage: recorded there, with that month's event. */
+	last_month(prev);
+	refused(ctr, "00000000000000a3", "acme", prev, 4);
+	snprintf(key, sizeof(key), "qm:usage:{acme}:%s", prev);
+	ck_assert_str_eq(hget(key, "refused"), "4");
+	ck_assert_int_eq(usage("acme", "refused"), 5);
+	ck_assert_int_eq(cmd_int("XLEN qm:events"), 2);
+
+	refused(ctr, "00000000000000a4", "susp", NULL, 2);
 	ck_assert_int_eq(usage("susp", "refused"), 2);
-	ck_assert_int_eq(cmd_int("XLEN qm:events"), 1);
+	ck_assert_int_eq(cmd_int("XLEN qm:events"), 2);
 
-	ck_assert_int_eq(counters_refused(ctr, "a b", 2, now, err, sizeof(err)), -1);
-	ck_assert_int_eq(counters_refused(ctr, "acme", -2, now, err, sizeof(err)), -1);
+	ck_assert_int_eq(counters_refused(ctr, "00000000000000a5", "a b", NULL, 2, now, err,
+					  sizeof(err)), COUNTERS_REJECTED);
+	ck_assert_int_eq(counters_refused(ctr, "00000000000000a5", "acme", "2026-13", 2, now, err,
+					  sizeof(err)), COUNTERS_REJECTED);
 
 	r = cmd("XRANGE qm:events - +");
 	ck_assert_int_eq(r->type, REDIS_REPLY_ARRAY);
-	ck_assert_uint_eq(r->elements, 1);
-	{
-		redisReply *f = r->element[0]->element[1];
-		const char *want[] = {"type", "exhausted", "account", "acme", "month", month,
-			"used", "0", "limit", "5", "plan", "tiny"};
+	ck_assert_uint_eq(r->elements, 2);
+	for (size_t e = 0; e < 2; e++) {
+		redisReply *f = r->element[e]->element[1];
+		const char *want[] = {"type", "exhausted", "account", "acme", "month",
+			e == 0 ? month : prev, "used", "0", "limit", "5", "plan", "tiny"};
 
 		ck_assert_uint_eq(f->elements, 12);
 		for (size_t i = 0; i < 12; i++)
 			ck_assert_str_eq(f->element[i]->str, want[i]);
 	}
 	freeReplyObject(r);
+	counters_free(ctr);
+}
+END_TEST
+
+/* A limit lowered below the usage: its thresholds come with the first refusal */
+START_TEST(test_thresholds_lowered)
+{
+	struct counters *ctr;
+	redisReply *r;
+
+	cmd_ok("HSET qm:account:{acme} plan hundred");
+	cmd_ok("HSET qm:account:{low} plan hundred");
+	ctr = make();
+	expect(charge(ctr, "acme", "crm", 50, false), QM_STATUS_OK, "hundred", 100, 50);
+	expect(charge(ctr, "low", "crm", 9, false), QM_STATUS_OK, "hundred", 100, 9);
+	ck_assert_int_eq(cmd_int("XLEN qm:events"), 0);
+
+	/* A downgrade: 80 % and 100 % of 40 reached, and exhausted; each once. */
+	cmd_ok("HSET qm:account:{acme} limit 40");
+	for (int i = 0; i < 2; i++)
+		expect(charge(ctr, "acme", "crm", 1, false), QM_STATUS_EXHAUSTED, "hundred", 40, 50);
+	ck_assert_int_eq(cmd_int("XLEN qm:events"), 3);
+
+	/* set-limit 10 under 9 used: a refusal at RCPT stage announces 80 %. */
+	cmd_ok("HSET qm:account:{low} limit 10");
+	refused(ctr, "00000000000000b1", "low", NULL, 2);
+	ck_assert_int_eq(cmd_int("XLEN qm:events"), 5);
+	r = cmd("XREVRANGE qm:events + - COUNT 1");
+	ck_assert_str_eq(r->element[0]->element[1]->element[1]->str, "threshold");
+	ck_assert_str_eq(r->element[0]->element[1]->element[3]->str, "low");
+	ck_assert_str_eq(r->element[0]->element[1]->element[7]->str, "80");
+	freeReplyObject(r);
+	counters_free(ctr);
+}
+END_TEST
+
+/* Monitor of a message decided recipient by recipient: what enforce would refuse */
+START_TEST(test_monitor_rcpt)
+{
+	struct counters *ctr;
+
+	cmd_ok("HSET qm:account:{acme} plan hundred limit 10");
+	cmd_ok("HSET qm:account:{whole} plan hundred limit 10");
+	cmd_ok("HSET qm:account:{susp} plan hundred suspended 1");
+	ctr = make();
+	expect(charge_mode(ctr, "acme", "crm", 8, COUNTERS_MONITOR_RCPT), QM_STATUS_OK,
+	       "hundred", 10, 8);
+	/* 5 recipients, 2 fit: enforce accepts 2 and refuses 3. */
+	expect(charge_mode(ctr, "acme", "crm", 5, COUNTERS_MONITOR_RCPT), QM_STATUS_OVER,
+	       "hundred", 10, 13);
+	ck_assert_int_eq(usage("acme", "would_refuse"), 3);
+	expect(charge_mode(ctr, "acme", "crm", 2, COUNTERS_MONITOR_RCPT), QM_STATUS_OVER,
+	       "hundred", 10, 15);
+	ck_assert_int_eq(usage("acme", "would_refuse"), 5);
+
+	/* Decided at end of message (the account from a header): the whole message. */
+	expect(charge(ctr, "whole", "crm", 8, true), QM_STATUS_OK, "hundred", 10, 8);
+	expect(charge(ctr, "whole", "crm", 5, true), QM_STATUS_OVER, "hundred", 10, 13);
+	ck_assert_int_eq(usage("whole", "would_refuse"), 5);
+
+	/* Not a quota refusal: every recipient. */
+	expect(charge_mode(ctr, "susp", "crm", 4, COUNTERS_MONITOR_RCPT), QM_STATUS_OVER,
+	       "hundred", 100, 4);
+	ck_assert_int_eq(usage("susp", "would_refuse"), 4);
+	counters_free(ctr);
+}
+END_TEST
+
+/* The usage of a month keeps the plan and limit of its last write */
+START_TEST(test_usage_plan)
+{
+	struct counters *ctr;
+
+	cmd_ok("HSET qm:account:{acme} plan tiny");
+	ctr = make();
+	expect(charge(ctr, "acme", "crm", 1, false), QM_STATUS_OK, "tiny", 5, 1);
+	ck_assert_str_eq(hget(usage_key("acme"), "plan"), "tiny");
+	ck_assert_str_eq(hget(usage_key("acme"), "limit"), "5");
+	cmd_ok("HSET qm:account:{acme} plan hundred limit -1");
+	expect(charge(ctr, "acme", "crm", 1, false), QM_STATUS_OK, "hundred", -1, 2);
+	ck_assert_str_eq(hget(usage_key("acme"), "plan"), "hundred");
+	ck_assert_str_eq(hget(usage_key("acme"), "limit"), "-1");
+	cmd_ok("HSET qm:account:{acme} plan tiny limit 1");
+	refused(ctr, "00000000000000c1", "acme", NULL, 1);
+	ck_assert_str_eq(hget(usage_key("acme"), "plan"), "tiny");
+	ck_assert_str_eq(hget(usage_key("acme"), "limit"), "1");
+	/* A peek writes nothing; no category may be called plan or limit. */
+	cmd_ok("HSET qm:account:{acme} plan basic limit 7");
+	(void) peek(ctr, "acme");
+	ck_assert_str_eq(hget(usage_key("acme"), "plan"), "tiny");
+	ck_assert(keys_reserved_field("plan") && keys_reserved_field("Limit"));
 	counters_free(ctr);
 }
 END_TEST
@@ -533,18 +687,18 @@ START_TEST(test_events)
 	conf.warn_count = 3;
 	cmd_ok("HSET qm:account:{acme} plan hundred");
 	ctr = make();
-	charge(ctr, "acme", "crm", 49, 0, false);
+	charge(ctr, "acme", "crm", 49, false);
 	ck_assert_int_eq(cmd_int("XLEN qm:events"), 0);
-	charge(ctr, "acme", "crm", 1, 0, false);
+	charge(ctr, "acme", "crm", 1, false);
 	ck_assert_int_eq(cmd_int("XLEN qm:events"), 1);
-	charge(ctr, "acme", "crm", 1, 0, false);
+	charge(ctr, "acme", "crm", 1, false);
 	ck_assert_int_eq(cmd_int("XLEN qm:events"), 1);
 	/* One charge crossing two thresholds announces both. */
-	expect(charge(ctr, "acme", "crm", 49, 0, false), QM_STATUS_OK, "hundred", 100, 100);
+	expect(charge(ctr, "acme", "crm", 49, false), QM_STATUS_OK, "hundred", 100, 100);
 	ck_assert_int_eq(cmd_int("XLEN qm:events"), 3);
-	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_EXHAUSTED, "hundred", 100, 100);
+	expect(charge(ctr, "acme", "crm", 1, false), QM_STATUS_EXHAUSTED, "hundred", 100, 100);
 	ck_assert_int_eq(cmd_int("XLEN qm:events"), 4);
-	charge(ctr, "acme", "crm", 1, 0, false);
+	charge(ctr, "acme", "crm", 1, false);
 	ck_assert_int_eq(cmd_int("XLEN qm:events"), 4);
 
 	r = cmd("XRANGE qm:events - +");
@@ -575,9 +729,9 @@ START_TEST(test_events)
 
 	/* Unlimited accounts and plans of 0 announce nothing; a new account starts over. */
 	cmd_ok("HSET qm:account:{ent} plan enterprise");
-	charge(ctr, "ent", "crm", 1000000, 0, false);
+	charge(ctr, "ent", "crm", 1000000, false);
 	cmd_ok("HSET qm:account:{other} plan tiny");
-	charge(ctr, "other", "crm", 3, 0, false);	/* 60% */
+	charge(ctr, "other", "crm", 3, false);	/* 60% */
 	ck_assert_int_eq(cmd_int("XLEN qm:events"), 5);
 	counters_free(ctr);
 
@@ -585,7 +739,7 @@ START_TEST(test_events)
 	conf.warn_count = 0;
 	ctr = make();
 	cmd_ok("HSET qm:account:{quiet} plan tiny");
-	charge(ctr, "quiet", "crm", 5, 0, false);
+	charge(ctr, "quiet", "crm", 5, false);
 	ck_assert_int_eq(cmd_int("XLEN qm:events"), 5);
 	counters_free(ctr);
 }
@@ -687,12 +841,12 @@ START_TEST(test_replay)
 
 		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 			err[0] = 0;
-			ck_assert_msg(counters_replay(ctr, &bad[i], err, sizeof(err)) == -1,
+			ck_assert_msg(counters_replay(ctr, &bad[i], err, sizeof(err)) == COUNTERS_REJECTED,
 				      "bad entry %zu applied", i);
 			ck_assert(err[0] != 0);
 		}
 		memset(bad[0].id, 'x', sizeof(bad[0].id));	/* no NUL at all */
-		ck_assert_int_eq(counters_replay(ctr, &bad[0], err, sizeof(err)), -1);
+		ck_assert_int_eq(counters_replay(ctr, &bad[0], err, sizeof(err)), COUNTERS_REJECTED);
 	}
 	ck_assert_int_eq(cmd_int("DBSIZE"), keys);
 	ck_assert_int_eq(usage("acme", "total"), 7);
@@ -839,7 +993,7 @@ START_TEST(test_expire)
 		cmd_ok("FLUSHDB");
 		cmd_ok("HSET qm:account:{acme} plan tiny");
 		ctr = make();
-		ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, 0, false, cases[i].now, &q,
+		ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, COUNTERS_ENFORCE, cases[i].now, &q,
 						 err, sizeof(err)), 0);
 		ck_assert_str_eq(q.month, cases[i].month);
 		ck_assert_int_eq(cmd_int("EXPIRETIME qm:usage:{acme}:%s", cases[i].month),
@@ -864,18 +1018,19 @@ START_TEST(test_bad_data)
 	ctr = make();
 	cmd_ok("HSET qm:account:{acme} plan tiny");
 	cmd_ok("HSET %s total abc", usage_key("acme"));
-	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, 0, false, now, &q, err,
-					 sizeof(err)), -1);
+	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, COUNTERS_ENFORCE, now, &q, err,
+					 sizeof(err)), COUNTERS_REJECTED);
 	ck_assert_int_eq(q.status, QM_STATUS_UNAVAILABLE);
 	ck_assert_msg(strstr(err, "not an integer") != NULL, "%s", err);
 	ck_assert_int_eq(usage("acme", "messages"), -1);
 
 	cmd_ok("HSET qm:account:{b} plan tiny");
 	cmd_ok("HSET %s crm 1.5", usage_key("b"));
-	ck_assert_int_eq(counters_charge(ctr, "b", "crm", 1, 0, false, now, &q, err,
-					 sizeof(err)), -1);
+	ck_assert_int_eq(counters_charge(ctr, "b", "crm", 1, COUNTERS_ENFORCE, now, &q, err,
+					 sizeof(err)), COUNTERS_REJECTED);
 	ck_assert_int_eq(usage("b", "total"), -1);
 
+	/* A peek checks no types (it writes nothing): Redis's own error. */
 	cmd_ok("SET qm:account:{c} basic");
 	ck_assert_int_eq(counters_peek(ctr, "c", now, &q, err, sizeof(err)), -1);
 	ck_assert_msg(strstr(err, "WRONGTYPE") != NULL, "%s", err);
@@ -883,14 +1038,14 @@ START_TEST(test_bad_data)
 	/* The stream is checked before anything is counted. */
 	cmd_ok("HSET qm:account:{d} plan tiny");
 	cmd_ok("SET qm:events oops");
-	ck_assert_int_eq(counters_charge(ctr, "d", "crm", 5, 0, false, now, &q, err,
-					 sizeof(err)), -1);
+	ck_assert_int_eq(counters_charge(ctr, "d", "crm", 5, COUNTERS_ENFORCE, now, &q, err,
+					 sizeof(err)), COUNTERS_REJECTED);
 	ck_assert_int_eq(usage("d", "total"), -1);
 	cmd_ok("DEL qm:events");
 	cmd_ok("HSET qm:warned:{d}:%s x 1", month);
 	cmd_ok("SET qm:warned:{d}:%s oops", month);
-	ck_assert_int_eq(counters_charge(ctr, "d", "crm", 5, 0, false, now, &q, err,
-					 sizeof(err)), -1);
+	ck_assert_int_eq(counters_charge(ctr, "d", "crm", 5, COUNTERS_ENFORCE, now, &q, err,
+					 sizeof(err)), COUNTERS_REJECTED);
 	ck_assert_int_eq(usage("d", "total"), -1);
 	counters_free(ctr);
 }
@@ -908,20 +1063,22 @@ START_TEST(test_bad_arguments)
 	ctr = make();
 	for (size_t i = 0; i < sizeof(accounts) / sizeof(accounts[0]); i++) {
 		err[0] = 0;
-		ck_assert_int_eq(counters_charge(ctr, accounts[i], "crm", 1, 0, false, now, &q, err,
-						 sizeof(err)), -1);
+		ck_assert_int_eq(counters_charge(ctr, accounts[i], "crm", 1, COUNTERS_ENFORCE, now, &q, err,
+						 sizeof(err)), COUNTERS_REJECTED);
 		ck_assert_int_eq(q.status, QM_STATUS_UNAVAILABLE);
 		ck_assert_msg(strstr(err, "invalid account") != NULL, "%s", err);
-		ck_assert_int_eq(counters_peek(ctr, accounts[i], now, &q, err, sizeof(err)), -1);
+		ck_assert_int_eq(counters_peek(ctr, accounts[i], now, &q, err, sizeof(err)), COUNTERS_REJECTED);
 	}
-	ck_assert_int_eq(counters_charge(ctr, "acme", "total", 1, 0, false, now, &q, err,
-					 sizeof(err)), -1);
-	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", -1, 0, false, now, &q, err,
-					 sizeof(err)), -1);
-	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, -1, false, now, &q, err,
-					 sizeof(err)), -1);
+	ck_assert_int_eq(counters_charge(ctr, "acme", "total", 1, COUNTERS_ENFORCE, now, &q, err,
+					 sizeof(err)), COUNTERS_REJECTED);
+	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", -1, COUNTERS_ENFORCE, now, &q, err,
+					 sizeof(err)), COUNTERS_REJECTED);
 	ck_assert_int_eq(counters_peek(ctr, "acme", (time_t) 7258118400LL, &q, err,
-				       sizeof(err)), -1);
+				       sizeof(err)), COUNTERS_REJECTED);
+	ck_assert_int_eq(counters_refused(ctr, "0123", "acme", NULL, 1, now, err, sizeof(err)),
+			 COUNTERS_REJECTED);
+	ck_assert_int_eq(counters_refused(ctr, "0123456789abcdef", "acme", NULL, -1, now, err,
+					  sizeof(err)), COUNTERS_REJECTED);
 	redis_pool_stats(counters_pool(ctr), &st);
 	ck_assert_uint_eq(st.connects, 0);
 	ck_assert_int_eq(cmd_int("DBSIZE"), 0);
@@ -987,7 +1144,7 @@ race_main(void *arg)
 	char    err[256];
 
 	for (int i = 0; i < r->calls; i++) {
-		if (counters_charge(r->ctr, r->account, "crm", r->units, 0, false, now, &q, err,
+		if (counters_charge(r->ctr, r->account, "crm", r->units, COUNTERS_ENFORCE, now, &q, err,
 				    sizeof(err)) < 0)
 			r->failed++;
 		else if (q.status == QM_STATUS_OK)
@@ -1188,17 +1345,17 @@ START_TEST(test_noscript)
 
 	cmd_ok("HSET qm:account:{acme} plan tiny");
 	ctr = make();
-	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 1);
+	expect(charge(ctr, "acme", "crm", 1, false), QM_STATUS_OK, "tiny", 5, 1);
 	ck_assert(script_cached(sha));
-	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 2);
+	expect(charge(ctr, "acme", "crm", 1, false), QM_STATUS_OK, "tiny", 5, 2);
 	expect(peek(ctr, "acme"), QM_STATUS_OK, "tiny", 5, 2);
 	ck_assert_int_eq(cmdstat_calls("eval"), 1);
 	ck_assert_int_eq(cmdstat_calls("evalsha"), 2);
 
 	cmd_ok("SCRIPT FLUSH");
-	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 3);
+	expect(charge(ctr, "acme", "crm", 1, false), QM_STATUS_OK, "tiny", 5, 3);
 	ck_assert(script_cached(sha));
-	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 4);
+	expect(charge(ctr, "acme", "crm", 1, false), QM_STATUS_OK, "tiny", 5, 4);
 	ck_assert_int_eq(cmdstat_calls("eval"), 2);
 	ck_assert_int_eq(cmdstat_calls("evalsha"), 4);	/* one answered NOSCRIPT */
 	ck_assert_int_eq(usage("acme", "total"), 4);
@@ -1215,7 +1372,7 @@ START_TEST(test_restart)
 
 	cmd_ok("HSET qm:account:{acme} plan tiny");
 	ctr = make();
-	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 1);
+	expect(charge(ctr, "acme", "crm", 1, false), QM_STATUS_OK, "tiny", 5, 1);
 	redisFree(direct);
 	direct = NULL;
 	ck_assert_int_eq(redis_server_restart(&server), 0);
@@ -1224,8 +1381,8 @@ START_TEST(test_restart)
 	cmd_ok("HSET qm:account:{acme} plan tiny");
 
 	/* The dataset is new (no persistence) and so is the script cache. */
-	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 1);
-	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 2);
+	expect(charge(ctr, "acme", "crm", 1, false), QM_STATUS_OK, "tiny", 5, 1);
+	expect(charge(ctr, "acme", "crm", 1, false), QM_STATUS_OK, "tiny", 5, 2);
 	redis_pool_stats(counters_pool(ctr), &st);
 	ck_assert_uint_eq(st.connects, 2);
 	ck_assert_uint_eq(st.connect_failures, 0);
@@ -1249,11 +1406,11 @@ START_TEST(test_retry_once)
 	conf.redis.pool_size = 1;
 	cmd_ok("HSET qm:account:{acme} plan tiny");
 	ctr = make();
-	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 1);
+	expect(charge(ctr, "acme", "crm", 1, false), QM_STATUS_OK, "tiny", 5, 1);
 	ck_assert_int_eq(redis_proxy_accepted(&proxy), 1);
 
 	redis_proxy_drop(&proxy, 1);
-	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 2);
+	expect(charge(ctr, "acme", "crm", 1, false), QM_STATUS_OK, "tiny", 5, 2);
 	ck_assert_int_eq(redis_proxy_dropped(&proxy), 1);
 	ck_assert_int_eq(redis_proxy_accepted(&proxy), 2);
 	ck_assert_int_eq(usage("acme", "total"), 2);
@@ -1263,7 +1420,7 @@ START_TEST(test_retry_once)
 
 	/* Only one retry: with the new connection cut too, the call fails ... */
 	redis_proxy_drop(&proxy, 2);
-	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, 0, false, now, &q, err,
+	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, COUNTERS_ENFORCE, now, &q, err,
 					 sizeof(err)), -1);
 	ck_assert_int_eq(q.status, QM_STATUS_UNAVAILABLE);
 	ck_assert_msg(strstr(err, "closed") != NULL || strstr(err, "reset") != NULL, "%s", err);
@@ -1271,7 +1428,7 @@ START_TEST(test_retry_once)
 	ck_assert_int_eq(redis_proxy_accepted(&proxy), 3);
 	ck_assert_int_eq(usage("acme", "total"), 2);
 	/* ... and the next one works. */
-	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 3);
+	expect(charge(ctr, "acme", "crm", 1, false), QM_STATUS_OK, "tiny", 5, 3);
 	redis_pool_stats(counters_pool(ctr), &st);
 	ck_assert_uint_eq(st.retries, 2);
 	ck_assert_uint_eq(st.connect_failures, 0);
@@ -1291,11 +1448,11 @@ START_TEST(test_timeout_no_retry)
 
 	cmd_ok("HSET qm:account:{acme} plan tiny");
 	ctr = make();
-	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 1);
+	expect(charge(ctr, "acme", "crm", 1, false), QM_STATUS_OK, "tiny", 5, 1);
 
 	ck_assert_int_eq(redis_server_kill(&server, SIGSTOP), 0);
 	start = helper_ms();
-	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, 0, false, now, &q, err,
+	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, COUNTERS_ENFORCE, now, &q, err,
 					 sizeof(err)), -1);
 	elapsed = helper_ms() - start;
 	ck_assert_int_eq(redis_server_kill(&server, SIGCONT), 0);
@@ -1328,7 +1485,7 @@ START_TEST(test_timeout_no_retry)
 		}
 	}
 
-	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 2);
+	expect(charge(ctr, "acme", "crm", 1, false), QM_STATUS_OK, "tiny", 5, 2);
 	counters_free(ctr);
 }
 END_TEST
@@ -1342,11 +1499,11 @@ START_TEST(test_down_no_doubt)
 
 	cmd_ok("HSET qm:account:{acme} plan tiny");
 	ctr = make();
-	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 1);
+	expect(charge(ctr, "acme", "crm", 1, false), QM_STATUS_OK, "tiny", 5, 1);
 	redisFree(direct);
 	direct = NULL;
 	redis_server_stop(&server);
-	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, 0, false, now, &q, err,
+	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, COUNTERS_ENFORCE, now, &q, err,
 					 sizeof(err)), -1);
 	ck_assert_msg(!q.doubt, "refused connection left the charge in doubt: %s", err);
 	counters_free(ctr);
@@ -1465,9 +1622,134 @@ START_TEST(test_cancel)
 	/* A cancel needs a charge's id. */
 	e = entry("mta1-42-1700000000-1", month, "acme", 1, 0);
 	e.cancel = true;
-	ck_assert_int_eq(counters_replay(ctr, &e, err, sizeof(err)), -1);
+	ck_assert_int_eq(counters_replay(ctr, &e, err, sizeof(err)), COUNTERS_REJECTED);
 	ck_assert_int_eq(usage("acme", "total"), 6);
 	counters_free(ctr);
+}
+END_TEST
+
+/* A replay whose charge ran and counted nothing (exhausted, ...): counted now */
+START_TEST(test_replay_uncounted_charge)
+{
+	struct journal_entry e;
+	struct counters *ctr;
+	char    err[256];
+
+	cmd_ok("HSET qm:account:{acme} plan tiny");
+	ctr = make();
+	expect(charge(ctr, "acme", "crm", 5, false), QM_STATUS_OK, "tiny", 5, 5);
+	/* The charge ran and refused; its reply was lost; accept mode let it through. */
+	ck_assert_str_eq(raw_charge("acme", "00000000000000d1", 2, false), "exhausted");
+	e = entry("00000000000000d1", month, "acme", 2, 0);
+	for (int i = 0; i < 2; i++) {
+		ck_assert_msg(counters_replay(ctr, &e, err, sizeof(err)) == 0, "%s", err);
+		ck_assert_int_eq(usage("acme", "total"), 7);
+		ck_assert_int_eq(usage("acme", "messages"), 2);
+		ck_assert_int_eq(usage("acme", "would_refuse"), 2);
+	}
+	ck_assert_str_eq(raw_charge("acme", "00000000000000d1", 2, false), "replayed-over");
+
+	/* suspended too. */
+	cmd_ok("HSET qm:account:{susp} plan tiny suspended 1");
+	ck_assert_str_eq(raw_charge("susp", "00000000000000d2", 1, false), "suspended");
+	e = entry("00000000000000d2", month, "susp", 1, 0);
+	ck_assert_msg(counters_replay(ctr, &e, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_int_eq(usage("susp", "total"), 1);
+
+	/* A charge that counted: its replay counts nothing. */
+	ck_assert_str_eq(raw_charge("acme", "00000000000000d3", 1, true), "over");
+	e = entry("00000000000000d3", month, "acme", 1, 0);
+	ck_assert_msg(counters_replay(ctr, &e, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_int_eq(usage("acme", "total"), 8);
+	counters_free(ctr);
+}
+END_TEST
+
+/* reset: a cancel after it takes back nothing counted before it, nor makes a hash */
+START_TEST(test_cancel_after_reset)
+{
+	struct counters *ctr;
+	char    err[256], wkey[KEYS_MAX];
+	bool	deleted = false;
+	struct timespec pause = {0, 20 * 1000 * 1000};
+
+	snprintf(wkey, sizeof(wkey), "qm:warned:{acme}:%s", month);
+	cmd_ok("HSET qm:account:{acme} plan hundred");
+	ctr = make();
+	ck_assert_str_eq(raw_charge("acme", "00000000000000e1", 85, false), "ok");
+	cmd_ok("HSET %s replay:x1 1", wkey);
+	ck_assert_str_eq(hget(wkey, "80"), "1");
+	nanosleep(&pause, NULL);
+	ck_assert_msg(counters_reset(ctr, "acme", month, &deleted, err, sizeof(err)) == 0, "%s", err);
+	ck_assert(deleted);
+	ck_assert_int_eq(cmd_int("EXISTS %s", usage_key("acme")), 0);
+	/* Thresholds are announced again; replay ids stay; the warned hash expires. */
+	ck_assert_str_eq(hget(wkey, "80"), "");
+	ck_assert_str_eq(hget(wkey, "replay:x1"), "1");
+	ck_assert_int_eq(cmd_int("TTL %s", wkey) > 0, 1);
+
+	/* The cancel of a charge made before the reset: no usage hash made. */
+	cancel(ctr, "00000000000000e1", "acme", 85, 0);
+	ck_assert_int_eq(cmd_int("EXISTS %s", usage_key("acme")), 0);
+
+	/* A charge before the reset, one after: the cancel of the first takes nothing. */
+	ck_assert_str_eq(raw_charge("acme", "00000000000000e2", 4, false), "ok");
+	nanosleep(&pause, NULL);
+	ck_assert_msg(counters_reset(ctr, "acme", month, &deleted, err, sizeof(err)) == 0, "%s", err);
+	nanosleep(&pause, NULL);
+	ck_assert_str_eq(raw_charge("acme", "00000000000000e3", 2, false), "ok");
+	cancel(ctr, "00000000000000e2", "acme", 4, 0);
+	ck_assert_int_eq(usage("acme", "total"), 2);
+	cancel(ctr, "00000000000000e3", "acme", 2, 0);
+	ck_assert_int_eq(usage("acme", "total"), 0);
+	ck_assert_int_eq(cmd_int("TTL %s", usage_key("acme")) > 0, 1);
+
+	ck_assert_msg(counters_reset(ctr, "nobody", month, &deleted, err, sizeof(err)) == 0, "%s", err);
+	ck_assert(!deleted);
+	counters_free(ctr);
+}
+END_TEST
+
+/* An entry Redis can never take is set aside; the entries after it go on */
+START_TEST(test_replay_rejected)
+{
+	struct journal_entry e;
+	struct journal *jr;
+	struct counters *ctr;
+	char	folder[] = "/tmp/qm-rejected.XXXXXX";
+	char	path[64];
+	char	err[256] = "";
+	const char *accounts[] = {"good1", "badtype", "badfield", "badcharge", "good2"};
+
+	ck_assert_ptr_nonnull(mkdtemp(folder));
+	cmd_ok("SET qm:account:{badtype} x");
+	cmd_ok("HSET %s total many", usage_key("badfield"));
+	cmd_ok("HSET qm:charge:{badcharge}:00000000000000f1 a b");
+	ctr = make();
+	ck_assert_ptr_nonnull(jr = journal_open(folder, err, sizeof(err)));
+	for (size_t i = 0; i < 5; i++) {
+		e = entry(i == 3 ? "00000000000000f1" : "", month, accounts[i], 1, 0);
+		e.cancel = i == 3;
+		ck_assert_int_eq(journal_append(jr, &e, err, sizeof(err)), 0);
+	}
+	ck_assert_int_eq(journal_replay(jr, counters_journal_apply, ctr, NULL, err, sizeof(err)), 2);
+	ck_assert_int_eq(usage("good1", "total"), 1);
+	ck_assert_int_eq(usage("good2", "total"), 1);
+	ck_assert_int_eq(files_named(folder, "replay."), 1);	/* its .rejected */
+	ck_assert(!journal_pending(jr));
+
+	/* The script's own code, not a text: QUOTA; Redis away is waited out. */
+	e = entry("x-1", month, "badfield", 1, 0);
+	ck_assert_int_eq(counters_replay(ctr, &e, err, sizeof(err)), COUNTERS_REJECTED);
+	ck_assert_msg(strncmp(err, "Redis: QUOTA ", 13) == 0, "%s", err);
+	redisFree(direct);
+	direct = NULL;
+	redis_server_stop(&server);
+	ck_assert_int_eq(counters_replay(ctr, &e, err, sizeof(err)), -1);
+	journal_close(jr);
+	counters_free(ctr);
+	snprintf(path, sizeof(path), "rm -rf %s", folder);
+	ck_assert_int_eq(system(path), 0);
 }
 END_TEST
 
@@ -1679,10 +1961,10 @@ START_TEST(test_idle_killed)
 
 	cmd_ok("HSET qm:account:{acme} plan tiny");
 	ctr = make();
-	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 1);
+	expect(charge(ctr, "acme", "crm", 1, false), QM_STATUS_OK, "tiny", 5, 1);
 	cmd_ok("CLIENT KILL TYPE normal SKIPME yes");
 	helper_sleep_ms(50);
-	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 2);
+	expect(charge(ctr, "acme", "crm", 1, false), QM_STATUS_OK, "tiny", 5, 2);
 	redis_pool_stats(counters_pool(ctr), &st);
 	ck_assert_uint_eq(st.connects, 2);
 	ck_assert_uint_eq(st.retries, 0);	/* found dead before sending, not by failing */
@@ -1714,13 +1996,13 @@ START_TEST(test_unix_auth_select)
 	conf.redis.password = "s3cret";
 	conf.redis.database = 5;
 	ctr = make();
-	expect(charge(ctr, "acme", "crm", 2, 0, false), QM_STATUS_OK, "tiny", 5, 2);
+	expect(charge(ctr, "acme", "crm", 2, false), QM_STATUS_OK, "tiny", 5, 2);
 	counters_free(ctr);
 
 	snprintf(plain, sizeof(plain), "%s", server.socket);
 	conf.redis.address = plain;
 	ctr = make();
-	expect(charge(ctr, "acme", "crm", 2, 0, false), QM_STATUS_OK, "tiny", 5, 4);
+	expect(charge(ctr, "acme", "crm", 2, false), QM_STATUS_OK, "tiny", 5, 4);
 	counters_free(ctr);
 	ck_assert_int_eq(usage("acme", "total"), 4);
 	cmd_ok("SELECT 0");
@@ -1758,7 +2040,7 @@ START_TEST(test_address_forms)
 	snprintf(address, sizeof(address), "localhost:%d", server.port);
 	conf_base(address);
 	ctr = make();
-	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 1);
+	expect(charge(ctr, "acme", "crm", 1, false), QM_STATUS_OK, "tiny", 5, 1);
 	counters_free(ctr);
 
 	snprintf(address, sizeof(address), "[::1]:%d", server.port);
@@ -1772,7 +2054,7 @@ START_TEST(test_address_forms)
 		if (fd >= 0)
 			close(fd);
 		if (have_v6)
-			expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 2);
+			expect(charge(ctr, "acme", "crm", 1, false), QM_STATUS_OK, "tiny", 5, 2);
 		else
 			fprintf(stderr, "test_address_forms: no IPv6 loopback, [::1] not tried\n");
 	}
@@ -1953,7 +2235,7 @@ START_TEST(test_sentinel)
 	conf.redis.master = "mymaster";
 	conf.redis.timeout_ms = 1000;
 	ctr = make();
-	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 1);
+	expect(charge(ctr, "acme", "crm", 1, false), QM_STATUS_OK, "tiny", 5, 1);
 	ck_assert_int_eq(usage("acme", "total"), 1);
 	redis_pool_stats(counters_pool(ctr), &st);
 	ck_assert_uint_eq(st.resolves, 1);
@@ -1997,7 +2279,7 @@ START_TEST(test_sentinel)
 	 * the new master, within the same call.
 	 */
 	cmd_ok("REPLICAOF 127.0.0.1 %d", replica.port);
-	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "tiny", 5, 2);
+	expect(charge(ctr, "acme", "crm", 1, false), QM_STATUS_OK, "tiny", 5, 2);
 	redis_pool_stats(counters_pool(ctr), &st);
 	ck_assert_uint_eq(st.resolves, 2);
 	ck_assert_uint_eq(st.retries, 1);	/* the READONLY one */
@@ -2017,7 +2299,7 @@ START_TEST(test_sentinel)
 	/* The new master dies: calls fail, bounded, and nothing is written to a replica. */
 	ck_assert_int_eq(redis_server_kill(&replica, SIGTERM), 0);
 	start = helper_ms();
-	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, 0, false, now, &q, err,
+	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, COUNTERS_ENFORCE, now, &q, err,
 					 sizeof(err)), -1);
 	ck_assert_int_le(helper_ms() - start, 2 * 1000 + slack_ms);
 	counters_free(ctr);
@@ -2044,9 +2326,15 @@ counters_suite(void)
 	tcase_add_test(tc, test_charge_refusals);
 	tcase_add_test(tc, test_monitor);
 	tcase_add_test(tc, test_refused);
+	tcase_add_test(tc, test_thresholds_lowered);
+	tcase_add_test(tc, test_monitor_rcpt);
+	tcase_add_test(tc, test_usage_plan);
 	tcase_add_test(tc, test_events);
 	tcase_add_test(tc, test_replay);
 	tcase_add_test(tc, test_cancel);
+	tcase_add_test(tc, test_replay_uncounted_charge);
+	tcase_add_test(tc, test_cancel_after_reset);
+	tcase_add_test(tc, test_replay_rejected);
 	tcase_add_test(tc, test_inflight);
 	tcase_add_test(tc, test_expire);
 	tcase_add_test(tc, test_bad_data);

@@ -250,7 +250,7 @@ wait_for "second replay" 10 bash -c "[ -z \"\$(find $T/journal -name '*.log')\" 
 check_eq "entries replayed twice are counted once, the new one too" 3 \
 	"$(rcli HGET "qm:usage:{jco}:$month" total)"
 check "an entry Redis refuses is kept aside" grep -q ' rej crm 1 0$' "$T/journal/replay.77.1.log.rejected"
-check "and reported" grep -q 'replay.77.1.log: entry refused by Redis (Redis: ERR quota.lua' "$T/milter-e2.log"
+check "and reported" grep -q 'replay.77.1.log: entry refused by Redis (Redis: QUOTA quota.lua' "$T/milter-e2.log"
 check "milter-e2 stops cleanly" milter_stop "$pe" milter-e2
 
 # 8a. strip_headers covers mail of no category too (tests/milter/strip.lua).
@@ -273,8 +273,8 @@ done
 # a Redis failure (451), not a crash.
 rcli FLUSHALL >/dev/null
 seed_accounts
-acl_milter="on >milter-pw resetkeys ~qm:* resetchannels -@all +evalsha +eval +script|load +ping +select +role +exists +expireat +get +hincrby +hmget +hset +hsetnx +set +type +xadd"
-acl_ctl="on >ctl-pw resetkeys ~qm:* resetchannels -@all +hget +hmget +hgetall +hset +hdel +hkeys +del +scan +type +xrevrange +ping +select"
+acl_milter="on >milter-pw resetkeys ~qm:* resetchannels -@all +evalsha +eval +script|load +ping +select +role +exists +expireat +get +hget +hincrby +hmget +hset +hsetnx +pttl +set +time +type +xadd"
+acl_ctl="on >ctl-pw resetkeys ~qm:* resetchannels -@all +hget +hmget +hgetall +hset +hdel +hkeys +del +scan +type +xrevrange +ping +select +evalsha +eval +script|load +expireat +time"
 # shellcheck disable=SC2086  # one rule a word
 check_eq "ACL user qm-milter made" OK "$(rcli ACL SETUSER qm-milter reset $acl_milter)"
 # shellcheck disable=SC2086

@@ -206,6 +206,9 @@ rcli HSET "qm:usage:{m.x@y+z_1-2}:$m" total 900 messages 3 crm 900 >/dev/null
 rcli HSET 'qm:account:{quoted}' plan 'go,ld "x"' >/dev/null
 rcli HSET "qm:usage:{quoted}:$m" total 1 messages 1 crm 1 >/dev/null
 rcli HSET "qm:usage:{refusedonly}:$m" refused 3 >/dev/null
+# Upgraded since: the month shows the plan and limit it was counted under.
+rcli HSET 'qm:account:{moved}' plan professional limit 5 >/dev/null
+rcli HSET "qm:usage:{moved}:$m" total 7 messages 7 crm 7 plan basic limit 10000 >/dev/null
 rcli HSET "qm:usage:{zeta}:2025-04" total 5 >/dev/null		# another month
 rcli HSET "other:usage:{alien}:$m" total 5000 >/dev/null	# another prefix
 rcli HSET "qm:usage:{bad id}:$m" total 7000 >/dev/null	# no account id: skipped
@@ -215,6 +218,7 @@ cat > "$T/want.csv" <<EOF
 account,plan,limit,total,messages,crm,marketing,automation,refused
 alpha,basic,20,20,2,0,15,5,4
 m.x@y+z_1-2,enterprise,-1,900,3,900,0,0,0
+moved,basic,10000,7,7,7,0,0,0
 quoted,"go,ld ""x""",,1,1,1,0,0,0
 refusedonly,free,0,0,0,0,0,0,3
 zeta,professional,100000,900,9,900,0,0,0
@@ -222,7 +226,12 @@ EOF
 check_eq "export: header, rows sorted by account, CSV quoting" "$(cat "$T/want.csv")" "$OUT"
 ctl_ok "export --json" --json export "$m"
 jq_eq "export --json: same accounts" '[.month, [.accounts[].account], .accounts[0].refused]' \
-	"[\"$m\",[\"alpha\",\"m.x@y+z_1-2\",\"quoted\",\"refusedonly\",\"zeta\"],4]"
+	"[\"$m\",[\"alpha\",\"m.x@y+z_1-2\",\"moved\",\"quoted\",\"refusedonly\",\"zeta\"],4]"
+jq_eq "export --json: a past month's plan and limit come from its usage" \
+	'[.accounts[2] | .plan, .plan_source, .limit, .limit_source]' '["basic","month",10000,"month"]'
+ctl_ok "usage of the current month: the account's plan and limit now" --json usage moved
+jq_eq "usage of this month: plan and limit of the account" \
+	'[.plan, .plan_source, .limit, .limit_source]' '["professional","account",5,"override"]'
 ctl_ok "export of a month without usage" export 2001-01
 check_eq "export of an empty month: the header only" \
 	"account,plan,limit,total,messages,crm,marketing,automation,refused" "$OUT"
@@ -236,7 +245,7 @@ check_eq "a prefix with glob characters: escaped in MATCH" "globbed,free,0,5,0,0
 
 ctl_ok "top" top "$m"
 check_eq "top: head and order (total, then account)" \
-	"ACCOUNT PLAN USED LIMIT REMAINING PERCENT STATUS|m.x@y+z_1-2 enterprise 900 unlimited unlimited - ok|zeta professional 900 100000 99100 0% ok|alpha basic 20 20 0 100% exhausted|quoted go,ld \"x\" 1 - - - unknown_plan|refusedonly free 0 0 0 - no_mail" \
+	"ACCOUNT PLAN USED LIMIT REMAINING PERCENT STATUS|m.x@y+z_1-2 enterprise 900 unlimited unlimited - ok|zeta professional 900 100000 99100 0% ok|alpha basic 20 20 0 100% exhausted|moved basic 7 10000 9993 0% ok|quoted go,ld \"x\" 1 - - - unknown_plan|refusedonly free 0 0 0 - no_mail" \
 	"$(sed -E 's/  +/ /g' <<<"$OUT" | paste -sd'|')"
 ctl_ok "top -n 2" top "$m" -n 2
 check_eq "top -n 2: the first two" "m.x@y+z_1-2 zeta" "$(awk 'NR > 1 {print $1}' <<<"$OUT" | paste -sd' ')"
@@ -306,7 +315,7 @@ rcli HSET "qm:warned:{acme}:$m" 80 1 100 1 exhausted 1 replay:host-1-2-3 1 >/dev
 ctl_ok "reset" reset acme "$m"
 check_eq "reset says so" "account acme: usage of $m reset" "$OUT"
 check_eq "reset is DEL of the usage hash" 0 "$(rcli EXISTS "qm:usage:{acme}:$m")"
-check_eq "reset clears the thresholds, keeps replay markers" "replay:host-1-2-3" \
+check_eq "reset clears the thresholds, keeps replay markers, notes when" "replay:host-1-2-3 reset" \
 	"$(rcli HKEYS "qm:warned:{acme}:$m" | paste -sd' ')"
 ctl_ok "reset again" --json reset acme "$m"
 jq_eq "reset --json: nothing left to delete" . \
