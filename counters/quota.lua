@@ -55,7 +55,8 @@
 -- (a bare Lua number would print as 1e+15).
 
 local function int(s)
-  -- An optional '-' and 1 to 15 digits: exact as a double.
+  -- An optional '-' and 1 to 15 digits: exact as a double. That is
+  -- QM_COUNT_DIGITS (conf/conf.h): the conf and the ctl refuse larger counts.
   local digits = type(s) == 'string' and string.match(s, '^%-?(%d+)$')
   if not digits or #digits > 15 then
     return nil

@@ -31,7 +31,6 @@
 #define CTL_TOP_MAX		100000
 #define CTL_EVENTS_DEFAULT	20
 #define CTL_EVENTS_MAX		10000
-#define CTL_LIMIT_MAX		999999999999999LL	/* 15 digits: what quota.lua reads */
 
 /* The command line, once parsed. */
 struct ctl_args {
@@ -278,7 +277,7 @@ job_make(const struct ctl_command *c, const struct ctl_args *a, struct ctl_job *
 		job->value = a->arg[1];
 	if (c->fn == cmd_set_limit && strcmp(job->value, "plan") != 0
 	    && strcmp(job->value, "unlimited") != 0)
-		(void) check_count("limit", job->value, 0, CTL_LIMIT_MAX,
+		(void) check_count("limit", job->value, 0, QM_COUNT_MAX,
 				      ", unlimited or plan");
 }
 
@@ -561,7 +560,7 @@ cmd_set_limit(struct ctl *ctl, const struct ctl_job *job)
 		snprintf(num, sizeof(num), "%lld", QM_UNLIMITED);
 		snprintf(what, sizeof(what), "limit set to unlimited");
 	} else {
-		snprintf(num, sizeof(num), "%lld", check_count("limit", job->value, 0, CTL_LIMIT_MAX,
+		snprintf(num, sizeof(num), "%lld", check_count("limit", job->value, 0, QM_COUNT_MAX,
 				      ", unlimited or plan"));
 		snprintf(what, sizeof(what), "limit set to %s", num);
 	}

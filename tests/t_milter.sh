@@ -194,6 +194,13 @@ printf 'socket = "inet:1@127.0.0.1"\nunit = "parcels"\n' > "$T/bad.conf"
 out=$("$build/quota-milter" -t -c "$T/bad.conf" 2>&1); rc=$?
 check_eq "-t refuses a bad conf with exit 1" 1 "$rc"
 check "-t names file and line" grep -q "^quota-milter: $T/bad.conf:2: " <<<"$out"
+# A plan larger than quota.lua reads would answer unknown_plan to every message.
+printf 'socket = "inet:1@127.0.0.1"\ndefault_plan = "huge"\nplan huge { monthly = 1000000000000000 }\n' \
+	> "$T/huge.conf"
+out=$("$build/quota-milter" -t -c "$T/huge.conf" 2>&1); rc=$?
+check_eq "-t refuses a plan above 999999999999999 with exit 1" 1 "$rc"
+check "-t names file and line of that plan" \
+	grep -q "^quota-milter: $T/huge.conf:3: monthly = 1000000000000000 is out of range" <<<"$out"
 out=$("$build/quota-milter" -t -c "$T/missing.conf" 2>&1); rc=$?
 check "-t on a missing file exits 1 naming it" test "$rc" = 1 -a -n "$(grep -F "$T/missing.conf" <<<"$out")"
 
