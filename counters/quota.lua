@@ -285,8 +285,13 @@ if status == 'no_plan' or status == 'unknown_plan' then
 end
 if tlimit > 0 then
   local warned = false
+  -- ceil(tlimit * p / 100), though tlimit * p may pass 2^53 (inexact):
+  -- hundreds and the rest apart. What still passes 2^53 is far above
+  -- any total (< 10^15), whatever its rounding.
+  local rest = tlimit % 100
+  local hundreds = (tlimit - rest) / 100
   for p in string.gmatch(percents, '%d+') do
-    local threshold = math.floor((tlimit * tonumber(p) + 99) / 100)
+    local threshold = hundreds * tonumber(p) + math.floor((rest * tonumber(p) + 99) / 100)
     if total >= threshold and redis.call('HSETNX', KEYS[3], p, '1') == 1 then
       warned = true
       redis.call('XADD', KEYS[4], 'MAXLEN', '~', '100000', '*', 'type', 'threshold',

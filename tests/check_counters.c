@@ -591,6 +591,24 @@ START_TEST(test_events)
 }
 END_TEST
 
+/* a limit of QM_COUNT_MAX reaches its 100% threshold: limit * percent passes 2^53 */
+START_TEST(test_events_largest_limit)
+{
+	static int percents[] = {100};
+	struct counters *ctr;
+
+	conf.warn_percent = percents;
+	conf.warn_count = 1;
+	cmd_ok("HSET qm:account:{acme} plan basic limit %lld", QM_COUNT_MAX);
+	cmd_ok("HSET %s total %lld", usage_key("acme"), QM_COUNT_MAX - 1);
+	ctr = make();
+	expect(charge(ctr, "acme", "crm", 1, 0, false), QM_STATUS_OK, "basic", QM_COUNT_MAX,
+	       QM_COUNT_MAX);
+	ck_assert_int_eq(cmd_int("XLEN qm:events"), 1);
+	counters_free(ctr);
+}
+END_TEST
+
 /* entry - a journal entry */
 static struct journal_entry
 entry(const char *id, const char *entry_month, const char *account, long long units,
@@ -2045,6 +2063,7 @@ counters_suite(void)
 	tcase_add_test(tc, test_monitor);
 	tcase_add_test(tc, test_refused);
 	tcase_add_test(tc, test_events);
+	tcase_add_test(tc, test_events_largest_limit);
 	tcase_add_test(tc, test_replay);
 	tcase_add_test(tc, test_cancel);
 	tcase_add_test(tc, test_inflight);
