@@ -129,6 +129,24 @@ kill -USR1 "$pc"
 wait_for "failed reload" 10 grep -q "reload failed, keeping the running configuration: $T/c.conf:[0-9]*: " "$T/milter-c.log" ||
 	notok "bad reload logged with file and line"
 mt_reload "Reloaded: rl-co is over 0"
+# A reload that changes timezone keeps counting in the zone of the start
+# (setting TZ while other threads format times would be a data race), and
+# says so; a zone that a restart would refuse fails the reload.
+sed -i -e '/^mode = "sideways"$/d' -e 's|^timezone .*|timezone = "Mars/Olympus_Mons"|' "$T/c.conf"
+kill -USR1 "$pc"
+wait_for "unknown zone reload" 10 grep -q "reload failed, keeping the running configuration: .*unknown time zone \"Mars/Olympus_Mons\"" \
+	"$T/milter-c.log" || notok "a reload to an unknown zone fails"
+sed -i 's|^timezone .*|timezone = "Pacific/Kiritimati"|' "$T/c.conf"
+rcli HSET 'qm:account:{rl-co}' limit 10 >/dev/null
+kill -USR1 "$pc"
+wait_for "zone reload" 10 grep -q "socket, user, journal and timezone changes take effect at restart only" \
+	"$T/milter-c.log" || notok "a timezone change at reload warns that it takes effect at restart only"
+mt_reload accept
+check_eq "counted in the month of the start zone, UTC ($month)" 1 \
+	"$(rcli HGET "qm:usage:{rl-co}:$month" total)"
+kmonth=$(TZ=Pacific/Kiritimati date +%Y-%m)
+[ "$kmonth" = "$month" ] || check_eq "nothing in the new zone's month ($kmonth)" "" \
+	"$(rcli HGET "qm:usage:{rl-co}:$kmonth" total)"
 check "milter-c survived reloads and stops cleanly" milter_stop "$pc" milter-c
 
 # 5b. Negotiation pins the conf for the whole connection: a session that
