@@ -23,7 +23,6 @@
 #include <confuse.h>
 #include <ctype.h>
 #include <errno.h>
-#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,7 +127,7 @@ static const struct conf_range {
 	{"database", 0, 1000},
 	{"timeout_ms", 1, 60000},
 	{"pool_size", 1, 1024},
-	{"monthly", -1, LONG_MAX},
+	{"monthly", -1, QM_COUNT_MAX},
 };
 
 static int conf_parse_enum(cfg_t *, cfg_opt_t *, const char *, void *);
@@ -398,9 +397,9 @@ conf_check_range(cfg_t *cfg, cfg_opt_t *opt)
 			continue;
 		if (v >= r->min && v <= r->max)
 			return 0;
-		if (r->max == LONG_MAX)
-			cfg_error(cfg, "%s = %ld is out of range (-1 for unlimited, or a count from 0)",
-				  opt->name, v);
+		if (r->max == QM_COUNT_MAX)
+			cfg_error(cfg, "%s = %ld is out of range (-1 for unlimited, or a count "
+				  "from 0 to %lld)", opt->name, v, QM_COUNT_MAX);
 		else
 			cfg_error(cfg, "%s = %ld is out of range (%ld to %ld)",
 				  opt->name, v, r->min, r->max);

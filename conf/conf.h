@@ -22,6 +22,14 @@
 #define QM_ACCOUNT_MAX		128	/* longest valid account id */
 #define QM_NAME_MAX		64	/* longest plan or category name */
 
+/*
+ * The largest count counters/quota.lua reads: its int() takes 1 to
+ * QM_COUNT_DIGITS digits, exact as a double. A plan's monthly and a
+ * limit override must fit, or the script cannot read them.
+ */
+#define QM_COUNT_DIGITS		15
+#define QM_COUNT_MAX		999999999999999LL	/* QM_COUNT_DIGITS nines */
+
 enum qm_mode { QM_MODE_ENFORCE, QM_MODE_MONITOR };
 enum qm_unit { QM_UNIT_RECIPIENTS, QM_UNIT_MESSAGES };
 enum qm_on_error { QM_ON_ERROR_TEMPFAIL, QM_ON_ERROR_ACCEPT };
@@ -55,7 +63,7 @@ struct qm_reply {
 
 struct qm_plan {
 	char   *name;
-	long long monthly;		/* QM_UNLIMITED or >= 0 */
+	long long monthly;		/* QM_UNLIMITED or 0..QM_COUNT_MAX */
 };
 
 /*

@@ -30,7 +30,7 @@
 
 struct counters {
 	const struct qm_conf *conf;
-	const struct month_table *months;	/* shared, never freed */
+	const struct month_table *months;	/* the caller's, not freed here */
 	struct redis_pool *pool;
 	struct redis_script script;
 	char    events[KEYS_MAX];	/* PREFIXevents */
@@ -111,9 +111,10 @@ counters_tail(struct counters *ctr, const struct qm_conf *conf)
 	return rc;
 }
 
-/* counters_create - make the pool and month table for a conf */
+/* counters_create - make the pool for a conf, months from the caller's table */
 struct counters *
-counters_create(const struct qm_conf *conf, char *err, size_t errlen)
+counters_create(const struct qm_conf *conf, const struct month_table *months,
+		char *err, size_t errlen)
 {
 	struct counters *ctr;
 
@@ -122,6 +123,7 @@ counters_create(const struct qm_conf *conf, char *err, size_t errlen)
 		return NULL;
 	}
 	ctr->conf = conf;
+	ctr->months = months;
 	redis_script_init(&ctr->script, quota_lua);
 	if (keys_events(ctr->events, conf->redis.prefix) == 0) {
 		snprintf(err, errlen, "Redis prefix \"%s\": up to 64 printable characters, "
@@ -132,8 +134,6 @@ counters_create(const struct qm_conf *conf, char *err, size_t errlen)
 		snprintf(err, errlen, "keep_months must not be negative");
 		goto fail;
 	}
-	if ((ctr->months = month_table_shared(conf->timezone, err, errlen)) == NULL)
-		goto fail;
 	if ((ctr->pool = redis_pool_create(&conf->redis, err, errlen)) == NULL)
 		goto fail;
 	if (counters_tail(ctr, conf) < 0

@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "../conf/conf.h"
+#include "month.h"
 
 enum qm_status {
 	QM_STATUS_OK,			/* fits (charge: counted) */
@@ -59,11 +60,14 @@ enum counters_mode {
 #define COUNTERS_REJECTED	(-2)
 
 /*
- * counters_create - make the pool and month table for a conf. Does not
- * connect yet: connections are made on first use, so a milter can start
- * while Redis is down. NULL with a reason in err on a bad time zone.
+ * counters_create - make the pool for a conf, counting months in the
+ * table months (the caller's, which must outlive the counters; the conf's
+ * timezone is not read here, see month.h). Does not connect yet:
+ * connections are made on first use, so a milter can start while Redis
+ * is down. NULL with a reason in err on a bad Redis setting.
  */
-struct counters *counters_create(const struct qm_conf *conf, char *err, size_t errlen);
+struct counters *counters_create(const struct qm_conf *conf, const struct month_table *months,
+				 char *err, size_t errlen);
 
 /* counters_free - close every connection and free; NULL is allowed */
 void	counters_free(struct counters *ctr);

@@ -6,7 +6,9 @@
  * built with mktime() while TZ names the zone's tzfile by absolute path,
  * under a mutex, and TZ is put back afterwards. From then on a lookup is
  * a binary search: no libc time zone state is read again, so changing the
- * process's TZ later changes nothing here.
+ * process's TZ later changes nothing here. The mutex orders builds only:
+ * setenv() races with any other thread's getenv(), such as the one in
+ * syslog()'s localtime, so tables are built before threads start.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -100,6 +102,15 @@ month_zone_path(const char *zone, char *path, size_t pathlen, char *err, size_t 
 	}
 	close(fd);
 	return true;
+}
+
+/* month_zone_known - is the zone UTC or a tzfile, without touching TZ? */
+bool
+month_zone_known(const char *zone, char *err, size_t errlen)
+{
+	char    path[PATH_MAX];
+
+	return strcmp(zone, "UTC") == 0 || month_zone_path(zone, path, sizeof(path), err, errlen);
 }
 
 /* month_table_fill - compute every month start with mktime() in the current TZ */

@@ -22,17 +22,24 @@ struct month_table;
  * month_table_create - build the table for a zone name such as "UTC" or
  * "Europe/Berlin". An unknown zone (no tzfile under /usr/share/zoneinfo
  * or $TZDIR), or one with "..", is an error: NULL with a reason in err.
- * Not thread-safe (it sets TZ briefly); call it where conf_load() runs.
+ * It sets TZ briefly, and libc reads TZ while it formats times (syslog,
+ * localtime) in any thread: call it before other threads start.
  */
 struct month_table *month_table_create(const char *zone, char *err, size_t errlen);
 
 /*
  * month_table_shared - the process's one table for a zone, made by
  * month_table_create() the first time the zone is asked for and kept
- * until exit (never free it). A running daemon thus sets TZ only when a
- * reload brings a zone it has not used before. Thread-safe.
+ * until exit (never free it). The first call for a zone sets TZ: make
+ * it before other threads start (the daemon does, once, at start).
  */
 const struct month_table *month_table_shared(const char *zone, char *err, size_t errlen);
+
+/*
+ * month_zone_known - would month_table_create() accept the zone? Reads
+ * its tzfile's header only, TZ untouched: safe from any thread.
+ */
+bool	month_zone_known(const char *zone, char *err, size_t errlen);
 
 /* month_table_free - release a table; NULL is allowed */
 void	month_table_free(struct month_table *table);

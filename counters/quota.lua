@@ -82,7 +82,8 @@
 -- with %d (a bare Lua number would print as 1e+15).
 
 local function int(s)
-  -- An optional '-' and 1 to 15 digits: exact as a double.
+  -- An optional '-' and 1 to 15 digits: exact as a double. That is
+  -- QM_COUNT_DIGITS (conf/conf.h): the conf and the ctl refuse larger counts.
   local digits = type(s) == 'string' and string.match(s, '^%-?(%d+)$')
   if not digits or #digits > 15 then
     return nil
@@ -234,8 +235,13 @@ local function announce(total)
     return
   end
   local warned = false
+  -- ceil(limit * p / 100), though limit * p may pass 2^53 (inexact):
+  -- hundreds and the rest apart. What still passes 2^53 is far above
+  -- any total (< 10^15), whatever its rounding.
+  local rest = limit % 100
+  local hundreds = (limit - rest) / 100
   for p in string.gmatch(percents, '%d+') do
-    local threshold = math.floor((limit * tonumber(p) + 99) / 100)
+    local threshold = hundreds * tonumber(p) + math.floor((rest * tonumber(p) + 99) / 100)
     if total >= threshold and redis.call('HSETNX', KEYS[3], p, '1') == 1 then
       warned = true
       event('threshold', 'percent', p, 'used', str(total), 'limit', str(limit), 'plan', plan)

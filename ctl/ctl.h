@@ -31,7 +31,6 @@
 #define CTL_ERR_MAX	1024
 #define CTL_BATCH	500		/* accounts per pipelined round trip */
 #define CTL_SCAN_COUNT	"1000"		/* SCAN's COUNT hint */
-#define CTL_COUNT_MAX	15		/* digits of a count, as quota.lua reads them */
 
 /* One run of the program. */
 struct ctl {

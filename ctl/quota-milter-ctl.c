@@ -33,7 +33,6 @@
 #define CTL_TOP_MAX		100000
 #define CTL_EVENTS_DEFAULT	20
 #define CTL_EVENTS_MAX		10000
-#define CTL_LIMIT_MAX		999999999999999LL	/* 15 digits: what quota.lua reads */
 
 /* The command line, once parsed. */
 struct ctl_args {
@@ -280,7 +279,7 @@ job_make(const struct ctl_command *c, const struct ctl_args *a, struct ctl_job *
 		job->value = a->arg[1];
 	if (c->fn == cmd_set_limit && strcmp(job->value, "plan") != 0
 	    && strcmp(job->value, "unlimited") != 0)
-		(void) check_count("limit", job->value, 0, CTL_LIMIT_MAX,
+		(void) check_count("limit", job->value, 0, QM_COUNT_MAX,
 				      ", unlimited or plan");
 }
 
@@ -563,7 +562,7 @@ cmd_set_limit(struct ctl *ctl, const struct ctl_job *job)
 		snprintf(num, sizeof(num), "%lld", QM_UNLIMITED);
 		snprintf(what, sizeof(what), "limit set to unlimited");
 	} else {
-		snprintf(num, sizeof(num), "%lld", check_count("limit", job->value, 0, CTL_LIMIT_MAX,
+		snprintf(num, sizeof(num), "%lld", check_count("limit", job->value, 0, QM_COUNT_MAX,
 				      ", unlimited or plan"));
 		snprintf(what, sizeof(what), "limit set to %s", num);
 	}
@@ -612,7 +611,7 @@ cmd_reset(struct ctl *ctl, const struct ctl_job *job)
 	char	what[96], rest[128], err[CTL_ERR_MAX];
 	bool	deleted;
 
-	if ((ctr = counters_create(ctl->conf, err, sizeof(err))) == NULL)
+	if ((ctr = counters_create(ctl->conf, ctl->months, err, sizeof(err))) == NULL)
 		ctl_fail(CTL_EXIT_RUNTIME, "%s", err);
 	if (counters_reset(ctr, job->account, job->month, &deleted, err, sizeof(err)) < 0)
 		ctl_fail(CTL_EXIT_RUNTIME, "%s", err);

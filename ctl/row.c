@@ -3,9 +3,9 @@
  *
  * The rules are those of counters/quota.lua, so that what the operator
  * reads is what the next message meets: the limit is the account's
- * override when it holds an integer >= -1 (up to 15 digits), else the
- * monthly of its plan, else of default_plan; suspended means the field
- * is exactly "1".
+ * override when it holds an integer >= -1 (up to QM_COUNT_DIGITS
+ * digits), else the monthly of its plan, else of default_plan; suspended
+ * means the field is exactly "1".
  */
 #include <limits.h>
 #include <stdio.h>
@@ -44,7 +44,7 @@ ctl_int(const char *s, size_t len, long long *out)
 	return true;
 }
 
-/* override_int - the limit field as quota.lua reads it: '-'? and 1..15 digits, >= -1 */
+/* override_int - the limit field as quota.lua reads it: '-'? and 1..QM_COUNT_DIGITS digits, >= -1 */
 static bool
 override_int(const redisReply *r, long long *out)
 {
@@ -53,7 +53,7 @@ override_int(const redisReply *r, long long *out)
 	if (r == NULL)
 		return false;
 	digits = r->len - (r->len > 0 && r->str[0] == '-');
-	return digits >= 1 && digits <= CTL_COUNT_MAX && ctl_int(r->str, r->len, out) && *out >= -1;
+	return digits >= 1 && digits <= QM_COUNT_DIGITS && ctl_int(r->str, r->len, out) && *out >= -1;
 }
 
 /* this_month - the month of now in the conf's time zone, "" outside 1970-2199 */

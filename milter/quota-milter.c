@@ -41,6 +41,7 @@
 #include "../counters/counters.h"
 #include "../counters/inflight.h"
 #include "../counters/journal.h"
+#include "../counters/month.h"
 #include "log.h"
 #include "policy.h"
 
@@ -64,6 +65,15 @@ struct runtime {
 
 static pthread_mutex_t runtime_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct runtime *runtime_current;
+
+ /*
+  * The months of the zone the daemon started with, built by the first
+  * runtime_load(), in main before any thread: building a table sets TZ,
+  * which libc reads in any thread that formats a time (syslog). Every
+  * later runtime counts in it too, so a reload never sets TZ: a timezone
+  * change takes effect at restart only.
+  */
+static const struct month_table *start_months;
 
  /* Per-message state, reset at MAIL, end of message and abort. */
 struct msg_ctx {
@@ -153,17 +163,26 @@ runtime_release(struct runtime *rt)
 	}
 }
 
-/* runtime_load - load a conf and make its counters; NULL with err */
+/*
+ * runtime_load - load a conf and make its counters; NULL with err. The
+ * first call builds start_months; later ones only check that the zone
+ * exists, so that a restart would accept it.
+ */
 static struct runtime *
 runtime_load(const char *path, char *err, size_t errlen)
 {
 	struct runtime *rt;
 	struct qm_conf *conf;
 	struct counters *ctr;
+	bool	zone_ok;
 
 	if ((conf = conf_load(path, err, errlen)) == NULL)
 		return NULL;
-	if ((ctr = counters_create(conf, err, errlen)) == NULL) {
+	if (start_months == NULL)
+		zone_ok = (start_months = month_table_shared(conf->timezone, err, errlen)) != NULL;
+	else
+		zone_ok = month_zone_known(conf->timezone, err, errlen);
+	if (!zone_ok || (ctr = counters_create(conf, start_months, err, errlen)) == NULL) {
 		conf_free(conf);
 		return NULL;
 	}
@@ -1114,8 +1133,9 @@ reload_thread(void *arg)
 		pthread_mutex_unlock(&runtime_lock);
 		if (strcmp(old->conf->socket, rt->conf->socket) != 0
 		    || strcmp(old->conf->user, rt->conf->user) != 0
-		    || strcmp(old->conf->journal, rt->conf->journal) != 0)
-			msg_warn("socket, user and journal changes take effect at restart only");
+		    || strcmp(old->conf->journal, rt->conf->journal) != 0
+		    || strcmp(old->conf->timezone, rt->conf->timezone) != 0)
+			msg_warn("socket, user, journal and timezone changes take effect at restart only");
 		msg_info("reloaded %s", path);
 		runtime_release(old);
 	}

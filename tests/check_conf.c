@@ -528,6 +528,9 @@ static const struct bad_case {
 	{D "plan basic { monthly = 1e3 }\n", 2, "invalid integer value for option 'monthly'"},
 	{D "plan basic { monthly = 99999999999999999999 }\n", 2,
 	 "integer value for option 'monthly' is out of range"},
+	/* One more than quota.lua reads: every message would be unknown_plan. */
+	{D "plan basic { monthly = 1 }\nplan huge {\n  monthly = 1000000000000000\n}\n", 4,
+	 "monthly = 1000000000000000 is out of range (-1 for unlimited, or a count from 0 to 999999999999999)"},
 
 	/* replies */
 	{D "reply bogus { code = \"550\" }\n", 2, "unknown reply \"bogus\""},
@@ -596,6 +599,17 @@ START_TEST(regex_size_allowed)
 			"  header = \"X-C\"\n"
 			"}\n", path, sizeof(path), err, sizeof(err));
 	ck_assert_msg(conf != NULL, "%s", err);
+	conf_free(conf);
+}
+END_TEST
+
+/* The largest count quota.lua reads is a plan's largest monthly */
+START_TEST(largest_monthly)
+{
+	struct qm_conf *conf = load(D "plan huge { monthly = 999999999999999 }\n");
+
+	ck_assert_int_eq(conf_plan(conf, "huge")->monthly, QM_COUNT_MAX);
+	ck_assert_int_eq(QM_COUNT_MAX, 999999999999999LL);
 	conf_free(conf);
 }
 END_TEST
@@ -827,6 +841,7 @@ main(void)
 	tcase_add_test(tc, reply_names);
 	tcase_add_loop_test(tc, bad_conf, 0, (int) ARRAY_LEN(bad_cases));
 	tcase_add_test(tc, regex_size_allowed);
+	tcase_add_test(tc, largest_monthly);
 	tcase_add_test(tc, long_text);
 	tcase_add_test(tc, file_errors);
 	tcase_add_test(tc, load_after_error);

@@ -262,10 +262,16 @@ START_TEST(test_month_bad_zones)
 		t = month_table_create(bad[i], err, sizeof(err));
 		ck_assert_msg(t == NULL, "zone \"%s\" accepted", bad[i]);
 		ck_assert_msg(err[0] != 0, "zone \"%s\": no reason given", bad[i]);
+		/* month_zone_known, the check a reload makes, agrees. */
+		err[0] = 0;
+		ck_assert_msg(!month_zone_known(bad[i], err, sizeof(err)), "zone \"%s\" known", bad[i]);
+		ck_assert_msg(err[0] != 0, "zone \"%s\": no reason given", bad[i]);
 	}
 	err[0] = 0;
 	ck_assert_ptr_null(month_table_create("Mars/Olympus_Mons", err, sizeof(err)));
 	ck_assert_msg(strstr(err, "Mars/Olympus_Mons") != NULL, "reason: %s", err);
+	ck_assert(month_zone_known("UTC", err, sizeof(err)));
+	ck_assert(month_zone_known("Europe/Berlin", err, sizeof(err)));
 }
 END_TEST
 

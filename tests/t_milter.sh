@@ -129,6 +129,24 @@ kill -USR1 "$pc"
 wait_for "failed reload" 10 grep -q "reload failed, keeping the running configuration: $T/c.conf:[0-9]*: " "$T/milter-c.log" ||
 	notok "bad reload logged with file and line"
 mt_reload "Reloaded: rl-co is over 0"
+# A reload that changes timezone keeps counting in the zone of the start
+# (setting TZ while other threads format times would be a data race), and
+# says so; a zone that a restart would refuse fails the reload.
+sed -i -e '/^mode = "sideways"$/d' -e 's|^timezone .*|timezone = "Mars/Olympus_Mons"|' "$T/c.conf"
+kill -USR1 "$pc"
+wait_for "unknown zone reload" 10 grep -q "reload failed, keeping the running configuration: .*unknown time zone \"Mars/Olympus_Mons\"" \
+	"$T/milter-c.log" || notok "a reload to an unknown zone fails"
+sed -i 's|^timezone .*|timezone = "Pacific/Kiritimati"|' "$T/c.conf"
+rcli HSET 'qm:account:{rl-co}' limit 10 >/dev/null
+kill -USR1 "$pc"
+wait_for "zone reload" 10 grep -q "socket, user, journal and timezone changes take effect at restart only" \
+	"$T/milter-c.log" || notok "a timezone change at reload warns that it takes effect at restart only"
+mt_reload accept
+check_eq "counted in the month of the start zone, UTC ($month)" 1 \
+	"$(rcli HGET "qm:usage:{rl-co}:$month" total)"
+kmonth=$(TZ=Pacific/Kiritimati date +%Y-%m)
+[ "$kmonth" = "$month" ] || check_eq "nothing in the new zone's month ($kmonth)" "" \
+	"$(rcli HGET "qm:usage:{rl-co}:$kmonth" total)"
 check "milter-c survived reloads and stops cleanly" milter_stop "$pc" milter-c
 
 # 5b. Negotiation pins the conf for the whole connection: a session that
@@ -194,6 +212,13 @@ printf 'socket = "inet:1@127.0.0.1"\nunit = "parcels"\n' > "$T/bad.conf"
 out=$("$build/quota-milter" -t -c "$T/bad.conf" 2>&1); rc=$?
 check_eq "-t refuses a bad conf with exit 1" 1 "$rc"
 check "-t names file and line" grep -q "^quota-milter: $T/bad.conf:2: " <<<"$out"
+# A plan larger than quota.lua reads would answer unknown_plan to every message.
+printf 'socket = "inet:1@127.0.0.1"\ndefault_plan = "huge"\nplan huge { monthly = 1000000000000000 }\n' \
+	> "$T/huge.conf"
+out=$("$build/quota-milter" -t -c "$T/huge.conf" 2>&1); rc=$?
+check_eq "-t refuses a plan above 999999999999999 with exit 1" 1 "$rc"
+check "-t names file and line of that plan" \
+	grep -q "^quota-milter: $T/huge.conf:3: monthly = 1000000000000000 is out of range" <<<"$out"
 out=$("$build/quota-milter" -t -c "$T/missing.conf" 2>&1); rc=$?
 check "-t on a missing file exits 1 naming it" test "$rc" = 1 -a -n "$(grep -F "$T/missing.conf" <<<"$out")"
 
