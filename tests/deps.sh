@@ -4,13 +4,14 @@
 # system instance starts; the tests run their own. dpkg-dev, debhelper and
 # lintian build and check the package (t_deb.sh); m4 and libwrap0 are what
 # the unpacked, not installed, Sendmail of t_sendmail.sh needs (sendmail-bin
-# conflicts with postfix).
+# conflicts with postfix). libfaketime moves the milter's clock across a month's end
+# (t_milter_accounting.sh).
 set -eu
 
 PKGS="gcc make pkg-config libc6-dev libmilter-dev libhiredis-dev libconfuse-dev
 check redis-server redis-tools postfix miltertest valgrind
 dpkg-dev debhelper lintian tzdata m4 libwrap0 jq groff-base
-clang libclang-rt-14-dev"
+clang libclang-rt-14-dev libfaketime"
 
 missing=""
 for p in $PKGS; do
