@@ -197,16 +197,35 @@ check "-t names file and line" grep -q "^quota-milter: $T/bad.conf:2: " <<<"$out
 out=$("$build/quota-milter" -t -c "$T/missing.conf" 2>&1); rc=$?
 check "-t on a missing file exits 1 naming it" test "$rc" = 1 -a -n "$(grep -F "$T/missing.conf" <<<"$out")"
 
-# 7. Started as root with user = "nobody": privileges dropped after the socket is open.
+# 7. Started as root with user = "nobody": privileges dropped after the
+# socket is open. A missing journal folder whose parent exists (root's,
+# as /var/lib is) is made before, for nobody; with no parent, the warning
+# says what is lost without a journal.
 if [ "$(id -u)" = 0 ]; then
 	dport=$(free_port)
+	mkdir -m 755 "$T/state"
 	write_conf "$T/d.conf" "inet:$dport@127.0.0.1" ""
-	sed -i 's/^user .*/user = "nobody"/' "$T/d.conf"
+	sed -i -e 's/^user .*/user = "nobody"/' -e "s|^journal .*|journal = \"$T/state/journal\"|" "$T/d.conf"
 	milter_up milter-d "$T/d.conf" "inet:$dport@127.0.0.1"
 	pd=$MILTER_PID
+	wait_for "milter-d journal" 10 grep -q 'starting quota-milter' "$T/milter-d.log"
 	check_eq "runs as nobody" "$(id -u nobody)" "$(awk '/^Uid:/ {print $3}' /proc/$pd/status)"
 	check_eq "with nobody's group only" "$(id -g nobody)" "$(awk '/^Gid:/ {print $3}' /proc/$pd/status)"
+	check_eq "the missing journal folder made for nobody, mode 0750" \
+		"$(id -u nobody):$(id -g nobody) 750" "$(stat -c '%u:%g %a' "$T/state/journal" 2>&1)"
+	check "and used: its inflight file is there" \
+		bash -c "ls '$T/state/journal' | grep -q '^inflight\..*\.map$'"
+	check "no journal warning" test -z "$(grep -i 'journal' "$T/milter-d.log")"
 	check "milter-d stops cleanly" milter_stop "$pd" milter-d
+	sed -i "s|^journal .*|journal = \"$T/absent/journal\"|" "$T/d.conf"
+	dport=$(free_port)
+	sed -i "s|^socket .*|socket = \"inet:$dport@127.0.0.1\"|" "$T/d.conf"
+	milter_up milter-d2 "$T/d.conf" "inet:$dport@127.0.0.1"
+	wait_for "milter-d2 journal" 10 grep -q 'starting quota-milter' "$T/milter-d2.log"
+	check "no parent: the start-up warning says what is lost" grep -q \
+		"journal $T/absent/journal: cannot create: .*; without a journal, a charge left in doubt by a Redis failure or a killed milter stays counted although its message got 451, and on_redis_error = accept cannot be used" \
+		"$T/milter-d2.log"
+	check "milter-d2 stops cleanly" milter_stop "$MILTER_PID" milter-d2
 fi
 
 # 8. on_redis_error = accept: counts go to the journal while Redis is down
