@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -19,6 +20,9 @@
 #include "keys.h"
 #include "month.h"
 
+/* Seconds between looks at files other milters held, while nothing else waits. */
+#define JOURNAL_LOOK_SECS	5
+
 struct journal {
 	pthread_mutex_t lock;		/* guards everything below */
 	char   *folder;
@@ -27,6 +31,8 @@ struct journal {
 	unsigned long file_seq;
 	unsigned long entry_seq;
 	bool	pending;		/* entries may wait on disk */
+	bool	held;			/* files another live milter holds were seen */
+	time_t	next_look;		/* when to look at them again */
 	char	idbase[20];		/* 64 random bits, hex: names files and ids */
 };
 
@@ -41,21 +47,88 @@ is_journal_file(const char *name, const char *kind)
 	    && strcmp(name + len - 4, ".log") == 0;
 }
 
-/* folder_has_entries - any file waiting in the folder? */
+/* is_waiting_file - a file of entries: "journal.*.log" or "replay.*.log" */
 static bool
-folder_has_entries(const char *folder)
+is_waiting_file(const char *name)
 {
+	return is_journal_file(name, "journal") || is_journal_file(name, "replay");
+}
+
+/* same_file - does path still name the file open on fd? */
+static bool
+same_file(int fd, const char *path)
+{
+	struct stat fst;
+	struct stat pst;
+
+	return fstat(fd, &fst) == 0 && stat(path, &pst) == 0 && fst.st_nlink > 0
+	    && fst.st_dev == pst.st_dev && fst.st_ino == pst.st_ino;
+}
+
+/*
+ * lock_file - open path and lock it, if no live milter holds it (the
+ * writer of a file holds its lock, and so does a replay) and the name
+ * still names the file once locked. The locked descriptor; else -1 and
+ * errno: EWOULDBLOCK held, ENOENT gone, another when it cannot be opened.
+ */
+static int
+lock_file(const char *path)
+{
+	int	fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -1;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		close(fd);
+		errno = EWOULDBLOCK;
+		return -1;
+	}
+	if (!same_file(fd, path)) {
+		close(fd);			/* replayed or renamed meanwhile */
+		errno = ENOENT;
+		return -1;
+	}
+	return fd;
+}
+
+/*
+ * folder_scan - is any file waiting in the folder that no live milter
+ * holds? Sets *held when one is held (its owner replays it; if the owner
+ * dies, a later look finds it free).
+ */
+static bool
+folder_scan(const char *folder, bool *held)
+{
+	char	path[PATH_MAX];
 	DIR    *d = opendir(folder);
 	struct dirent *de;
 	bool	found = false;
+	int	fd;
 
+	*held = false;
 	if (d == NULL)
 		return false;
-	while (!found && (de = readdir(d)) != NULL)
-		found = is_journal_file(de->d_name, "journal")
-		    || is_journal_file(de->d_name, "replay");
+	while (!found && (de = readdir(d)) != NULL) {
+		if (!is_waiting_file(de->d_name))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", folder, de->d_name);
+		if ((fd = lock_file(path)) >= 0)
+			close(fd);
+		if (fd >= 0 || (errno != EWOULDBLOCK && errno != ENOENT))
+			found = true;		/* free, or to be set aside */
+		else if (errno == EWOULDBLOCK)
+			*held = true;
+	}
 	closedir(d);
 	return found;
+}
+
+/* look - set pending (and held) from the folder; jr->lock held */
+static void
+look(struct journal *jr)
+{
+	jr->pending = jr->fd >= 0 || folder_scan(jr->folder, &jr->held);
+	jr->next_look = time(NULL) + JOURNAL_LOOK_SECS;
 }
 
 /* journal_open - use the folder, creating it if missing */
@@ -91,7 +164,7 @@ journal_open(const char *folder, char *err, size_t errlen)
 		rnd = ((unsigned long long) time(NULL) << 32) ^ (unsigned long long) getpid()
 		    ^ (unsigned long long) (uintptr_t) jr;
 	snprintf(jr->idbase, sizeof(jr->idbase), "%016llx", rnd);
-	jr->pending = folder_has_entries(folder);
+	look(jr);
 	return jr;
 }
 
@@ -168,6 +241,37 @@ journal_entry_valid(const struct journal_entry *e)
 	    && again.refusal == e->refusal;
 }
 
+/*
+ * open_file - a new file to append to, locked for as long as it is open:
+ * no other milter's replay takes it meanwhile. A replay of another milter
+ * may take it between its creation and the lock (it is empty then): the
+ * next name is tried. Returns 0, or -1 with err. jr->lock held.
+ */
+static int
+open_file(struct journal *jr, char *err, size_t errlen)
+{
+	for (int tries = 0; tries < 8; tries++) {
+		snprintf(jr->path, sizeof(jr->path), "%s/journal.%s.%lu.log", jr->folder,
+			 jr->idbase, ++jr->file_seq);
+		jr->fd = open(jr->path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0640);
+		if (jr->fd < 0 && errno == EEXIST)
+			continue;
+		if (jr->fd < 0) {
+			snprintf(err, errlen, "journal %s: %s", jr->path, strerror(errno));
+			return -1;
+		}
+		if (flock(jr->fd, LOCK_EX | LOCK_NB) == 0 && same_file(jr->fd, jr->path)) {
+			sync_folder(jr->folder);
+			return 0;
+		}
+		close(jr->fd);
+		jr->fd = -1;
+	}
+	snprintf(err, errlen, "journal %s: every new file taken at once by other milters",
+		 jr->folder);
+	return -1;
+}
+
 /* journal_append - give the entry an id and write it durably */
 int
 journal_append(struct journal *jr, struct journal_entry *e, char *err, size_t errlen)
@@ -181,16 +285,8 @@ journal_append(struct journal *jr, struct journal_entry *e, char *err, size_t er
 		return -1;
 	}
 	pthread_mutex_lock(&jr->lock);
-	if (jr->fd < 0) {
-		snprintf(jr->path, sizeof(jr->path), "%s/journal.%s.%lu.log", jr->folder,
-			 jr->idbase, ++jr->file_seq);
-		jr->fd = open(jr->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-		if (jr->fd < 0) {
-			snprintf(err, errlen, "journal %s: %s", jr->path, strerror(errno));
-			goto out;
-		}
-		sync_folder(jr->folder);
-	}
+	if (jr->fd < 0 && open_file(jr, err, errlen) < 0)
+		goto out;
 	if (e->id[0] == 0 || strpbrk(e->id, " \t\r\n") != NULL)
 		snprintf(e->id, sizeof(e->id), "%s-%lu", jr->idbase, ++jr->entry_seq);
 	if ((len = format_entry(line, sizeof(line), e)) < 0) {
@@ -211,13 +307,19 @@ out:
 	return rc;
 }
 
-/* journal_pending - are there entries waiting for Redis? */
+/*
+ * journal_pending - are there entries waiting for Redis? Files another
+ * live milter held are looked at again every JOURNAL_LOOK_SECS, in case
+ * it died.
+ */
 bool
 journal_pending(struct journal *jr)
 {
 	bool	pending;
 
 	pthread_mutex_lock(&jr->lock);
+	if (!jr->pending && jr->held && time(NULL) >= jr->next_look)
+		look(jr);
 	pending = jr->pending;
 	pthread_mutex_unlock(&jr->lock);
 	return pending;
@@ -346,84 +448,102 @@ keep_rejected(const char *path, const char *line, const char *why, journal_warn_
 		warn(text);
 }
 
-/* replay_file - apply every entry of one file; 1 done, 0 set aside, -1 failed */
+/*
+ * take_file - lock FOLDER/NAME for a replay (see lock_file), renamed
+ * replay.* if it was a journal.* file; path gets its name. The locked
+ * descriptor, or -1 with errno as lock_file().
+ */
 static int
-replay_file(const char *path, journal_apply_fn apply, void *arg, journal_warn_fn warn,
+take_file(const char *folder, const char *name, char *path, size_t size)
+{
+	char	dest[PATH_MAX];
+	int	fd;
+
+	snprintf(path, size, "%s/%s", folder, name);
+	if ((fd = lock_file(path)) < 0 || !is_journal_file(name, "journal"))
+		return fd;
+	snprintf(dest, sizeof(dest), "%s/replay.%s", folder, name + strlen("journal."));
+	if (rename(path, dest) == 0)
+		snprintf(path, size, "%s", dest);
+	return fd;
+}
+
+/*
+ * replay_file - apply every entry of one file, open and locked on fd
+ * (closed here, after the file is removed or set aside): 1 done, 0 set
+ * aside, -1 failed
+ */
+static int
+replay_file(int fd, const char *path, journal_apply_fn apply, void *arg, journal_warn_fn warn,
 	    long *applied, char *err, size_t errlen)
 {
-	FILE   *fp = fopen(path, "re");
+	FILE   *fp = fdopen(fd, "r");
 	char   *line = NULL;
 	size_t	cap = 0;
 	ssize_t	n;
 	unsigned long lineno = 0;
 	struct journal_entry e;
 	char	why[128];
+	int	rc = 1;
 
 	if (fp == NULL) {
-		journal_set_aside("journal", path, strerror(errno), warn);
-		return 0;
+		close(fd);
+		snprintf(err, errlen, "journal %s: %s", path, strerror(errno));
+		return -1;
 	}
-	while ((n = getline(&line, &cap, fp)) > 0) {
+	while (rc > 0 && (n = getline(&line, &cap, fp)) > 0) {
 		lineno++;
 		if (line[n - 1] != '\n' || !journal_parse_line(line, &e)) {
-			fclose(fp);
-			free(line);
 			snprintf(why, sizeof(why), "line %lu is malformed", lineno);
 			journal_set_aside("journal", path, why, warn);
-			return 0;
+			rc = 0;
+			break;
 		}
 		switch (apply(arg, &e, err, errlen)) {
 		case 0:
+			(*applied)++;
 			break;
 		case JOURNAL_REJECTED:
 			/* Redis will never take this entry: keep it aside, go on. */
 			keep_rejected(path, line, err, warn);
-			continue;
+			break;
 		default:
-			fclose(fp);
-			free(line);
-			return -1;
+			rc = -1;
+			break;
 		}
-		(*applied)++;
 	}
-	fclose(fp);
 	free(line);
-	if (unlink(path) < 0 && warn != NULL) {
+	/* Removed while still locked: a replay waiting for it finds it gone. */
+	if (rc > 0 && unlink(path) < 0 && warn != NULL) {
 		snprintf(why, sizeof(why), "journal: cannot remove a replayed file: %s",
 			 strerror(errno));
 		warn(why);
 	}
-	return 1;
+	fclose(fp);
+	return rc;
 }
 
-/* journal_replay - apply every waiting entry; keep the rest on failure */
+/*
+ * journal_replay - apply every waiting entry; keep the rest on failure.
+ * Only files no live milter holds are taken: this process's own current
+ * file is closed first, so that it can be taken too.
+ */
 long
 journal_replay(struct journal *jr, journal_apply_fn apply, void *arg,
 	       journal_warn_fn warn, char *err, size_t errlen)
 {
 	char	path[PATH_MAX];
-	char	dest[PATH_MAX];
 	DIR    *d;
 	struct dirent *de;
 	long	applied = 0;
 	int	rc = 0;
+	int	fd;
 
-	/* Take the file being written: new appends go to a new one. */
+	/* Release the file being written: new appends go to a new one. */
 	pthread_mutex_lock(&jr->lock);
 	if (jr->fd >= 0) {
 		close(jr->fd);
 		jr->fd = -1;
-	}
-	if ((d = opendir(jr->folder)) != NULL) {
-		while ((de = readdir(d)) != NULL) {
-			if (!is_journal_file(de->d_name, "journal"))
-				continue;
-			snprintf(path, sizeof(path), "%s/%s", jr->folder, de->d_name);
-			snprintf(dest, sizeof(dest), "%s/replay.%s", jr->folder,
-				 de->d_name + strlen("journal."));
-			(void) rename(path, dest);
-		}
-		closedir(d);
 	}
 	pthread_mutex_unlock(&jr->lock);
 
@@ -432,16 +552,19 @@ journal_replay(struct journal *jr, journal_apply_fn apply, void *arg,
 		return -1;
 	}
 	while (rc >= 0 && (de = readdir(d)) != NULL) {
-		if (!is_journal_file(de->d_name, "replay"))
+		if (!is_waiting_file(de->d_name))
 			continue;
-		snprintf(path, sizeof(path), "%s/%s", jr->folder, de->d_name);
-		rc = replay_file(path, apply, arg, warn, &applied, err, errlen);
+		if ((fd = take_file(jr->folder, de->d_name, path, sizeof(path))) >= 0)
+			rc = replay_file(fd, path, apply, arg, warn, &applied, err, errlen);
+		else if (errno != EWOULDBLOCK && errno != ENOENT)
+			journal_set_aside("journal", path, strerror(errno), warn);
 	}
 	closedir(d);
 	sync_folder(jr->folder);
 
 	pthread_mutex_lock(&jr->lock);
-	jr->pending = jr->fd >= 0 || rc < 0 || folder_has_entries(jr->folder);
+	look(jr);
+	jr->pending = jr->pending || rc < 0;
 	pthread_mutex_unlock(&jr->lock);
 	return rc < 0 ? -1 : applied;
 }

@@ -24,6 +24,11 @@
  * per process), renamed to FOLDER/replay.RANDOM.N.log when a replay takes
  * them, removed once every entry is in Redis. A file that cannot be read or parsed is renamed to
  * *.bad, kept and reported, never deleted.
+ *
+ * Milters may share the folder: the writer of a file holds an flock on it
+ * while it is open, and a replay holds one on the file it replays. A
+ * replay takes only files whose lock is free: those of milters that died
+ * or stopped, the ones it released itself, and failed replays.
  */
 #ifndef QM_JOURNAL_H
 #define QM_JOURNAL_H
@@ -64,7 +69,11 @@ void	journal_close(struct journal *jr);
 int	journal_append(struct journal *jr, struct journal_entry *entry,
 		char *err, size_t errlen);
 
-/* journal_pending - are there entries waiting for Redis? Cheap. */
+/*
+ * journal_pending - are there entries waiting for Redis that this process
+ * may take? Files another live milter holds do not count; they are
+ * looked at again every few seconds, in case it died. Cheap.
+ */
 bool	journal_pending(struct journal *jr);
 
 /*

@@ -124,8 +124,9 @@ static char *listen_path;		/* its file, for a unix socket */
  /*
   * The journal: counts of on_redis_error = accept, and in every mode the
   * cancels of charges left in doubt. Opened at start (after the
-  * privileges are dropped) or at the first reload that finds it closed;
-  * its folder is fixed until restart.
+  * privileges are dropped; a missing folder is made before, for the run
+  * user) or at the first reload that finds it closed; its folder is fixed
+  * until restart.
   */
 static pthread_mutex_t journal_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct journal *journal;
@@ -1198,7 +1199,9 @@ journal_start(const struct qm_conf *conf, char *err, size_t errlen)
 	if ((jr = journal_open(conf->journal, err, errlen)) == NULL) {
 		if (conf->on_redis_error == QM_ON_ERROR_ACCEPT)
 			return -1;
-		msg_warn("%s; a charge left in doubt by a Redis failure cannot be cancelled", err);
+		msg_warn("%s; without a journal, a charge left in doubt by a Redis failure or a "
+			 "killed milter stays counted although its message got 451, and "
+			 "on_redis_error = accept cannot be used", err);
 		return 0;
 	}
 
@@ -1236,6 +1239,13 @@ drop_privileges(const char *user)
 		msg_fatal("setuid(%ld): %m", (long) pw->pw_uid);
 }
 
+/* run_user - the user to become when started as root with one set, else NULL */
+static struct passwd *
+run_user(const struct qm_conf *conf)
+{
+	return *conf->user && geteuid() == 0 ? getpwnam(conf->user) : NULL;
+}
+
 /* socket_prepare - let the MTA (in the user's group) reach a unix socket */
 static void
 socket_prepare(const struct qm_conf *conf)
@@ -1247,9 +1257,26 @@ socket_prepare(const struct qm_conf *conf)
 		return;
 	if (chmod(path, 0660) < 0)
 		msg_fatal("chmod %s: %m", path);
-	if (*conf->user && geteuid() == 0 && (pw = getpwnam(conf->user)) != NULL
-	    && chown(path, pw->pw_uid, pw->pw_gid) < 0)
+	if ((pw = run_user(conf)) != NULL && chown(path, pw->pw_uid, pw->pw_gid) < 0)
 		msg_fatal("chown %s: %m", path);
+}
+
+/*
+ * journal_prepare - make a missing journal folder (its parent must exist)
+ * before the privileges are dropped, owned by the user the milter runs as,
+ * mode 0750: that user may not be allowed to make it in the parent. An
+ * existing folder is left as it is; what cannot be made, journal_start()
+ * reports.
+ */
+static void
+journal_prepare(const struct qm_conf *conf)
+{
+	struct passwd *pw;
+
+	if ((pw = run_user(conf)) == NULL || mkdir(conf->journal, 0750) < 0)
+		return;
+	if (chown(conf->journal, pw->pw_uid, pw->pw_gid) < 0)
+		msg_warn("chown %s: %m", conf->journal);
 }
 
 /* is_listening - is fd a listening socket? */
@@ -1411,6 +1438,7 @@ main(int argc, char **argv)
 		msg_fatal("out of memory");
 	socket_prepare(rt->conf);
 	listener_find();
+	journal_prepare(rt->conf);
 	drop_privileges(rt->conf->user);
 	if (!opt_foreground && daemon(0, 0) < 0)
 		msg_fatal("daemon: %m");

@@ -990,6 +990,57 @@ START_TEST(test_inflight)
 }
 END_TEST
 
+/* count_apply - journal_replay() callback: count the entries, in a long */
+static int
+count_apply(void *arg, const struct journal_entry *e, char *err, size_t errlen)
+{
+	(void) e;
+	(void) err;
+	(void) errlen;
+	(*(long *) arg)++;
+	return 0;
+}
+
+/*
+ * Two journals on one folder, as two milters (flock locks of two opens
+ * exclude each other in one process too): a replay takes no file the
+ * other still holds, and does not keep waiting for it; once the other is
+ * gone, its file is taken.
+ */
+START_TEST(test_shared_journal)
+{
+	char	folder[] = "/tmp/qm-journal.XXXXXX";
+	char	err[256], cmdline[PATH_MAX + 16];
+	struct journal_entry e1 = entry("", month, "acme", 1, 0);
+	struct journal_entry e2 = entry("", month, "beta", 1, 0);
+	struct journal *one, *two;
+	long	seen = 0;
+
+	ck_assert_ptr_nonnull(mkdtemp(folder));
+	ck_assert_ptr_nonnull(one = journal_open(folder, err, sizeof(err)));
+	ck_assert_ptr_nonnull(two = journal_open(folder, err, sizeof(err)));
+	ck_assert_int_eq(journal_append(one, &e1, err, sizeof(err)), 0);
+	ck_assert_int_eq(journal_append(two, &e2, err, sizeof(err)), 0);
+	ck_assert_int_eq(journal_replay(two, count_apply, &seen, NULL, err, sizeof(err)), 1);
+	ck_assert_int_eq(seen, 1);
+	ck_assert(!journal_pending(two));
+	/* The other goes on writing to its file, which nobody took. */
+	e1.id[0] = 0;
+	ck_assert_int_eq(journal_append(one, &e1, err, sizeof(err)), 0);
+	ck_assert_int_eq(files_named(folder, "journal."), 1);
+	ck_assert_int_eq(journal_replay(two, count_apply, &seen, NULL, err, sizeof(err)), 0);
+	/* Gone (its file left unreplayed): taken by the survivor, both entries. */
+	journal_close(one);
+	ck_assert_int_eq(journal_replay(two, count_apply, &seen, NULL, err, sizeof(err)), 2);
+	ck_assert_int_eq(files_named(folder, "journal."), 0);
+	ck_assert_int_eq(files_named(folder, "replay."), 0);
+	ck_assert(!journal_pending(two));
+	journal_close(two);
+	snprintf(cmdline, sizeof(cmdline), "rm -rf %s", folder);
+	ck_assert_int_eq(system(cmdline), 0);
+}
+END_TEST
+
 /* Expiry: usage and warned hashes go keep_months after the month ends */
 START_TEST(test_expire)
 {
@@ -2362,6 +2413,7 @@ counters_suite(void)
 	tcase_add_test(tc, test_cancel_after_reset);
 	tcase_add_test(tc, test_replay_rejected);
 	tcase_add_test(tc, test_inflight);
+	tcase_add_test(tc, test_shared_journal);
 	tcase_add_test(tc, test_expire);
 	tcase_add_test(tc, test_bad_data);
 	tcase_add_test(tc, test_bad_arguments);

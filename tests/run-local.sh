@@ -21,10 +21,10 @@ fi
 
 # The shipped conf's socket is in the package's folder, /run/quota-milter:
 # here it goes next to the build instead (mode 0660, as always).
-# So does the journal (the package's is in /var/lib/quota-milter).
+# So does the journal (the package's is in /var/lib/quota-milter), made by
+# the daemon for the user it runs as.
 dir=$(cd "$(dirname "$daemon")" && pwd)
 sock="unix:$dir/quota-milter.sock"
-mkdir -p "$dir/journal"
 runconf=$(mktemp)
 sed -e "s|^\([[:space:]]*socket[[:space:]]*=\).*|\1 \"$sock\"|" \
     -e "s|^\([[:space:]]*journal[[:space:]]*=\).*|\1 \"$dir/journal\"|" "$conf" > "$runconf"

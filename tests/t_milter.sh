@@ -222,16 +222,35 @@ check "-t names file and line of that plan" \
 out=$("$build/quota-milter" -t -c "$T/missing.conf" 2>&1); rc=$?
 check "-t on a missing file exits 1 naming it" test "$rc" = 1 -a -n "$(grep -F "$T/missing.conf" <<<"$out")"
 
-# 7. Started as root with user = "nobody": privileges dropped after the socket is open.
+# 7. Started as root with user = "nobody": privileges dropped after the
+# socket is open. A missing journal folder whose parent exists (root's,
+# as /var/lib is) is made before, for nobody; with no parent, the warning
+# says what is lost without a journal.
 if [ "$(id -u)" = 0 ]; then
 	dport=$(free_port)
+	mkdir -m 755 "$T/state"
 	write_conf "$T/d.conf" "inet:$dport@127.0.0.1" ""
-	sed -i 's/^user .*/user = "nobody"/' "$T/d.conf"
+	sed -i -e 's/^user .*/user = "nobody"/' -e "s|^journal .*|journal = \"$T/state/journal\"|" "$T/d.conf"
 	milter_up milter-d "$T/d.conf" "inet:$dport@127.0.0.1"
 	pd=$MILTER_PID
+	wait_for "milter-d journal" 10 grep -q 'starting quota-milter' "$T/milter-d.log"
 	check_eq "runs as nobody" "$(id -u nobody)" "$(awk '/^Uid:/ {print $3}' /proc/$pd/status)"
 	check_eq "with nobody's group only" "$(id -g nobody)" "$(awk '/^Gid:/ {print $3}' /proc/$pd/status)"
+	check_eq "the missing journal folder made for nobody, mode 0750" \
+		"$(id -u nobody):$(id -g nobody) 750" "$(stat -c '%u:%g %a' "$T/state/journal" 2>&1)"
+	check "and used: its inflight file is there" \
+		bash -c "ls '$T/state/journal' | grep -q '^inflight\..*\.map$'"
+	check "no journal warning" test -z "$(grep -i 'journal' "$T/milter-d.log")"
 	check "milter-d stops cleanly" milter_stop "$pd" milter-d
+	sed -i "s|^journal .*|journal = \"$T/absent/journal\"|" "$T/d.conf"
+	dport=$(free_port)
+	sed -i "s|^socket .*|socket = \"inet:$dport@127.0.0.1\"|" "$T/d.conf"
+	milter_up milter-d2 "$T/d.conf" "inet:$dport@127.0.0.1"
+	wait_for "milter-d2 journal" 10 grep -q 'starting quota-milter' "$T/milter-d2.log"
+	check "no parent: the start-up warning says what is lost" grep -q \
+		"journal $T/absent/journal: cannot create: .*; without a journal, a charge left in doubt by a Redis failure or a killed milter stays counted although its message got 451, and on_redis_error = accept cannot be used" \
+		"$T/milter-d2.log"
+	check "milter-d2 stops cleanly" milter_stop "$MILTER_PID" milter-d2
 fi
 
 # 8. on_redis_error = accept: counts go to the journal while Redis is down
@@ -357,5 +376,68 @@ if ! ldd "$build/quota-milter" | grep -q libasan; then
 	check_eq "valgrind: no errors, no leaks (exit status)" 0 "$rc"
 	[ "$rc" = 0 ] || sed 's/^/# /' "$T/valgrind.log" | head -30
 fi
+
+# 10. Two milters share one journal folder (accept mode, Redis away for
+# both). Milter j1's Redis comes back and it replays while milter j2 keeps
+# journaling into its own file, whose Redis is still away; then j2's Redis
+# is back too. Each process takes only files no live process holds: every
+# accepted message is counted once, none lost.
+rcli FLUSHALL >/dev/null
+rcli HSET 'qm:account:{shared-co}' plan enterprise >/dev/null
+kill "$REDIS_PID"; wait "$REDIS_PID" 2>/dev/null
+away=$(free_port)			# j2's Redis: nothing listens there yet
+for j in j1 j2; do
+	port=$(free_port)
+	write_conf "$T/$j.conf" "inet:$port@127.0.0.1" ""
+	sed -i -e 's/^on_redis_error .*/on_redis_error = "accept"/' \
+		-e "s|^journal .*|journal = \"$T/shared-journal\"|" "$T/$j.conf"
+	eval "${j}_port=$port"
+done
+sed -i "s|127.0.0.1:$REDIS_PORT|127.0.0.1:$away|" "$T/j2.conf"
+milter_up milter-j1 "$T/j1.conf" "inet:$j1_port@127.0.0.1"
+pj1=$MILTER_PID
+sleep 0.5			# out of step with j1's once-a-second replay
+milter_up milter-j2 "$T/j2.conf" "inet:$j2_port@127.0.0.1"
+pj2=$MILTER_PID
+# mt_shared PORT N - N messages to that milter, a line in $T/sent for each accepted
+mt_shared() {
+	local i
+	for i in $(seq 1 "$2"); do
+		[ -e "$T/shared-stop" ] && break
+		mt "inet:$1@127.0.0.1" redis_down -D phase=accept -D account=shared-co |
+			grep '^ok - ' >> "$T/sent"
+	done
+}
+: > "$T/sent"
+mt_shared "$j1_port" 3
+mt_shared "$j2_port" 3
+check_eq "six messages accepted while Redis is away" 6 "$(wc -l < "$T/sent")"
+# j2 journals without a pause while j1's Redis comes back and j1 replays
+# (once a second), until 2 s after j1's first replay: two loops of at most
+# 400 messages.
+mt_shared "$j2_port" 400 &
+pload=$!
+mt_shared "$j2_port" 400 &
+pload="$pload $!"
+redis_start "$REDIS_PORT"
+wait_for "j1 replay" 10 grep -q 'entries replayed into Redis' "$T/milter-j1.log" ||
+	notok "milter j1 replayed the journal"
+sleep 2
+touch "$T/shared-stop"
+wait $pload
+rm "$T/shared-stop"
+mt_shared "$j2_port" 3
+sent=$(wc -l < "$T/sent")
+echo "# $sent messages accepted, $(grep -c 'accept-journaled' "$T/milter-j2.log") journaled by j2"
+sed -i "s|127.0.0.1:$away|127.0.0.1:$REDIS_PORT|" "$T/j2.conf"
+kill -USR1 "$pj2"
+wait_for "j2 reload" 10 grep -q "reloaded $T/j2.conf" "$T/milter-j2.log" || notok "milter j2 reloaded"
+wait_for "shared journal emptied" 15 bash -c "[ -z \"\$(find $T/shared-journal -name '*.log*')\" ]" ||
+	notok "shared journal emptied"
+check_eq "every accepted message counted once" "$sent" \
+	"$(rcli HGET "qm:usage:{shared-co}:$month" total)"
+check_eq "no file set aside" "" "$(find "$T/shared-journal" -name '*.bad' -o -name '*.rejected')"
+check "milter-j1 stops cleanly" milter_stop "$pj1" milter-j1
+check "milter-j2 stops cleanly" milter_stop "$pj2" milter-j2
 
 finish
