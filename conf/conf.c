@@ -310,33 +310,38 @@ conf_port_ok(const char *s)
 	    && atol(s) >= 1 && atol(s) <= 65535;
 }
 
-/* conf_hostport_ok - "host:port" or "[ipv6]:port" */
-static bool
-conf_hostport_ok(const char *s)
-{
-	char	host[INET6_ADDRSTRLEN];
-	unsigned char addr[16];
-	const char *end;
-
-	if (*s == '[') {
-		if ((end = strchr(s, ']')) == NULL || end[1] != ':'
-		    || (size_t) (end - s - 1) >= sizeof(host))
-			return false;
-		memcpy(host, s + 1, (size_t) (end - s - 1));
-		host[end - s - 1] = 0;
-		return inet_pton(AF_INET6, host, addr) == 1 && conf_port_ok(end + 2);
-	}
-	if ((end = strchr(s, ':')) == NULL || end == s
-	    || strspn(s, HOST_CHARS) != (size_t) (end - s))
-		return false;
-	return conf_port_ok(end + 1);
-}
-
 /* conf_unix_path_ok - an absolute path that fits in a sockaddr_un */
 static bool
 conf_unix_path_ok(const char *s)
 {
 	return s[0] == '/' && s[1] != 0 && strlen(s) < sizeof(((struct sockaddr_un *) 0)->sun_path);
+}
+
+/* conf_redis_addr - parse a Redis or Sentinel address */
+bool
+conf_redis_addr(const char *text, bool tcp_only, struct qm_redis_addr *addr)
+{
+	const char *path = strncmp(text, "unix:", 5) == 0 ? text + 5 : text;
+	const char *host = text[0] == '[' ? text + 1 : text;
+	const char *end = strchr(host, host == text ? ':' : ']');
+	unsigned char in6[16];
+	size_t	len;
+
+	memset(addr, 0, sizeof(*addr));
+	if (path != text || path[0] == '/') {
+		if (tcp_only || !conf_unix_path_ok(path))
+			return false;
+		snprintf(addr->host, sizeof(addr->host), "%s", path);
+		return true;
+	}
+	if (end == NULL || (len = (size_t) (end - host)) == 0 || len >= sizeof(addr->host)
+	    || (host == text ? strspn(host, HOST_CHARS) != len : *++end != ':'))
+		return false;
+	memcpy(addr->host, host, len);
+	if ((host != text && inet_pton(AF_INET6, addr->host, in6) != 1) || !conf_port_ok(end + 1))
+		return false;
+	addr->port = atoi(end + 1);
+	return true;
 }
 
 /* conf_name_ok - a plan or category name */
@@ -547,15 +552,9 @@ static int
 conf_check_address(cfg_t *cfg, cfg_opt_t *opt)
 {
 	const char *s = cfg_opt_getnstr(opt, 0);
-	bool	ok;
+	struct qm_redis_addr addr;
 
-	if (strncmp(s, "unix:", 5) == 0)
-		ok = conf_unix_path_ok(s + 5);
-	else if (s[0] == '/')
-		ok = conf_unix_path_ok(s);
-	else
-		ok = conf_hostport_ok(s);
-	if (!ok) {
+	if (!conf_redis_addr(s, false, &addr)) {
 		cfg_error(cfg, "bad address \"%s\": expected HOST:PORT, [IPV6]:PORT or /PATH", s);
 		return -1;
 	}
@@ -570,8 +569,9 @@ conf_check_sentinels(cfg_t *cfg, cfg_opt_t *opt)
 
 	for (i = 0; i < cfg_opt_size(opt); i++) {
 		const char *s = cfg_opt_getnstr(opt, i);
+		struct qm_redis_addr addr;
 
-		if (!conf_hostport_ok(s)) {
+		if (!conf_redis_addr(s, true, &addr)) {
 			cfg_error(cfg, "bad sentinel \"%s\": expected HOST:PORT or [IPV6]:PORT", s);
 			return -1;
 		}

@@ -84,6 +84,13 @@ struct qm_category {
 	char   *daemon;			/* {daemon_name}; NULL: any */
 };
 
+/* A Redis or Sentinel endpoint: a TCP host and port, or a unix socket path. */
+#define QM_REDIS_HOST_MAX	256
+struct qm_redis_addr {
+	char	host[QM_REDIS_HOST_MAX];	/* name, address ([] removed) or socket path */
+	int	port;			/* 0: host is a unix socket path */
+};
+
 struct qm_redis_conf {
 	char   *address;		/* "host:port", "[v6]:port", "/path.sock" or "unix:/path" */
 	char   *username;		/* "" : AUTH with the password alone */
@@ -158,6 +165,13 @@ const char *conf_socket_unix_path(const char *spec);
 
 /* conf_socket_any_host - does an inet spec with no @HOST listen everywhere? */
 bool	conf_socket_any_host(const char *spec);
+
+/*
+ * conf_redis_addr - parse "HOST:PORT", "[IPV6]:PORT", "/PATH" or
+ * "unix:/PATH" (tcp_only: the first two) into addr. HOST is 1 to 255 of
+ * A-Z a-z 0-9 . - _, PORT 1 to 65535. False when text is none of these.
+ */
+bool	conf_redis_addr(const char *text, bool tcp_only, struct qm_redis_addr *addr);
 
 /* conf_reply_name - the conf name of a reply ("exhausted", ...) */
 const char *conf_reply_name(enum qm_reply_id id);

@@ -28,34 +28,26 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-#include <sys/un.h>
 #include <time.h>
 
 #include "redis.h"
 
 #define REDIS_BACKOFF_FIRST_MS	50	/* fail fast this long after a failed connect */
 #define REDIS_BACKOFF_MAX_MS	2000	/* ... doubling up to this */
-#define REDIS_HOST_MAX		256
 #define REDIS_ERR_MAX		256
-
-/* Where to connect: a TCP host and port, or a unix socket path (port 0). */
-struct redis_addr {
-	char	host[REDIS_HOST_MAX];	/* host name, IPv4/IPv6 address or socket path */
-	int	port;			/* 0: host is a unix socket path */
-};
 
 /* One connection and what was last set on it. */
 struct redis_conn {
 	redisContext *ctx;		/* NULL: not connected */
 	int	timeout_ms;		/* last redisSetTimeout() value */
 	unsigned long generation;	/* pool generation it was made in */
-	char	where[REDIS_HOST_MAX + 32];	/* "Redis HOST:PORT", for messages */
+	char	where[QM_REDIS_HOST_MAX + 32];	/* "Redis HOST:PORT", for messages */
 };
 
 struct redis_pool {
 	/* Fixed at creation. */
-	struct redis_addr addr;		/* without Sentinel */
-	struct redis_addr *sentinels;	/* with Sentinel */
+	struct qm_redis_addr addr;	/* without Sentinel (conf_redis_addr()) */
+	struct qm_redis_addr *sentinels;	/* with Sentinel */
 	size_t	sentinel_count;
 	char   *master;			/* Sentinel master name */
 	char   *username;		/* NULL: AUTH PASSWORD alone */
@@ -71,7 +63,7 @@ struct redis_pool {
 	struct redis_conn *idle;	/* `size` entries, idle_count used */
 	size_t	idle_count;
 	unsigned long generation;	/* bumped when the master moves */
-	struct redis_addr master_addr;	/* Sentinel: last master found */
+	struct qm_redis_addr master_addr;	/* Sentinel: last master found */
 	bool	master_known;
 	struct timespec retry_after;	/* no connect attempt before this */
 	int	backoff_ms;		/* current backoff; 0 after a success */
@@ -149,74 +141,9 @@ ms_timeval(int ms)
 	return tv;
 }
 
-/* addr_parse - "host:port", "[v6]:port", "/path" or "unix:/path" */
-static bool
-addr_parse(const char *text, struct redis_addr *addr, char *err, size_t errlen)
-{
-	const char *host, *colon, *port;
-	size_t  hostlen;
-	long    num;
-	char   *end;
-
-	memset(addr, 0, sizeof(*addr));
-	if (text == NULL || *text == 0) {
-		snprintf(err, errlen, "empty Redis address");
-		return false;
-	}
-	if (strncmp(text, "unix:", 5) == 0 || text[0] == '/') {
-		const char *path = text[0] == '/' ? text : text + 5;
-
-		if (path[0] != '/') {
-			snprintf(err, errlen, "Redis address \"%s\": unix socket path must be absolute", text);
-			return false;
-		}
-		if (strlen(path) >= sizeof(((struct sockaddr_un *) 0)->sun_path)) {
-			snprintf(err, errlen, "Redis address \"%s\": unix socket path too long", text);
-			return false;
-		}
-		strcpy(addr->host, path);
-		addr->port = 0;
-		return true;
-	}
-	if (text[0] == '[') {
-		const char *close = strchr(text, ']');
-
-		if (close == NULL || close[1] != ':') {
-			snprintf(err, errlen, "Redis address \"%s\": expected [IPv6]:PORT", text);
-			return false;
-		}
-		host = text + 1;
-		hostlen = (size_t) (close - host);
-		port = close + 2;
-	} else {
-		if ((colon = strrchr(text, ':')) == NULL || memchr(text, ':', (size_t) (colon - text))) {
-			snprintf(err, errlen, "Redis address \"%s\": expected HOST:PORT, [IPv6]:PORT "
-				 "or a socket path", text);
-			return false;
-		}
-		host = text;
-		hostlen = (size_t) (colon - text);
-		port = colon + 1;
-	}
-	if (hostlen == 0 || hostlen >= sizeof(addr->host)) {
-		snprintf(err, errlen, "Redis address \"%s\": bad host", text);
-		return false;
-	}
-	errno = 0;
-	num = strtol(port, &end, 10);
-	if (*port < '0' || *port > '9' || *end != 0 || errno != 0 || num < 1 || num > 65535) {
-		snprintf(err, errlen, "Redis address \"%s\": bad port", text);
-		return false;
-	}
-	memcpy(addr->host, host, hostlen);
-	addr->host[hostlen] = 0;
-	addr->port = (int) num;
-	return true;
-}
-
 /* addr_name - the address as people write it, for messages */
 static const char *
-addr_name(const struct redis_addr *addr, char *buf, size_t len)
+addr_name(const struct qm_redis_addr *addr, char *buf, size_t len)
 {
 	if (addr->port == 0)
 		snprintf(buf, len, "unix:%s", addr->host);
@@ -229,7 +156,7 @@ addr_name(const struct redis_addr *addr, char *buf, size_t len)
 
 /* addr_same - do two addresses name the same endpoint? */
 static bool
-addr_same(const struct redis_addr *a, const struct redis_addr *b)
+addr_same(const struct qm_redis_addr *a, const struct qm_redis_addr *b)
 {
 	return a->port == b->port && strcmp(a->host, b->host) == 0;
 }
@@ -254,11 +181,11 @@ ctx_error(const redisContext *c, int saved_errno, const char *where, char *err, 
 
 /* ctx_connect - open a connection with connect and I/O timeouts of ms */
 static redisContext *
-ctx_connect(const struct redis_addr *addr, int ms, char *err, size_t errlen)
+ctx_connect(const struct qm_redis_addr *addr, int ms, char *err, size_t errlen)
 {
 	redisContext *c;
 	struct timeval tv = ms_timeval(ms);
-	char    name[REDIS_HOST_MAX + 16];
+	char    name[QM_REDIS_HOST_MAX + 16];
 	int     saved;
 
 	addr_name(addr, name, sizeof(name));
@@ -424,10 +351,10 @@ pool_master_lost(struct redis_pool *pool, bool demoted)
 
 /* pool_resolve - ask each sentinel in turn for the master's address */
 static int
-pool_resolve(struct redis_pool *pool, const struct timespec *deadline, struct redis_addr *out,
+pool_resolve(struct redis_pool *pool, const struct timespec *deadline, struct qm_redis_addr *out,
 	     char *err, size_t errlen)
 {
-	char    name[REDIS_HOST_MAX + 16], where[REDIS_HOST_MAX + 32];
+	char    name[QM_REDIS_HOST_MAX + 16], where[QM_REDIS_HOST_MAX + 32];
 	const char *argv[3] = {"SENTINEL", "get-master-addr-by-name", pool->master};
 	struct redis_cmd cmd = {3, argv, NULL};
 	redisReply *reply;
@@ -451,7 +378,7 @@ pool_resolve(struct redis_pool *pool, const struct timespec *deadline, struct re
 		if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
 		    && reply->element[0]->type == REDIS_REPLY_STRING
 		    && reply->element[1]->type == REDIS_REPLY_STRING
-		    && reply->element[0]->len > 0 && reply->element[0]->len < REDIS_HOST_MAX
+		    && reply->element[0]->len > 0 && reply->element[0]->len < QM_REDIS_HOST_MAX
 		    && reply->element[1]->len > 0 && reply->element[1]->len < 6
 		    && strspn(reply->element[1]->str, "0123456789") == reply->element[1]->len) {
 			long    port = strtol(reply->element[1]->str, NULL, 10);
@@ -550,8 +477,8 @@ static int
 pool_connect(struct redis_pool *pool, struct redis_conn *conn, const struct timespec *deadline,
 	     char *err, size_t errlen)
 {
-	struct redis_addr target;
-	char    name[REDIS_HOST_MAX + 16];
+	struct qm_redis_addr target;
+	char    name[QM_REDIS_HOST_MAX + 16];
 	unsigned long generation;
 	bool    resolve;
 	redisContext *c;
@@ -811,14 +738,15 @@ redis_pool_create(const struct qm_redis_conf *conf, char *err, size_t errlen)
 		}
 		pool->sentinel_count = conf->sentinel_count;
 		for (size_t i = 0; i < conf->sentinel_count; i++) {
-			if (!addr_parse(conf->sentinels[i], &pool->sentinels[i], err, errlen))
-				goto fail;
-			if (pool->sentinels[i].port == 0) {
-				snprintf(err, errlen, "Sentinel \"%s\": must be HOST:PORT", conf->sentinels[i]);
+			if (!conf_redis_addr(conf->sentinels[i], true, &pool->sentinels[i])) {
+				snprintf(err, errlen, "Sentinel \"%s\": expected HOST:PORT or [IPV6]:PORT",
+					 conf->sentinels[i]);
 				goto fail;
 			}
 		}
-	} else if (!addr_parse(conf->address, &pool->addr, err, errlen)) {
+	} else if (!conf_redis_addr(conf->address, false, &pool->addr)) {
+		snprintf(err, errlen, "Redis address \"%s\": expected HOST:PORT, [IPV6]:PORT or /PATH",
+			 conf->address);
 		goto fail;
 	}
 	if ((conf->password != NULL && *conf->password != 0

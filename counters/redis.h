@@ -8,7 +8,7 @@
  * timeout_ms, and the whole call ends within 2 x timeout_ms (plus a few
  * milliseconds of CPU) even when Redis is stopped with SIGSTOP.
  *
- * Connections: "host:port", "[v6]:port", "/path" or "unix:/path"; AUTH
+ * Connections: the forms of conf_redis_addr() (conf.h); AUTH
  * when a password is set, SELECT when the database is not 0. With
  * Sentinel (conf->sentinel_count > 0) the master's address is asked of
  * each sentinel in turn, a new connection checks with ROLE that it talks

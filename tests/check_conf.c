@@ -347,6 +347,49 @@ START_TEST(addresses_and_sockets)
 }
 END_TEST
 
+/* conf_redis_addr: the one parser of Redis addresses, for conf and pool */
+START_TEST(redis_addr)
+{
+	static const struct {
+		const char *text;
+		bool	tcp_only;
+		const char *host;	/* NULL: refused */
+		int	port;
+	} cases[] = {
+		{"127.0.0.1:6379", true, "127.0.0.1", 6379},
+		{"redis.example.com:1", true, "redis.example.com", 1},
+		{"[2001:db8::1]:65535", true, "2001:db8::1", 65535},
+		{"/run/redis.sock", false, "/run/redis.sock", 0},
+		{"unix:/run/redis.sock", false, "/run/redis.sock", 0},
+		{"/run/redis.sock", true, NULL, 0}, {"unix:/r.sock", true, NULL, 0},
+		{"", false, NULL, 0}, {"localhost", false, NULL, 0}, {"localhost:", false, NULL, 0},
+		{"localhost:0", false, NULL, 0}, {"localhost:65536", false, NULL, 0},
+		{"localhost:12x", false, NULL, 0}, {"localhost:+80", false, NULL, 0},
+		{"::1:6379", false, NULL, 0}, {"[::1]6379", false, NULL, 0},
+		{"[::1]:", false, NULL, 0}, {"[nonsense]:6379", false, NULL, 0},
+		{"a b:6379", false, NULL, 0}, {":6379", false, NULL, 0},
+		{"unix:relative.sock", false, NULL, 0}, {"unix:", false, NULL, 0}, {"/", false, NULL, 0},
+	};
+	struct qm_redis_addr addr;
+	char	longhost[QM_REDIS_HOST_MAX + 8];
+
+	for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+		bool	ok = conf_redis_addr(cases[i].text, cases[i].tcp_only, &addr);
+
+		ck_assert_msg(ok == (cases[i].host != NULL), "\"%s\"", cases[i].text);
+		if (ok) {
+			ck_assert_str_eq(addr.host, cases[i].host);
+			ck_assert_int_eq(addr.port, cases[i].port);
+		}
+	}
+	memset(longhost, 'a', sizeof(longhost));
+	strcpy(longhost + QM_REDIS_HOST_MAX - 1, ":1");
+	ck_assert(conf_redis_addr(longhost, true, &addr));
+	strcpy(longhost + QM_REDIS_HOST_MAX, ":1");
+	ck_assert(!conf_redis_addr(longhost, true, &addr));
+}
+END_TEST
+
 START_TEST(reply_overrides)
 {
 	struct qm_conf *conf = load(
@@ -837,6 +880,7 @@ main(void)
 	tcase_add_test(tc, defaults);
 	tcase_add_test(tc, every_option_set);
 	tcase_add_test(tc, addresses_and_sockets);
+	tcase_add_test(tc, redis_addr);
 	tcase_add_test(tc, reply_overrides);
 	tcase_add_test(tc, reply_names);
 	tcase_add_loop_test(tc, bad_conf, 0, (int) ARRAY_LEN(bad_cases));
