@@ -244,13 +244,6 @@ counters_fail(char *err, size_t errlen, const char *fmt, ...)
 	return COUNTERS_REJECTED;
 }
 
-/* charge_id_valid - 16 lowercase hex digits? */
-static bool
-charge_id_valid(const char *id)
-{
-	return strlen(id) == 16 && strspn(id, "0123456789abcdef") == 16;
-}
-
 /* counters_charge_id_new - a fresh charge id: 64 random bits in hex */
 void
 counters_charge_id_new(char id[17])
@@ -270,7 +263,7 @@ counters_charge_id_new(char id[17])
 /*
  * counters_charge_id - the id of the call's charge key: the charge's own
  * (fresh unless the caller chose it), a refusal's, that of a journaled
- * charge, or "0" for the other ops, which never touch the charge key. The
+ * charge, or zeros for the other ops, which never touch the charge key. The
  * pool may send a request twice when a connection ends before any reply
  * byte; the script keeps each outcome under its id for 10 minutes, so
  * the second run counts nothing.
@@ -279,10 +272,10 @@ static const char *
 counters_charge_id(const struct counters_args *a, char *buf)
 {
 	/* A refusal, or a journal entry of a charge that may have run. */
-	if (a->id[0] != 0 && charge_id_valid(a->id))
+	if (keys_charge_id_valid(a->id))
 		return a->id;
 	if (strcmp(a->op, "charge") != 0)
-		return "0";
+		return "0000000000000000";
 	if (a->charge_id != NULL)
 		return a->charge_id;
 	counters_charge_id_new(buf);
@@ -311,7 +304,7 @@ counters_call(struct counters *ctr, const struct counters_args *a, struct qm_quo
 		return counters_fail(err, errlen, "invalid category name \"%.64s\"", category);
 	if (a->units < 0 || a->refused < 0)
 		return counters_fail(err, errlen, "negative units");
-	if (a->charge_id != NULL && !charge_id_valid(a->charge_id))
+	if (a->charge_id != NULL && !keys_charge_id_valid(a->charge_id))
 		return counters_fail(err, errlen, "invalid charge id");
 	if (a->month != NULL) {
 		if (!month_valid(a->month))
@@ -430,7 +423,7 @@ counters_refused(struct counters *ctr, const char *id, const char *account,
 		now, id, NULL};
 	struct qm_quota out;
 
-	if (!charge_id_valid(id))
+	if (!keys_charge_id_valid(id))
 		return counters_fail(err, errlen, "invalid refusal id");
 	return counters_call(ctr, &a, &out, err, errlen);
 }
@@ -472,7 +465,7 @@ counters_replay(struct counters *ctr, const struct journal_entry *entry,
 	size_t  len = strnlen(entry->id, sizeof(entry->id));
 
 	if ((entry->cancel || entry->refusal)
-	    && (len == sizeof(entry->id) || !charge_id_valid(entry->id)))
+	    && (len == sizeof(entry->id) || !keys_charge_id_valid(entry->id)))
 		return counters_fail(err, errlen, "journal %s entry without a valid id",
 				     entry->cancel ? "cancel" : "refusal");
 	if (len == 0 || len > COUNTERS_ID_MAX || len == sizeof(entry->id))

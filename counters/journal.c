@@ -394,9 +394,8 @@ journal_parse_line(const char *line, struct journal_entry *e)
 	for (const char *cp = e->id; *cp; cp++)
 		if (*cp < 0x21 || *cp > 0x7e)
 			return false;
-	/* A cancel names a charge, a refusal itself: 16 hex digits (counters.c). */
-	if ((e->cancel || e->refusal)
-	    && (strlen(e->id) != 16 || strspn(e->id, "0123456789abcdef") != 16))
+	/* A cancel names a charge, a refusal itself: by a charge id. */
+	if ((e->cancel || e->refusal) && !keys_charge_id_valid(e->id))
 		return false;
 	if (strcmp(e->category, "-") == 0)
 		e->category[0] = 0;

@@ -134,22 +134,29 @@ keys_warned(char *buf, const char *prefix, const char *account, const char *mont
 	return keys_build(buf, prefix, "warned", account, month);
 }
 
-/* keys_charge - PREFIXcharge:{ACCOUNT}:ID, ID 1 to 32 hex digits */
+/* keys_charge_id_valid - 16 lower-case hex digits? */
+bool
+keys_charge_id_valid(const char *id)
+{
+	return id != NULL && strlen(id) == KEYS_CHARGE_ID_LEN
+	    && strspn(id, "0123456789abcdef") == KEYS_CHARGE_ID_LEN;
+}
+
+/* keys_charge - PREFIXcharge:{ACCOUNT}:ID */
 size_t
 keys_charge(char *buf, const char *prefix, const char *account, const char *id)
 {
 	size_t	len;
-	size_t	idlen = id != NULL ? strlen(id) : 0;
 
-	if (idlen == 0 || idlen > 32 || strspn(id, "0123456789abcdef") != idlen
+	if (!keys_charge_id_valid(id)
 	    || (len = keys_build(buf, prefix, "charge", account, NULL)) == 0
-	    || len + 1 + idlen >= KEYS_MAX) {
+	    || len + 1 + KEYS_CHARGE_ID_LEN >= KEYS_MAX) {
 		buf[0] = 0;
 		return 0;
 	}
 	buf[len] = ':';
-	memcpy(buf + len + 1, id, idlen + 1);
-	return len + 1 + idlen;
+	memcpy(buf + len + 1, id, KEYS_CHARGE_ID_LEN + 1);
+	return len + 1 + KEYS_CHARGE_ID_LEN;
 }
 
 /* keys_events - PREFIXevents */

@@ -36,8 +36,15 @@ size_t	keys_account(char *buf, const char *prefix, const char *account);
 size_t	keys_usage(char *buf, const char *prefix, const char *account, const char *month);
 size_t	keys_warned(char *buf, const char *prefix, const char *account, const char *month);
 size_t	keys_events(char *buf, const char *prefix);
-/* keys_charge - ID is 1 to 32 lower-case hex digits */
+/* keys_charge - ID is a charge id (keys_charge_id_valid()) */
 size_t	keys_charge(char *buf, const char *prefix, const char *account, const char *id);
+
+/*
+ * keys_charge_id_valid - is the text a charge id, 16 lower-case hex
+ * digits? Charges, cancels and refusals are named by one.
+ */
+#define KEYS_CHARGE_ID_LEN	16
+bool	keys_charge_id_valid(const char *id);
 
 /* The usage hash fields that are not categories. */
 #define USAGE_TOTAL		"total"

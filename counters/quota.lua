@@ -107,7 +107,8 @@ local monitor = mode == '1' or mode == '2'
 
 local known = {peek = false, charge = false, reset = false,
   refused = true, replay = true, cancel = true}
-local hex_id = string.match(id or '', '^%x+$') ~= nil and #id == 16
+-- A charge id: 16 lower-case hex digits, as keys_charge_id_valid() (keys.c).
+local hex_id = #(id or '') == 16 and not string.find(id, '[^0-9a-f]')
 if known[op] == nil or #KEYS ~= 5 or #ARGV < 11 or (#ARGV - 11) % 2 ~= 0
     or units == nil or units < 0 or refused_extra == nil or refused_extra < 0
     or expireat == nil or (mode ~= '0' and not monitor)

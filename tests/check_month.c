@@ -418,6 +418,24 @@ START_TEST(test_keys)
 	ck_assert_uint_eq(keys_account(buf, "", "acme"), 14);
 	ck_assert_str_eq(buf, "account:{acme}");
 
+	/* Charge ids, the one rule for charges, cancels and refusals. */
+	ck_assert_uint_eq(keys_charge(buf, "qm:", "acme", "0123456789abcdef"), 33);
+	ck_assert_str_eq(buf, "qm:charge:{acme}:0123456789abcdef");
+	{
+		static const char *const bad_ids[] = {
+			"", "0", "0123456789abcde", "0123456789abcdef0", "0123456789ABCDEF",
+			"0123456789abcdeg", "0123456789abcde ",
+		};
+
+		ck_assert(keys_charge_id_valid("ffffffffffffffff"));
+		ck_assert(!keys_charge_id_valid(NULL));
+		for (size_t i = 0; i < sizeof(bad_ids) / sizeof(bad_ids[0]); i++) {
+			ck_assert_msg(!keys_charge_id_valid(bad_ids[i]), "\"%s\"", bad_ids[i]);
+			strcpy(buf, "junk");
+			ck_assert(keys_charge(buf, "qm:", "acme", bad_ids[i]) == 0 && buf[0] == 0);
+		}
+	}
+
 	/* Refusals: 0 and an empty buffer. */
 	{
 		struct {
