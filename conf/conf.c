@@ -39,7 +39,6 @@
 #define TZ_CHARS	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/_+-"
 #define HOST_CHARS	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_"
 #define USER_CHARS	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
-#define PREFIX_MAX	64		/* longest Redis key prefix */
 #define TEXT_MAX	400		/* longest reply text template */
 #define USER_MAX	32		/* longest user name */
 #define LOGIN_MAX	256		/* longest trusted SASL login */
@@ -585,9 +584,9 @@ conf_check_prefix(cfg_t *cfg, cfg_opt_t *opt)
 {
 	const char *s = cfg_opt_getnstr(opt, 0);
 
-	if (strlen(s) > PREFIX_MAX || !conf_graph_ok(s, "{}")) {
+	if (*s == 0 || !keys_prefix_valid(s)) {
 		cfg_error(cfg, "bad prefix \"%s\": 1 to %d printable characters, no space or braces",
-			  s, PREFIX_MAX);
+			  s, KEYS_PREFIX_MAX);
 		return -1;
 	}
 	return 0;

@@ -19,7 +19,7 @@
 
 #define QM_DEFAULT_CONF		"/etc/quota-milter/quota-milter.conf"
 #define QM_UNLIMITED		(-1LL)
-#define QM_ACCOUNT_MAX		128	/* longest valid account id */
+#define QM_ACCOUNT_MAX		128	/* longest account id, see account_valid() */
 #define QM_NAME_MAX		64	/* longest plan or category name */
 
 /*

@@ -11,11 +11,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "../conf/conf.h"
 #include "keys.h"
 #include "month.h"
-
-#define KEYS_ACCOUNT_MAX	128	/* longest account id */
-#define KEYS_PREFIX_MAX		64	/* longest key prefix */
 
 /* account_char - may the byte appear in an account id? */
 static bool
@@ -25,7 +23,7 @@ account_char(unsigned char c)
 	    || c == '.' || c == '_' || c == '@' || c == '+' || c == '-';
 }
 
-/* account_valid - 1 to 128 characters of A-Z a-z 0-9 . _ @ + - */
+/* account_valid - 1 to QM_ACCOUNT_MAX characters of A-Z a-z 0-9 . _ @ + - */
 bool
 account_valid(const char *account, const char **why)
 {
@@ -34,7 +32,7 @@ account_valid(const char *account, const char **why)
 
 	if (account == NULL || *account == 0) {
 		reason = "empty";
-	} else if ((len = strnlen(account, KEYS_ACCOUNT_MAX + 1)) > KEYS_ACCOUNT_MAX) {
+	} else if ((len = strnlen(account, QM_ACCOUNT_MAX + 1)) > QM_ACCOUNT_MAX) {
 		reason = "longer than 128 characters";
 	} else {
 		for (size_t i = 0; i < len; i++) {
@@ -50,7 +48,7 @@ account_valid(const char *account, const char **why)
 }
 
 /* keys_prefix_valid - up to 64 printable ASCII bytes, no space or braces */
-static bool
+bool
 keys_prefix_valid(const char *prefix)
 {
 	size_t  len;

@@ -23,10 +23,18 @@
 #define KEYS_MAX	512		/* large enough for any key built here */
 
 /*
- * account_valid - 1 to 128 characters of A-Z a-z 0-9 . _ @ + -
- * On failure *why (if not NULL) says what is wrong, as a fixed string.
+ * account_valid - 1 to QM_ACCOUNT_MAX (conf.h) characters of
+ * A-Z a-z 0-9 . _ @ + -. On failure *why (if not NULL) says what is
+ * wrong, as a fixed string.
  */
 bool	account_valid(const char *account, const char **why);
+
+/*
+ * keys_prefix_valid - up to KEYS_PREFIX_MAX printable ASCII bytes, no
+ * space, no braces (they would move the cluster hash tag)
+ */
+#define KEYS_PREFIX_MAX	64
+bool	keys_prefix_valid(const char *prefix);
 
 /*
  * Each builder writes the key into buf (KEYS_MAX bytes) and returns its
