@@ -100,8 +100,10 @@ static const struct conf_reply_default {
 };
 
 /* Variables a reply text may use; policy_format_reply() expands them. */
-static const char *const conf_reply_vars[] = {
-	"account", "plan", "limit", "used", "category", "header", "reason",
+static const char *const conf_reply_vars[QM_VAR_COUNT] = {
+	[QM_VAR_ACCOUNT] = "account", [QM_VAR_PLAN] = "plan", [QM_VAR_LIMIT] = "limit",
+	[QM_VAR_USED] = "used", [QM_VAR_CATEGORY] = "category", [QM_VAR_HEADER] = "header",
+	[QM_VAR_REASON] = "reason",
 };
 
 /* Options whose text value maps to an enum; the index is the enum value. */
@@ -997,16 +999,28 @@ bad:
 	return -1;
 }
 
+/* conf_reply_var - the variable whose name starts p, or QM_VAR_COUNT */
+enum qm_reply_var
+conf_reply_var(const char *p, size_t *len)
+{
+	int	i;
+
+	for (i = 0; i < QM_VAR_COUNT; i++)
+		if (strncmp(p, conf_reply_vars[i], *len = strlen(conf_reply_vars[i])) == 0)
+			break;
+	return (enum qm_reply_var) i;
+}
+
 /*
  * conf_check_text - validator: a reply template of 1..TEXT_MAX printable
  * ASCII characters whose every '$' is "$$" or starts a known variable.
- * Variables are matched by prefix, as policy_format_reply() does.
  */
 static int
 conf_check_text(cfg_t *cfg, cfg_opt_t *opt)
 {
 	const char *s = cfg_opt_getnstr(opt, 0);
 	const char *p;
+	char	known[128] = "";
 	size_t	i;
 
 	if (*s == 0 || strlen(s) > TEXT_MAX) {
@@ -1021,21 +1035,18 @@ conf_check_text(cfg_t *cfg, cfg_opt_t *opt)
 		}
 	}
 	for (p = s; (p = strchr(p, '$')) != NULL; p++) {
-		if (*++p == '$')
+		if (*++p == '$' || conf_reply_var(p, &i) != QM_VAR_COUNT)
 			continue;
-		for (i = 0; i < ARRAY_LEN(conf_reply_vars); i++)
-			if (strncmp(p, conf_reply_vars[i], strlen(conf_reply_vars[i])) == 0)
-				break;
-		if (i == ARRAY_LEN(conf_reply_vars)) {
-			if (strspn(p, NAME_CHARS) == 0) {
-				cfg_error(cfg, "bad text: lone $ (write $$ for a dollar sign)");
-				return -1;
-			}
-			cfg_error(cfg, "bad text: unknown variable $%.*s (known: $account $plan $limit"
-				  " $used $category $header $reason; $$ for a dollar)",
-				  (int) strspn(p, NAME_CHARS), p);
+		if (strspn(p, NAME_CHARS) == 0) {
+			cfg_error(cfg, "bad text: lone $ (write $$ for a dollar sign)");
 			return -1;
 		}
+		for (i = 0; i < QM_VAR_COUNT; i++)
+			snprintf(known + strlen(known), sizeof(known) - strlen(known), " $%s",
+				 conf_reply_vars[i]);
+		cfg_error(cfg, "bad text: unknown variable $%.*s (known:%s; $$ for a dollar)",
+			  (int) strspn(p, NAME_CHARS), p, known);
+		return -1;
 	}
 	return 0;
 }

@@ -38,7 +38,7 @@ enum qm_source { QM_SOURCE_HEADER, QM_SOURCE_SASL, QM_SOURCE_SENDER_DOMAIN };
 /*
  * Every reply the milter can give, by the name used in the conf's
  * "reply NAME { code xcode text }" sections. Texts may use the variables
- * $account $plan $limit $used $category $header $reason ($$ is a dollar).
+ * below ($$ is a dollar).
  */
 enum qm_reply_id {
 	QM_REPLY_EXHAUSTED,		/* 550 5.7.1 monthly quota used up */
@@ -53,6 +53,13 @@ enum qm_reply_id {
 	QM_REPLY_RACE,			/* 451 4.7.1 quota taken between RCPT and EOM */
 	QM_REPLY_UNAVAILABLE,		/* 451 4.3.0 Redis unreachable, tempfail */
 	QM_REPLY_COUNT
+};
+
+/* The variables of reply texts, "$account" ...; a name matches by prefix. */
+enum qm_reply_var {
+	QM_VAR_ACCOUNT, QM_VAR_PLAN, QM_VAR_LIMIT, QM_VAR_USED, QM_VAR_CATEGORY,
+	QM_VAR_HEADER, QM_VAR_REASON,
+	QM_VAR_COUNT			/* none */
 };
 
 struct qm_reply {
@@ -172,6 +179,12 @@ bool	conf_socket_any_host(const char *spec);
  * A-Z a-z 0-9 . - _, PORT 1 to 65535. False when text is none of these.
  */
 bool	conf_redis_addr(const char *text, bool tcp_only, struct qm_redis_addr *addr);
+
+/*
+ * conf_reply_var - the variable whose name starts p (the text after a
+ * '$'), the name's length in *len; QM_VAR_COUNT when none does
+ */
+enum qm_reply_var conf_reply_var(const char *p, size_t *len);
 
 /* conf_reply_name - the conf name of a reply ("exhausted", ...) */
 const char *conf_reply_name(enum qm_reply_id id);

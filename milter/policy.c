@@ -421,17 +421,8 @@ size_t
 policy_format_reply(char *buf, size_t len, const char *tmpl,
 		    const struct policy_vars *v)
 {
-	static const struct {
-		const char *name;
-		size_t	size;
-	} names[] = {
-#define VAR(n) { n, sizeof(n) - 1 }
-		VAR("account"), VAR("plan"), VAR("category"), VAR("header"),
-		VAR("reason"), VAR("limit"), VAR("used"),
-#undef VAR
-	};
 	struct reply_out o = { buf, len, 0, false };
-	size_t	i;
+	size_t	n;
 
 	if (len == 0)
 		return 0;
@@ -446,23 +437,20 @@ policy_format_reply(char *buf, size_t len, const char *tmpl,
 			tmpl++;
 			continue;
 		}
-		for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-			if (strncmp(tmpl, names[i].name, names[i].size) == 0)
-				break;
-		switch (i) {
-		case 0: put_text(&o, v->account); break;
-		case 1: put_text(&o, v->plan); break;
-		case 2: put_text(&o, v->category); break;
-		case 3: put_text(&o, v->header); break;
-		case 4: put_text(&o, v->reason); break;
-		case 5: put_number(&o, v->limit); break;
-		case 6: put_number(&o, v->used); break;
-		default:
+		switch (conf_reply_var(tmpl, &n)) {
+		case QM_VAR_ACCOUNT: put_text(&o, v->account); break;
+		case QM_VAR_PLAN: put_text(&o, v->plan); break;
+		case QM_VAR_LIMIT: put_number(&o, v->limit); break;
+		case QM_VAR_USED: put_number(&o, v->used); break;
+		case QM_VAR_CATEGORY: put_text(&o, v->category); break;
+		case QM_VAR_HEADER: put_text(&o, v->header); break;
+		case QM_VAR_REASON: put_text(&o, v->reason); break;
+		case QM_VAR_COUNT:
 			/* conf_load() refuses unknown variables; print it as is. */
 			put_char(&o, '$');
 			continue;
 		}
-		tmpl += names[i].size;
+		tmpl += n;
 	}
 	buf[o.pos] = 0;
 	return o.pos;

@@ -419,6 +419,26 @@ START_TEST(reply_overrides)
 }
 END_TEST
 
+/* conf_reply_var: the one table of reply variables, for conf and policy */
+START_TEST(reply_vars)
+{
+	static const char *const names[QM_VAR_COUNT] = {
+		"account", "plan", "limit", "used", "category", "header", "reason",
+	};
+	size_t	len;
+
+	for (int i = 0; i < QM_VAR_COUNT; i++) {
+		ck_assert_int_eq(conf_reply_var(names[i], &len), i);
+		ck_assert_uint_eq(len, strlen(names[i]));
+	}
+	ck_assert_int_eq(conf_reply_var("accounts are", &len), QM_VAR_ACCOUNT);
+	ck_assert_uint_eq(len, 7);
+	ck_assert_int_eq(conf_reply_var("quota", &len), QM_VAR_COUNT);
+	ck_assert_int_eq(conf_reply_var("", &len), QM_VAR_COUNT);
+	ck_assert_int_eq(conf_reply_var("Account", &len), QM_VAR_COUNT);
+}
+END_TEST
+
 START_TEST(reply_names)
 {
 	static const char *const names[QM_REPLY_COUNT] = {
@@ -590,7 +610,8 @@ static const struct bad_case {
 	{D "reply race { code = \"550\" xcode = \"4.7.1\" }\n", 2,
 	 "xcode 4.7.1 does not match code 550"},
 	{D "reply exhausted { text = \"over $quota for $account\" }\n", 2,
-	 "bad text: unknown variable $quota"},
+	 "bad text: unknown variable $quota (known: $account $plan $limit $used $category"
+	 " $header $reason; $$ for a dollar)"},
 	{D "reply exhausted { text = \"costs 5$\" }\n", 2, "bad text: lone $"},
 	{D "reply exhausted { text = \"a\\x01b\" }\n", 2, "character 0x01 at offset 1"},
 	{D "reply exhausted { text = \"a\\rb\" }\n", 2, "character 0x0d"},
@@ -882,6 +903,7 @@ main(void)
 	tcase_add_test(tc, addresses_and_sockets);
 	tcase_add_test(tc, redis_addr);
 	tcase_add_test(tc, reply_overrides);
+	tcase_add_test(tc, reply_vars);
 	tcase_add_test(tc, reply_names);
 	tcase_add_loop_test(tc, bad_conf, 0, (int) ARRAY_LEN(bad_cases));
 	tcase_add_test(tc, regex_size_allowed);
