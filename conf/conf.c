@@ -1,23 +1,10 @@
 /*
  * conf.c - parse and check the quota-milter configuration
  *
- * Every value is checked while libconfuse parses it, by a validator or a
- * value callback that reports through cfg_error(), so each complaint
- * carries the line it is about. Checks that involve a whole section (a
- * category needs a matcher, a reply's xcode must match its code) run when
- * the section closes and name the line of its closing brace. Only the
- * cross-reference default_plan -> plan is checked after parsing, with the
- * line remembered when default_plan was read.
- *
- * Then the values are copied into a struct qm_conf and the cfg_t is
- * freed. libconfuse gives error and validation callbacks no user pointer,
- * so the load in progress is reached through one static pointer; that is
- * no new restriction, since libconfuse's lexer is global too.
- *
- * libconfuse 3.3 quirks: a C comment makes later lines count one too
- * many; an unterminated C comment, or a section still open at the end of
- * the file, is accepted silently; in double quotes a backslash escapes
- * ("\." is ".") and "${NAME}" expands the environment variable NAME.
+ * Validators check each value as libconfuse parses it, so an error names
+ * its line (a section's, its closing brace); libconfuse gives them no user
+ * pointer, hence the static conf_ctx. libconfuse 3.3 counts lines one too
+ * many after a C comment, and accepts an unterminated comment or section.
  */
 #include <arpa/inet.h>
 #include <confuse.h>

@@ -1,12 +1,10 @@
 /*
  * conf.h - the quota-milter configuration, parsed once and then immutable
  *
- * conf_load() reads a libconfuse file, checks every value and copies it
- * into a struct qm_conf that nothing modifies afterwards, so that many
- * milter threads can read it without locks. Errors name file, line and
- * reason. libconfuse's lexer has global state: call conf_load() from one
- * thread at a time (the daemon does it from main and from its reload
- * thread only, under a mutex).
+ * Nothing modifies a loaded struct qm_conf: threads read it without locks.
+ * libconfuse's lexer is global, so conf_load() runs in one thread at a
+ * time (the daemon's main thread before the reload thread starts, then
+ * the reload thread alone).
  */
 #ifndef QM_CONF_H
 #define QM_CONF_H

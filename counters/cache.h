@@ -1,15 +1,9 @@
 /*
  * cache.h - the latest quota this process learned of each busy account
  *
- * Every peek and every charge leaves its answer here, stamped. At the
- * first RCPT of a message, an answer younger than QUOTA_CACHE_MS that
- * leaves the account far from its limit (policy_far()) stands in for the
- * peek: one Redis round trip fewer per message. Only "it fits" is ever
- * decided from here; refusals come from Redis, and the charge at end of
- * message is atomic and exact whatever the cache said.
- *
- * A fixed number of slots, one account each by hash: a busier account
- * pushes out a quieter one, and a miss only costs the peek.
+ * Peeks and charges leave their answers here; a fresh one that leaves the
+ * account far from its limit (policy_far()) stands in for a peek. Only "it
+ * fits" is decided from here. One account per slot, by hash.
  */
 #ifndef QM_CACHE_H
 #define QM_CACHE_H

@@ -1,11 +1,7 @@
 /*
- * counters.c - the account's plan, limit and monthly usage, in Redis
- *
- * Each call is one run of counters/quota.lua (see its header for the
- * argument and reply layout) on a pooled connection. This file builds the
- * keys and arguments, and checks the reply strictly: anything but
- * {status, plan, limit, used} with known status and sane numbers is an
- * error, so the caller applies the failure policy instead of guessing.
+ * counters.c - one run of quota.lua per call (see its header), with keys
+ * and arguments built here and the reply checked strictly: anything but
+ * {status, plan, limit, used} with sane values is an error.
  */
 #include <stdarg.h>
 #include <stdio.h>

@@ -1,15 +1,8 @@
 /*
  * counters.h - the account's plan, limit and monthly usage, in Redis
  *
- * All accounting is one Lua script (counters/quota.lua) run with EVALSHA
- * (EVAL once on NOSCRIPT), so the check and the increment are atomic
- * across every milter sharing the Redis. A message costs at most one
- * round trip before DATA (counters_peek, which a recent answer may stand
- * in for: counters_recent) and one at end of message (counters_charge).
- *
- * A struct counters holds a bounded pool of Redis connections and the
- * month table of the conf's time zone. It is thread-safe. It keeps a
- * pointer to the conf it was made from: free it before that conf.
+ * Every call is one atomic run of quota.lua. A struct counters is
+ * thread-safe and keeps a pointer to its conf: free it before the conf.
  */
 #ifndef QM_COUNTERS_H
 #define QM_COUNTERS_H

@@ -2,25 +2,11 @@
  * inflight.h - charges on their way to Redis, in a file that outlives a
  * killed milter
  *
- * Between sending a charge and handing its verdict to the MTA, a milter
- * that is killed (SIGKILL, the OOM killer) leaves the MTA to apply
- * milter_default_action, a 451, while Redis may have counted the message.
- * To take such counts back, each charge is written to a slot of a small
- * memory-mapped file in the journal folder before it is sent, and the slot
- * is freed just before the verdict is returned. Writing a slot is a store
- * into shared memory: no system call, and it survives the death of the
- * process (not of the machine).
- *
- * At start, the files of milters that died (nobody holds their lock any
- * more) are read: each charge still in a slot gets a cancel entry in the
- * journal (see journal.h and counters_replay), and the file is removed.
- * What remains is the short span between freeing the slot and
- * libmilter writing the reply.
- *
- * Files: FOLDER/inflight.RANDOM.map (about 1.3 MB, sparse), locked
- * (flock) by their process for its lifetime. The daemon leaves its file
- * when it stops; the next start of any milter using the folder reads and
- * removes it.
+ * A charge takes a slot of a memory-mapped file in the journal folder
+ * (FOLDER/inflight.RANDOM.map, flocked for the process's life) before it
+ * is sent, and frees it just before its verdict goes back: a store into
+ * shared memory, no system call. At start, each charge left in the file of
+ * a dead milter becomes a journal cancel, and the file is removed.
  */
 #ifndef QM_INFLIGHT_H
 #define QM_INFLIGHT_H

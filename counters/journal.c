@@ -1,5 +1,5 @@
 /*
- * journal.c - durable local counts for on_redis_error = accept
+ * journal.c - counts, cancels and refusals waiting for Redis (journal.h)
  */
 #include <dirent.h>
 #include <errno.h>

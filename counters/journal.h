@@ -1,34 +1,15 @@
 /*
- * journal.h - counts kept on local disk while Redis cannot be reached
+ * journal.h - what Redis must still be told, kept durably on local disk:
+ * counts accepted while Redis was away (on_redis_error = accept), cancels
+ * of charges in doubt whose message got a 451, and refusals not recorded.
  *
- * With on_redis_error = accept, a counted message that could not be
- * charged is appended to a journal file in the journal folder and the
- * file is fsynced before the message is accepted, so an accepted message
- * is never lost to a crash. journal_replay() later applies each entry to
- * Redis; every entry carries an id that Redis remembers (see quota.lua,
- * op "replay"), so an entry applied twice, for instance when the milter
- * is killed in the middle of a replay, is counted once.
+ * Line: ID MONTH ACCOUNT CATEGORY UNITS REFUSED [cancel|refused]; a cancel
+ * or refusal's ID is a charge id (keys_charge_id_valid()). Each entry is
+ * applied once however often it is replayed (quota.lua, op "replay").
  *
- * The same files keep cancels (journal_entry.cancel): with the other
- * failure modes, a charge that failed in doubt (Redis may have run it)
- * and whose message got a 451 is taken back once Redis answers again.
- *
- * The same files keep refusals (journal_entry.refusal) that could not be
- * recorded: RCPT-stage refusals are statistics, made exact this way.
- *
- * Line: ID MONTH ACCOUNT CATEGORY UNITS REFUSED, and " cancel" for a
- * cancel (its ID is then the charge's id, 16 hex digits), " refused" for
- * a refusal (its ID the refusal's, 16 hex digits; UNITS 0).
- *
- * Files: FOLDER/journal.RANDOM.N.log while written (RANDOM: 64 bits drawn
- * per process), renamed to FOLDER/replay.RANDOM.N.log when a replay takes
- * them, removed once every entry is in Redis. A file that cannot be read or parsed is renamed to
- * *.bad, kept and reported, never deleted.
- *
- * Milters may share the folder: the writer of a file holds an flock on it
- * while it is open, and a replay holds one on the file it replays. A
- * replay takes only files whose lock is free: those of milters that died
- * or stopped, the ones it released itself, and failed replays.
+ * Files: FOLDER/journal.RANDOM.N.log, flocked by their writer; a replay
+ * takes unlocked ones as replay.RANDOM.N.log and removes them when done;
+ * an unreadable one is kept as *.bad.
  */
 #ifndef QM_JOURNAL_H
 #define QM_JOURNAL_H

@@ -1,11 +1,5 @@
 /*
- * keys.c - the one place where Redis key names are built
- *
- * Every builder checks what goes into a key: the account id against the
- * account rules, the month against month_valid(), and the prefix against
- * keys_prefix_valid() (no braces, which would move the cluster hash tag;
- * no spaces or control bytes, which would confuse the people reading
- * keys). A builder that refuses returns 0 and leaves "" in buf.
+ * keys.c - Redis key names, each part checked (see keys.h)
  */
 #include <stdio.h>
 #include <string.h>

@@ -1,22 +1,11 @@
 /*
- * redis.c - a bounded, thread-safe pool of Redis connections
+ * redis.c - a bounded, thread-safe pool of Redis connections (redis.h)
  *
- * See redis.h for the contract. Inside, a call goes:
- *
- *	call_begin	deadline = now + 2 x timeout_ms; block SIGPIPE (unless
- *			ignored); wait at
- *			most timeout_ms for a slot; take an idle connection
- *	pool_exchange	check the connection (alive, same master generation),
- *			connect if needed (backoff, Sentinel, AUTH/SELECT/ROLE),
- *			pipeline the commands, read every reply; retry once
- *			when the request provably never reached Redis
- *	call_end	give the connection back (or close it), free the slot,
- *			discard our SIGPIPE, restore the signal mask
- *
- * Every network step gets min(timeout_ms, time left before the deadline)
- * through redisSetTimeout(), so no path can outlive the deadline by more
- * than a scheduling delay. Only hiredis calls present in both 0.14 and
- * 1.x are used.
+ * A call: call_begin (deadline, SIGPIPE, wait for a slot), pool_exchange
+ * (check or make the connection, pipeline, read, retry once when allowed),
+ * call_end (return or close the connection, restore the signal mask).
+ * Each network step gets min(timeout_ms, time left) by redisSetTimeout().
+ * Only hiredis calls present in both 0.14 and 1.x are used.
  */
 #include <errno.h>
 #include <limits.h>

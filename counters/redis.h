@@ -1,43 +1,19 @@
 /*
  * redis.h - a bounded, thread-safe pool of Redis connections
  *
- * A struct redis_pool holds at most conf->pool_size hiredis connections,
- * made lazily on first use, so a process can start while Redis is down.
- * Every call is bounded in time: it waits at most timeout_ms for a free
- * connection, each network step (connect, send, each reply) has at most
- * timeout_ms, and the whole call ends within 2 x timeout_ms (plus a few
- * milliseconds of CPU) even when Redis is stopped with SIGSTOP.
- *
- * Connections: the forms of conf_redis_addr() (conf.h); AUTH
- * when a password is set, SELECT when the database is not 0. With
- * Sentinel (conf->sentinel_count > 0) the master's address is asked of
- * each sentinel in turn, a new connection checks with ROLE that it talks
- * to a master, and the address is asked again after a connection failure
- * or a READONLY reply.
- *
- * Failure handling:
- * - A connection that saw any error is closed and never reused.
- * - An idle connection is checked before use without a round trip (is
- *   the socket readable with EOF or an error?); a dead one is replaced.
- * - After a failed connect the pool fails fast, without trying, for a
- *   backoff delay of 50 ms doubling to at most 2 s; a success resets it.
- * - A request is sent again, once, on a fresh connection only when the
- *   failure proves Redis never answered it: the write failed, or the
- *   connection ended (EOF, ECONNRESET) before a single reply byte came,
- *   which is what a restarted Redis looks like. (Redis replies to each
- *   command in the event loop turn that ran it, so only a crash in that
- *   same instant could have run it unanswered: a script that must not
- *   run twice carries an id of its own, see quota.lua.) A request is
- *   never sent again after a read timeout: it may have run, and the
- *   caller must see the failure, in doubt (redis_pool_eval). A READONLY
- *   error reply under Sentinel is also sent again once, to the newly
- *   found master (Redis ran nothing).
- * - While a call writes, SIGPIPE is blocked in the calling thread and a
- *   SIGPIPE it caused is discarded, so a closed socket is an error, not
- *   the death of the process, whatever the program does with SIGPIPE.
- *   When SIGPIPE is ignored at the pool's creation (the daemon ignores it
- *   first thing), the signal mask is left alone, four system calls less
- *   per call: the program must not stop ignoring it afterwards.
+ * At most pool_size connections, made on first use (a process can start
+ * while Redis is down), to conf_redis_addr()'s forms or to the master
+ * Sentinel names (checked with ROLE, asked again after a failure or a
+ * READONLY). A call waits at most timeout_ms for a connection and for
+ * each network step, and ends within 2 x timeout_ms even when Redis is
+ * stopped. A connection that saw an error is closed; after a failed
+ * connect, calls fail fast for 50 ms doubling to 2 s. A request is sent
+ * again, once, only when the failure shows Redis never answered it (the
+ * write failed, or the connection ended before any reply byte), or after
+ * READONLY; never after a read timeout (see doubt, redis_pool_eval(); a
+ * script that must not run twice carries its own id). SIGPIPE from a call
+ * is blocked and discarded; if SIGPIPE is ignored when the pool is made,
+ * the mask is left alone and the program must keep ignoring it.
  */
 #ifndef QM_REDIS_H
 #define QM_REDIS_H
