@@ -97,9 +97,9 @@ int	counters_charge(struct counters *ctr, const char *account, const char *categ
 		struct qm_quota *out, char *err, size_t errlen);
 
 /*
- * counters_charge_as - counters_charge() under charge_id (16 lowercase hex
- * digits, from counters_charge_id_new()), so that the caller can name the
- * charge before it is sent (see inflight.h); NULL makes a fresh one.
+ * counters_charge_as - counters_charge() under charge_id (a charge id, see
+ * keys_charge_id_valid()), so that the caller can name the charge before
+ * it is sent (see inflight.h); NULL makes a fresh one.
  */
 int	counters_charge_as(struct counters *ctr, const char *charge_id, const char *account,
 		const char *category, long long units, enum counters_mode mode,
@@ -110,10 +110,9 @@ void	counters_charge_id_new(char id[17]);
 
 /*
  * counters_refused - record units refused for good (a 5xx) in the month
- * they were decided in (NULL: the month of now), once per id (16
- * lowercase hex digits, from counters_charge_id_new()): a resend, or the
- * journal entry of a call that failed in doubt, records nothing more
- * within 10 minutes. Also spends the month's "exhausted" event and
+ * they were decided in (NULL: the month of now), once per id (a charge
+ * id): a resend, or the journal entry of a call that failed in doubt,
+ * records nothing more within 10 minutes. Also spends the month's "exhausted" event and
  * announces thresholds reached. Returns 0, -1 or COUNTERS_REJECTED with err.
  */
 int	counters_refused(struct counters *ctr, const char *id, const char *account,
@@ -136,21 +135,13 @@ int	counters_month(struct counters *ctr, time_t t, char *buf);
 struct journal_entry;
 
 /*
- * counters_replay - apply a journal entry (a message accepted while Redis
- * was away) to its month: counted whether it fits or not (what does not
- * fit also goes to would_refuse), thresholds announced as by a charge.
- * Redis remembers the entry's id until the usage hash expires, so an
- * entry replayed twice is counted once. An entry whose id is the
- * charge_id of a charge that failed is not counted if that charge did
- * run and count (its outcome is kept 10 minutes), and that charge counts
- * nothing should it run later.
- *
- * A cancel entry (entry->cancel) settles a charge that failed in doubt
- * (out->doubt) and whose message was not accepted: a charge that ran is
- * taken back, one that has not run yet never will. A refusal entry
- * (entry->refusal) is counters_refused() under its id. Applying an entry
- * twice changes nothing more. Returns 0, -1 or COUNTERS_REJECTED (the
- * entry can never be applied) with err.
+ * counters_replay - apply a journal entry once, however often replayed.
+ * A count (a message accepted while Redis was away) goes to its month as
+ * a monitor charge, unless it names a failed charge that did run and
+ * count, which then counts nothing should it run later. A cancel settles
+ * a charge in doubt whose message was not accepted: taken back if it ran,
+ * never run if not. A refusal is counters_refused() under its id.
+ * Returns 0, -1 or COUNTERS_REJECTED (never applicable) with err.
  */
 int	counters_replay(struct counters *ctr, const struct journal_entry *entry,
 		char *err, size_t errlen);

@@ -35,31 +35,16 @@
 -- ARGV[12], ARGV[13], ...  the plan table: name, monthly (-1 unlimited)
 -- (ARGV[10] on only change with the conf: counters.c encodes them once.)
 --
--- "refused" records units refused for good (a 5xx) in the month they were
--- decided in, once per id: a resend, or a journal entry of it applied
--- again within 10 minutes, records nothing more.
---
--- "replay" applies a count journaled while Redis was away: a charge in
--- monitor mode (counted whether it fits or not), done only if the
--- warned hash has no field "replay:ID" yet, which it then sets; so an
--- entry replayed twice counts once while the month's hashes live. When
--- the id is a charge's (16 hex digits), a charge that ran and counted
--- makes the replay count nothing, and the charge key is set, so that the
--- charge itself, should it still be on its way, counts nothing.
---
--- "cancel" settles a charge whose reply never came (Redis hung or died,
--- the connection broke, the milter was killed) and whose message was not
--- accepted: the charge key of the id ARGV[9] is set to "cancelled", so
--- a charge still on its way counts nothing; a charge that did run and
--- counted, or its journal entry replayed, is taken back (total, messages,
--- category, would_refuse), unless a reset of the month came after it.
--- The outcome lives 10 minutes: a cancel that comes later takes nothing
--- back.
---
--- "reset" (quota-milter-ctl reset) deletes the month's usage and its
--- announced thresholds and "exhausted" (announced again); "replay:ID"
--- fields stay, and "reset" notes when, so that no cancel takes a charge
--- made before it out of the usage counted after it.
+-- "refused" records units refused for good (a 5xx) in their month.
+-- "replay" applies a journaled count as a monitor charge. "cancel" takes
+-- back the charge of id ARGV[9] if it ran and counted, and marks its
+-- charge key "cancelled" so that it counts nothing if it runs later; not
+-- across a reset ("reset" in the warned hash). "reset" (quota-milter-ctl)
+-- deletes the month's usage and announced thresholds.
+-- Each acts once per id: the outcome stays 10 minutes in the charge key,
+-- and a replay's "replay:ID" in the warned hash while the month lives. A
+-- replay of a charge id settles that charge too: if it ran and counted,
+-- the replay counts nothing; if not, it never will.
 --
 -- Thresholds: each percent of the limit is announced once per account and
 -- month, by the first charge, refusal or replay that finds the month's
