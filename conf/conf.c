@@ -332,9 +332,9 @@ conf_redis_addr(const char *text, bool tcp_only, struct qm_redis_addr *addr)
 	return true;
 }
 
-/* conf_name_ok - a plan or category name */
-static bool
-conf_name_ok(const char *s)
+/* conf_name_valid - a plan or category name */
+bool
+conf_name_valid(const char *s)
 {
 	return conf_chars_ok(s, NAME_CHARS, QM_NAME_MAX);
 }
@@ -525,7 +525,7 @@ conf_check_default_plan(cfg_t *cfg, cfg_opt_t *opt)
 {
 	const char *s = cfg_opt_getnstr(opt, 0);
 
-	if (*s != 0 && !conf_name_ok(s)) {
+	if (*s != 0 && !conf_name_valid(s)) {
 		cfg_error(cfg, "bad default_plan \"%s\": a plan name is 1 to %d of A-Z a-z 0-9 _ -",
 			  s, QM_NAME_MAX);
 		return -1;
@@ -896,7 +896,7 @@ conf_last_section(cfg_opt_t *opt)
 static bool
 conf_check_title(cfg_t *cfg, const char *kind, const char *name)
 {
-	if (!conf_name_ok(name)) {
+	if (!conf_name_valid(name)) {
 		cfg_error(cfg, "bad %s name \"%s\": 1 to %d of A-Z a-z 0-9 _ -", kind, name, QM_NAME_MAX);
 		return false;
 	}

@@ -159,6 +159,9 @@ struct qm_conf *conf_load(const char *path, char *err, size_t errlen);
 /* conf_free - release a configuration; NULL is allowed */
 void	conf_free(struct qm_conf *conf);
 
+/* conf_name_valid - a plan or category name: 1 to QM_NAME_MAX of A-Z a-z 0-9 _ - */
+bool	conf_name_valid(const char *name);
+
 /* conf_plan - the plan of that name, or NULL */
 const struct qm_plan *conf_plan(const struct qm_conf *conf, const char *name);
 

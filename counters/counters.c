@@ -296,7 +296,7 @@ counters_call(struct counters *ctr, const struct counters_args *a, struct qm_quo
 	out->status = QM_STATUS_UNAVAILABLE;
 	if (!account_valid(a->account, &why))
 		return counters_fail(err, errlen, "invalid account: %s", why);
-	if (keys_reserved_field(category) || strlen(category) > QM_NAME_MAX)
+	if (*category != 0 && (keys_reserved_field(category) || !conf_name_valid(category)))
 		return counters_fail(err, errlen, "invalid category name \"%.64s\"", category);
 	if (a->units < 0 || a->refused < 0)
 		return counters_fail(err, errlen, "negative units");

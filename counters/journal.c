@@ -399,12 +399,8 @@ journal_parse_line(const char *line, struct journal_entry *e)
 		return false;
 	if (strcmp(e->category, "-") == 0)
 		e->category[0] = 0;
-	else if (keys_reserved_field(e->category))
+	else if (keys_reserved_field(e->category) || !conf_name_valid(e->category))
 		return false;
-	for (const char *cp = e->category; *cp; cp++)
-		if (!(*cp >= 'a' && *cp <= 'z') && !(*cp >= 'A' && *cp <= 'Z')
-		    && !(*cp >= '0' && *cp <= '9') && *cp != '_' && *cp != '-')
-			return false;
 	return account_valid(e->account, NULL) && month_valid(e->month);
 }
 

@@ -419,6 +419,24 @@ START_TEST(reply_overrides)
 }
 END_TEST
 
+/* conf_name_valid: plan and category names, for the conf, counters and journal */
+START_TEST(names)
+{
+	char	name[QM_NAME_MAX + 2];
+
+	ck_assert(conf_name_valid("crm_2-bulk"));
+	ck_assert(!conf_name_valid(""));
+	ck_assert(!conf_name_valid("a.b"));
+	ck_assert(!conf_name_valid("a b"));
+	memset(name, 'n', sizeof(name));
+	name[QM_NAME_MAX] = 0;
+	ck_assert(conf_name_valid(name));
+	name[QM_NAME_MAX] = 'n';
+	name[QM_NAME_MAX + 1] = 0;
+	ck_assert(!conf_name_valid(name));
+}
+END_TEST
+
 /* conf_reply_var: the one table of reply variables, for conf and policy */
 START_TEST(reply_vars)
 {
@@ -903,6 +921,7 @@ main(void)
 	tcase_add_test(tc, addresses_and_sockets);
 	tcase_add_test(tc, redis_addr);
 	tcase_add_test(tc, reply_overrides);
+	tcase_add_test(tc, names);
 	tcase_add_test(tc, reply_vars);
 	tcase_add_test(tc, reply_names);
 	tcase_add_loop_test(tc, bad_conf, 0, (int) ARRAY_LEN(bad_cases));
