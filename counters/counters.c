@@ -21,7 +21,6 @@
 
 #define COUNTERS_KEYS	5		/* KEYS[] of quota.lua */
 #define COUNTERS_ARGS	9		/* ARGV[] that change from call to call */
-#define COUNTERS_ID_MAX	63		/* longest journal entry id */
 #define COUNTERS_NUM	24		/* room for a long long in text */
 
 struct counters {
@@ -458,18 +457,9 @@ counters_replay(struct counters *ctr, const struct journal_entry *entry,
 		entry->id, NULL};
 	struct qm_quota out;
 	time_t  expireat;
-	size_t  len = strnlen(entry->id, sizeof(entry->id));
 
-	if ((entry->cancel || entry->refusal)
-	    && (len == sizeof(entry->id) || !keys_charge_id_valid(entry->id)))
-		return counters_fail(err, errlen, "journal %s entry without a valid id",
-				     entry->cancel ? "cancel" : "refusal");
-	if (len == 0 || len > COUNTERS_ID_MAX || len == sizeof(entry->id))
-		return counters_fail(err, errlen, "journal entry without a valid id");
-	for (size_t i = 0; i < len; i++)
-		if (entry->id[i] <= ' ' || entry->id[i] >= 0x7f)
-			return counters_fail(err, errlen,
-					     "journal entry id with spaces or control characters");
+	if (!journal_entry_valid(entry))
+		return counters_fail(err, errlen, "invalid journal entry");
 
 	/*
 	 * A month whose usage hash has expired already: EXPIREAT in the past
