@@ -581,7 +581,7 @@ conf_check_prefix(cfg_t *cfg, cfg_opt_t *opt)
 	return 0;
 }
 
-/* conf_check_name - validator: "" or a Sentinel master or Redis ACL user name */
+/* conf_check_name - validator: "" or a Sentinel master, ACL user or {daemon_name} */
 static int
 conf_check_name(cfg_t *cfg, cfg_opt_t *opt)
 {
@@ -872,19 +872,6 @@ conf_check_cidrs(cfg_t *cfg, cfg_opt_t *opt)
 	return 0;
 }
 
-/* conf_check_daemon - validator: "" or a {daemon_name} value */
-static int
-conf_check_daemon(cfg_t *cfg, cfg_opt_t *opt)
-{
-	const char *s = cfg_opt_getnstr(opt, 0);
-
-	if (*s != 0 && !conf_graph_ok(s, "")) {
-		cfg_error(cfg, "bad daemon \"%s\": printable characters without space", s);
-		return -1;
-	}
-	return 0;
-}
-
 /* conf_last_section - the section that just closed */
 static cfg_t *
 conf_last_section(cfg_opt_t *opt)
@@ -1095,7 +1082,7 @@ static const struct conf_validator {
 	{"category|sasl", conf_check_regex},
 	{"category|sender", conf_check_regex},
 	{"category|client", conf_check_cidrs},
-	{"category|daemon", conf_check_daemon},
+	{"category|daemon", conf_check_name},
 	{"plan", conf_check_plan},
 	{"plan|monthly", conf_check_range},
 	{"reply", conf_check_reply},
