@@ -697,6 +697,7 @@ redis_pool_create(const struct qm_redis_conf *conf, char *err, size_t errlen)
 {
 	struct redis_pool *pool;
 	pthread_condattr_t attr;
+	struct sigaction sa;
 
 	if (conf->pool_size < 1 || conf->timeout_ms < 1 || conf->database < 0) {
 		snprintf(err, errlen, "Redis: pool_size and timeout_ms must be at least 1, "
@@ -707,13 +708,14 @@ redis_pool_create(const struct qm_redis_conf *conf, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
+	pthread_mutex_init(&pool->lock, NULL);
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&pool->freed, &attr);
+	pthread_condattr_destroy(&attr);
 	pool->size = (size_t) conf->pool_size;
 	pool->timeout_ms = conf->timeout_ms;
-	{
-		struct sigaction sa;
-
-		pool->pipe_ignored = sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN;
-	}
+	pool->pipe_ignored = sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN;
 	pool->database = conf->database;
 	if (conf->sentinel_count > 0) {
 		if (conf->master == NULL || *conf->master == 0) {
@@ -721,10 +723,8 @@ redis_pool_create(const struct qm_redis_conf *conf, char *err, size_t errlen)
 			goto fail;
 		}
 		if ((pool->sentinels = calloc(conf->sentinel_count, sizeof(*pool->sentinels))) == NULL
-		    || (pool->master = strdup(conf->master)) == NULL) {
-			snprintf(err, errlen, "out of memory");
-			goto fail;
-		}
+		    || (pool->master = strdup(conf->master)) == NULL)
+			goto oom;
 		pool->sentinel_count = conf->sentinel_count;
 		for (size_t i = 0; i < conf->sentinel_count; i++) {
 			if (!conf_redis_addr(conf->sentinels[i], true, &pool->sentinels[i])) {
@@ -742,28 +742,15 @@ redis_pool_create(const struct qm_redis_conf *conf, char *err, size_t errlen)
 	     && (pool->password = strdup(conf->password)) == NULL)
 	    || (conf->username != NULL && *conf->username != 0
 		&& ((pool->username = strdup(conf->username)) == NULL
-		    || (pool->password == NULL && (pool->password = strdup("")) == NULL)))) {
-		snprintf(err, errlen, "out of memory");
-		goto fail;
-	}
-	if ((pool->idle = calloc(pool->size, sizeof(*pool->idle))) == NULL) {
-		snprintf(err, errlen, "out of memory");
-		goto fail;
-	}
-	pthread_mutex_init(&pool->lock, NULL);
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&pool->freed, &attr);
-	pthread_condattr_destroy(&attr);
+		    || (pool->password == NULL && (pool->password = strdup("")) == NULL)))
+	    || (pool->idle = calloc(pool->size, sizeof(*pool->idle))) == NULL)
+		goto oom;
 	return pool;
 
+oom:
+	snprintf(err, errlen, "out of memory");
 fail:
-	free(pool->sentinels);
-	free(pool->master);
-	free(pool->username);
-	free(pool->password);
-	free(pool->idle);
-	free(pool);
+	redis_pool_free(pool);
 	return NULL;
 }
 
