@@ -49,8 +49,7 @@ month_zone_path(const char *zone, char *path, size_t pathlen, char *err, size_t 
 	const char *dir;
 	unsigned char magic[4];
 	struct stat st;
-	ssize_t got;
-	int fd;
+	int	fd;
 
 	if (*zone == 0 || strlen(zone) > MONTH_ZONE_MAX) {
 		snprintf(err, errlen, "time zone \"%.40s\": empty or too long", zone);
@@ -83,7 +82,7 @@ month_zone_path(const char *zone, char *path, size_t pathlen, char *err, size_t 
 		return false;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)
-	    || (got = read(fd, magic, sizeof(magic))) != (ssize_t) sizeof(magic)
+	    || read(fd, magic, sizeof(magic)) != (ssize_t) sizeof(magic)
 	    || memcmp(magic, "TZif", 4) != 0) {
 		close(fd);
 		snprintf(err, errlen, "unknown time zone \"%s\": %s is not a tzfile", zone, path);
