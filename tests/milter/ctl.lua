@@ -14,9 +14,9 @@ run {
 	envelope(conn, "<crm@app.example>", list)
 	local r = content(conn, { { "X-Quota-Account", account }, { "X-Quota-Category", "crm" } })
 	if expect == "accept" then
-		check(r == SMFIR_CONTINUE or r == SMFIR_ACCEPT, label .. ": accepted")
+		check(accepted(r), label .. ": accepted")
 	else
-		check(r == SMFIR_REPLYCODE and mt.eom_check(conn, MT_SMTPREPLY, "550", "5.7.1", expect),
+		check(refused(conn, r, "550", "5.7.1", expect),
 			label .. ": refused with " .. expect)
 	end
 	mt.disconnect(conn)

@@ -7,9 +7,9 @@ run {
 	envelope(conn, "<crm@app.example>", { "<a@x.example>" })
 	local r = content(conn, { { "X-Quota-Account", "rl-co" }, { "X-Quota-Category", "crm" } })
 	if expect == "accept" then
-		check(r == SMFIR_CONTINUE or r == SMFIR_ACCEPT, "accepted (" .. expect .. ")")
+		check(accepted(r), "accepted (" .. expect .. ")")
 	else
-		check(r == SMFIR_REPLYCODE and mt.eom_check(conn, MT_SMTPREPLY, "550", "5.7.1", expect),
+		check(refused(conn, r, "550", "5.7.1", expect),
 			"refused: " .. expect)
 	end
 	mt.disconnect(conn)
