@@ -1,14 +1,14 @@
--- ctl.lua - one counted message for an account, to show that the milter
--- obeys what quota-milter-ctl set. Globals from miltertest -D: account,
--- rcpts (how many recipients), expect ("accept" or the 550 reply text),
--- label (names the case).
+-- message.lua - one counted message (category crm) for an account, to show
+-- that the milter obeys what quota-milter-ctl set or a reload changed.
+-- Globals from miltertest -D: account, rcpts (how many recipients, default
+-- 1), expect ("accept" or the 550 reply text), label (names the case).
 dofile(lib)
 
 run {
 { label, function()
 	local conn = open()
 	local list = {}
-	for i = 1, tonumber(rcpts) do
+	for i = 1, tonumber(rcpts or 1) do
 		list[i] = "<r" .. i .. "@x.example>"
 	end
 	envelope(conn, "<crm@app.example>", list)
