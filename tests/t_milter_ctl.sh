@@ -379,9 +379,8 @@ if command -v groff >/dev/null; then
 		check "$page: no groff warnings" test -z "$(groff -man -Tutf8 -ww -z "$page" 2>&1)"
 	done
 	text() { groff -man -Tascii -P-cbou "$1" 2>/dev/null; }
-	spec=""
-	for f in ../shared/SPEC.md /work/shared/SPEC.md; do [ -f "$f" ] && { spec=$f; break; }; done
-	if [ -n "$spec" ]; then
+	spec=${QM_SPEC:-../shared/SPEC.md}	# the product contract, beside the checkout
+	if [ -f "$spec" ]; then
 		# The Programs line: "COMMAND`: usage ACCOUNT [YYYY-MM] · top ... · export YYYY-MM ..."
 		cmds=$(sed -n '/`quota-milter-ctl \[-c FILE\]/,/^$/p' "$spec" | tr '\n' ' ' |
 			sed 's/.*COMMAND`: *//' | tr '·' '\n' | awk 'NF {print $1}' | paste -sd' ')
