@@ -16,7 +16,6 @@
 
  /* Per-message state, reset at MAIL, end of message and abort. */
 struct msg_ctx {
-	bool	active;			/* MAIL seen, not yet finished */
 	bool	counted;		/* may be counted: a category matches or may */
 	char   *sender;			/* envelope sender without <> */
 	char   *sasl;			/* {auth_authen} */
@@ -538,7 +537,6 @@ envfrom(SMFICTX *ctx, struct conn_ctx *cc, char **argv)
 	size_t	len;
 
 	msg_finish(cc);
-	m->active = true;
 	if ((cc->noreply & SMFIP_NR_MAIL) == 0 && deferred_failure(ctx, cc))
 		return SMFIS_TEMPFAIL;
 

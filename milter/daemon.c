@@ -493,8 +493,10 @@ main(int argc, char **argv)
 	rc = smfi_main();
 	/*
 	 * libmilter leaves its unix socket behind (the next start would remove
-	 * it): an MTA should find none. The runtime stays: the reload and
-	 * replay threads may still use it until the process is gone.
+	 * it): an MTA should find none. The runtime and the journal stay
+	 * (no journal_close()): the reload and replay threads may still use
+	 * them until the process is gone, and its exit closes the journal's
+	 * file and frees its lock.
 	 */
 	socket_remove();
 	msg_info("stopped");

@@ -86,15 +86,3 @@ msg_fatal(const char *fmt, ...)
 	va_end(ap);
 	exit(1);
 }
-
-/* msg_panic - internal inconsistency: log and abort */
-void
-msg_panic(const char *fmt, ...)
-{
-	va_list	ap;
-
-	va_start(ap, fmt);
-	log_vsend(LOG_CRIT, "panic: ", fmt, ap);
-	va_end(ap);
-	abort();
-}
