@@ -16,18 +16,18 @@
 
  /* Per-message state, reset at MAIL, end of message and abort. */
 struct msg_ctx {
-	bool	counted;		/* may be counted: a category matches or may */
+	bool	may_count;		/* a category matches, or may once headers are seen */
 	char   *sender;			/* envelope sender without <> */
 	char   *sasl;			/* {auth_authen} */
 	int	category;		/* index, POLICY_CLASS_NONE or _LATER */
-	bool	rcpt_decides;		/* enforce decides recipients at RCPT */
-	bool	rcpt_stage;		/* and does so for this message */
-	enum policy_account acct_res;	/* early account result */
-	const char *acct_reason;
+	bool	rcpt_decides;		/* recipients decided one by one (policy_rcpt_decides()) */
+	bool	decide_at_rcpt;		/* and refused at RCPT: enforce, Redis answering */
+	enum policy_account account_result;	/* of an account known at MAIL */
+	const char *account_reason;	/* why, when not POLICY_ACCOUNT_OK */
 	char	account[QM_ACCOUNT_MAX + 1];
-	bool	peeked;			/* quota read at the first RCPT */
-	bool	recent;			/* or this process's recent answer (counters_recent) */
-	struct qm_quota quota;		/* what the peek said */
+	bool	quota_from_peek;	/* quota: Redis's answer at the first RCPT */
+	bool	quota_from_cache;	/* quota: this process's of the last second (counters_recent()) */
+	struct qm_quota quota;		/* what RCPT decided on, then the charge's answer */
 	long long rcpt_ok;		/* recipients accepted */
 	long long reserved;		/* units promised to them */
 	long long refused;		/* units refused for good, not yet recorded */
@@ -38,8 +38,8 @@ struct msg_ctx {
 	bool	headers_truncated;
 	unsigned *slot_seen;		/* occurrences per policy_header_slot() */
 	bool	failed;			/* out of memory where no reply could say so */
-	bool	pass;			/* no category: let through at the first RCPT */
-	bool	strip;			/* no category, but its headers go (conf_strips()) */
+	bool	pass_at_rcpt;		/* no category: let through at the first RCPT */
+	bool	strip_uncounted;	/* no category, but its headers go (conf_strips()) */
 };
 
  /* Per-connection state. */
@@ -246,7 +246,7 @@ unavailable(SMFICTX *ctx, struct conn_ctx *cc, long long units, const char *err)
 		}
 		msg_warn("%s: cannot journal the count: %s", queue_id(ctx), jerr);
 	}
-	if (m->quota.doubt && m->quota.charge_id[0] != 0 && units > 0)
+	if (m->quota.may_have_run && m->quota.charge_id[0] != 0 && units > 0)
 		charge_cancel(ctx, cc, jr, units);
 	decision_log(ctx, cc, units, "tempfail", err);
 	return reply(ctx, cc, QM_REPLY_UNAVAILABLE, err);
@@ -561,19 +561,19 @@ envfrom(SMFICTX *ctx, struct conn_ctx *cc, char **argv)
 		 */
 		msg_reset(m);
 		if (conf_strips(conf)) {
-			m->strip = true;
+			m->strip_uncounted = true;
 			return SMFIS_CONTINUE;
 		}
 		if ((cc->noreply & SMFIP_NR_MAIL) == 0)
 			return SMFIS_ACCEPT;
-		m->pass = true;
+		m->pass_at_rcpt = true;
 		return SMFIS_CONTINUE;
 	}
-	m->counted = true;
+	m->may_count = true;
 	if (policy_account_early(conf)) {
-		m->acct_res = policy_account(conf, &pm, m->account, &m->acct_reason);
+		m->account_result = policy_account(conf, &pm, m->account, &m->account_reason);
 		m->rcpt_decides = policy_rcpt_decides(conf, m->category, cc->non_smtp);
-		m->rcpt_stage = m->rcpt_decides && conf->mode == QM_MODE_ENFORCE;
+		m->decide_at_rcpt = m->rcpt_decides && conf->mode == QM_MODE_ENFORCE;
 	}
 	return SMFIS_CONTINUE;
 }
@@ -613,41 +613,42 @@ qm_envrcpt(SMFICTX *ctx, char **argv)
 	if ((cc->noreply & SMFIP_NR_RCPT) == 0) {
 		if (deferred_failure(ctx, cc))
 			return SMFIS_TEMPFAIL;
-		if (m->pass) {
+		if (m->pass_at_rcpt) {
 			msg_reset(m);
 			return SMFIS_ACCEPT;
 		}
 	}
-	if (!m->rcpt_stage) {
-		if (m->counted)
+	if (!m->decide_at_rcpt) {
+		if (m->may_count)
 			m->rcpt_ok++;
 		return stage_reply(cc, SMFIP_NR_RCPT, SMFIS_CONTINUE);
 	}
 	units = policy_rcpt_units(cc->rt->conf, m->rcpt_ok);
-	if (m->acct_res != POLICY_ACCOUNT_OK) {
-		decision_log(ctx, cc, units, "refuse", m->acct_reason);
-		return reply(ctx, cc, policy_account_reply(m->acct_res), m->acct_reason);
+	if (m->account_result != POLICY_ACCOUNT_OK) {
+		decision_log(ctx, cc, units, "refuse", m->account_reason);
+		return reply(ctx, cc, policy_account_reply(m->account_result), m->account_reason);
 	}
 	/*
 	 * A quota this process learned under a second ago stands in for the
-	 * peek while the account is far from its limit (policy_far()); near
-	 * it, or for a refusal, Redis is asked.
+	 * peek while the account is far from its limit
+	 * (policy_far_from_limit()); near it, or for a refusal, Redis is asked.
 	 */
-	if (!m->peeked && !m->recent)
-		m->recent = counters_recent(cc->rt->ctr, m->account, &m->quota);
-	if (!m->peeked && (!m->recent || !policy_far(&m->quota, m->reserved, units))) {
-		m->recent = false;		/* decided on Redis's answer from here on */
+	if (!m->quota_from_peek && !m->quota_from_cache)
+		m->quota_from_cache = counters_recent(cc->rt->ctr, m->account, &m->quota);
+	if (!m->quota_from_peek && (!m->quota_from_cache
+			|| !policy_far_from_limit(&m->quota, m->reserved, units))) {
+		m->quota_from_cache = false;	/* decided on Redis's answer from here on */
 		if (counters_peek(cc->rt->ctr, m->account, time(NULL), &m->quota,
 				  err, sizeof(err)) < 0) {
 			if (cc->rt->conf->on_redis_error == QM_ON_ERROR_ACCEPT) {
 				/* Decide at end of message; count it then or journal it. */
-				m->rcpt_stage = false;
+				m->decide_at_rcpt = false;
 				m->rcpt_ok++;
 				return SMFIS_CONTINUE;
 			}
 			return unavailable(ctx, cc, units, err);
 		}
-		m->peeked = true;
+		m->quota_from_peek = true;
 	}
 	if (m->quota.status != QM_STATUS_OK || !policy_fits(&m->quota, m->reserved, units)) {
 		enum qm_status st = m->quota.status == QM_STATUS_OK
@@ -705,7 +706,7 @@ header_keep(struct conn_ctx *cc, const char *name, const char *value)
 	struct policy_header *h;
 	int	slot;
 
-	if ((!m->counted && !m->strip) || name == NULL || value == NULL
+	if ((!m->may_count && !m->strip_uncounted) || name == NULL || value == NULL
 	    || (slot = policy_header_slot(conf, name)) < 0
 	    || ((size_t) slot == conf->category_count
 		&& conf->account.source != QM_SOURCE_HEADER))
@@ -810,8 +811,8 @@ qm_eom(SMFICTX *ctx)
 		msg_finish(cc);
 		return SMFIS_TEMPFAIL;
 	}
-	if (!m->counted) {
-		strip_headers(ctx, cc);		/* if m->strip: slots seen */
+	if (!m->may_count) {
+		strip_headers(ctx, cc);		/* if m->strip_uncounted: slots seen */
 		return SMFIS_CONTINUE;
 	}
 	mode = conf->mode != QM_MODE_MONITOR ? COUNTERS_ENFORCE
@@ -835,8 +836,8 @@ qm_eom(SMFICTX *ctx)
 	}
 	units = policy_message_units(conf, m->rcpt_ok);
 	if (policy_account_early(conf)) {
-		res = m->acct_res;
-		reason = m->acct_reason;
+		res = m->account_result;
+		reason = m->account_reason;
 	} else {
 		res = policy_account(conf, &pm, m->account, &reason);
 	}
@@ -873,7 +874,7 @@ qm_eom(SMFICTX *ctx)
 		rc = SMFIS_CONTINUE;
 		break;
 	default:
-		id = policy_status_reply(m->quota.status, m->peeked || m->recent);
+		id = policy_status_reply(m->quota.status, m->quota_from_peek || m->quota_from_cache);
 		decision_log(ctx, cc, units, reply_final(cc, id) ? "refuse" : "tempfail",
 			     counters_status_name(m->quota.status));
 		rc = reply(ctx, cc, id, counters_status_name(m->quota.status));

@@ -338,16 +338,9 @@ policy_fits(const struct qm_quota *q, long long reserved, long long more)
 	return q->used + reserved + more <= q->limit;
 }
 
-/*
- * policy_far - do `more` units fit, with `reserved` promised, and still
- * leave a tenth of the limit (at least POLICY_FAR_MIN units)? Only then
- * may a quota learned earlier (counters_recent()) decide a recipient
- * without asking Redis: in the second it may be old, the rest of the
- * fleet is unlikely to send that much, and if it did, the charge at end
- * of message still refuses what does not fit (451, retried).
- */
+/* policy_far_from_limit - do `more` units fit and leave a tenth of the limit? */
 bool
-policy_far(const struct qm_quota *q, long long reserved, long long more)
+policy_far_from_limit(const struct qm_quota *q, long long reserved, long long more)
 {
 	long long margin;
 	long long need;

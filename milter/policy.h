@@ -117,13 +117,15 @@ long long policy_message_units(const struct qm_conf *conf, long long nrcpt);
 bool	policy_fits(const struct qm_quota *q, long long reserved, long long more);
 
 /*
- * policy_far - does q (status ok) let `more` units fit with `reserved`
- * promised and still leave a tenth of its limit, at least POLICY_FAR_MIN
- * units? Then a quota under a second old may decide a recipient instead
- * of a peek at Redis.
+ * policy_far_from_limit - does q (status ok) let `more` units fit with
+ * `reserved` promised and still leave a tenth of its limit, at least
+ * POLICY_FAR_MIN units? Then a quota under a second old may accept a
+ * recipient without a peek at Redis: the rest of the fleet is unlikely to
+ * send that much within the second, and the charge at end of message
+ * still refuses what does not fit (451, retried).
  */
 #define POLICY_FAR_MIN	100
-bool	policy_far(const struct qm_quota *q, long long reserved, long long more);
+bool	policy_far_from_limit(const struct qm_quota *q, long long reserved, long long more);
 
 /* Values a reply template may use. NULL strings print as "-". */
 struct policy_vars {

@@ -369,49 +369,49 @@ START_TEST(units_and_fit)
 }
 END_TEST
 
-/* policy_far: what a recent quota may decide without asking Redis */
+/* policy_far_from_limit: what a recent quota may decide without asking Redis */
 START_TEST(far_from_limit)
 {
 	struct qm_quota q = { .status = QM_STATUS_OK, .limit = 10000, .used = 8999 };
 
 	/* A tenth of 10 000 must stay: 8999 + 1 + 1000 fits, one more does not. */
-	ck_assert(policy_far(&q, 0, 1));
-	ck_assert(!policy_far(&q, 1, 1));
-	ck_assert(!policy_far(&q, 0, 2));
+	ck_assert(policy_far_from_limit(&q, 0, 1));
+	ck_assert(!policy_far_from_limit(&q, 1, 1));
+	ck_assert(!policy_far_from_limit(&q, 0, 2));
 	q.used = 9000;
-	ck_assert(!policy_far(&q, 0, 1));
+	ck_assert(!policy_far_from_limit(&q, 0, 1));
 	ck_assert(policy_fits(&q, 0, 1));	/* fits, but too near to decide alone */
 
 	/* Small limits: at least POLICY_FAR_MIN units must stay. */
 	q.limit = 500;
 	q.used = 500 - POLICY_FAR_MIN - 1;
-	ck_assert(policy_far(&q, 0, 1));
+	ck_assert(policy_far_from_limit(&q, 0, 1));
 	q.used++;
-	ck_assert(!policy_far(&q, 0, 1));
+	ck_assert(!policy_far_from_limit(&q, 0, 1));
 	q.limit = POLICY_FAR_MIN;
 	q.used = 0;
-	ck_assert(!policy_far(&q, 0, 1));
+	ck_assert(!policy_far_from_limit(&q, 0, 1));
 
 	/* Unlimited: always far; any other status: never, it is Redis's to say. */
 	q.limit = QM_UNLIMITED;
 	q.used = 123456789;
-	ck_assert(policy_far(&q, 1000000, 1000000));
+	ck_assert(policy_far_from_limit(&q, 1000000, 1000000));
 	q.status = QM_STATUS_SUSPENDED;
-	ck_assert(!policy_far(&q, 0, 1));
+	ck_assert(!policy_far_from_limit(&q, 0, 1));
 	q.status = QM_STATUS_EXHAUSTED;
-	ck_assert(!policy_far(&q, 0, 1));
+	ck_assert(!policy_far_from_limit(&q, 0, 1));
 	q.status = QM_STATUS_OVER;
-	ck_assert(!policy_far(&q, 0, 1));
+	ck_assert(!policy_far_from_limit(&q, 0, 1));
 
 	/* Numbers Redis should never give: no overflow, no answer. */
 	q.status = QM_STATUS_OK;
 	q.limit = LLONG_MAX;
 	q.used = LLONG_MAX - 10;
-	ck_assert(!policy_far(&q, 5, 5));
+	ck_assert(!policy_far_from_limit(&q, 5, 5));
 	q.used = -5;
-	ck_assert(!policy_far(&q, 0, 1));
+	ck_assert(!policy_far_from_limit(&q, 0, 1));
 	q.used = 0;
-	ck_assert(!policy_far(&q, -1, 1));
+	ck_assert(!policy_far_from_limit(&q, -1, 1));
 }
 END_TEST
 
