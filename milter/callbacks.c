@@ -39,7 +39,7 @@ struct msg_ctx {
 	unsigned *slot_seen;		/* occurrences per policy_header_slot() */
 	bool	failed;			/* out of memory where no reply could say so */
 	bool	pass_at_rcpt;		/* no category: let through at the first RCPT */
-	bool	strip_uncounted;	/* no category, but its headers go (conf_strips()) */
+	bool	strip_uncounted;	/* no category, but its headers go (needs.strip) */
 };
 
  /* Per-connection state. */
@@ -374,84 +374,26 @@ msg_finish(struct conn_ctx *cc)
 }
 
 /*
- * conf_reads_headers - does the conf read or strip any header? The
- * account header with source = header, a category's header.
- */
-static bool
-conf_reads_headers(const struct qm_conf *conf)
-{
-	size_t	i;
-
-	if (conf->account.source == QM_SOURCE_HEADER)
-		return true;
-	for (i = 0; i < conf->category_count; i++)
-		if (conf->categories[i].header != NULL)
-			return true;
-	return false;
-}
-
-/*
- * conf_strips - are the account and category headers removed from every
- * message that carries them? Then mail of no category, too, is followed to
- * its end, for its headers.
- */
-static bool
-conf_strips(const struct qm_conf *conf)
-{
-	return conf->account.strip_headers && conf_reads_headers(conf);
-}
-
-/*
- * conf_mail_may_pass - may qm_envfrom() find no category, and let the
- * message pass? Not when a category has no envelope matcher: the
- * classification stops there, whatever the envelope (policy_classify()).
- */
-static bool
-conf_mail_may_pass(const struct qm_conf *conf)
-{
-	size_t	i;
-
-	for (i = 0; i < conf->category_count; i++) {
-		const struct qm_category *cat = &conf->categories[i];
-
-		if (!cat->has_sasl && !cat->has_sender && cat->client.count == 0
-		    && cat->daemon == NULL)
-			return false;
-	}
-	return true;
-}
-
-/*
- * conf_rcpt_may_refuse - may qm_envrcpt() refuse a recipient? Only with
- * an account known before DATA, in enforce mode.
- */
-static bool
-conf_rcpt_may_refuse(const struct qm_conf *conf)
-{
-	return policy_account_early(conf) && conf->mode == QM_MODE_ENFORCE;
-}
-
-/*
- * negotiate_steps - the steps (SMFIP_NO*, SMFIP_NR_*) a conf asks the MTA for: no event
- * the milter does not read, no reply where its callback never refuses.
- * MAIL gets no reply either when RCPT replies: mail with no category is
- * then let through at its first RCPT, one packet later, and counted mail
- * saves a reply. Over a unix socket DATA is skipped; over TCP it stays
+ * negotiate_steps - the steps (SMFIP_NO*, SMFIP_NR_*) to ask the MTA for:
+ * no event the conf does not read, no reply where it never refuses
+ * (policy_needs()). Over a unix socket DATA is skipped; over TCP it stays
  * (see qm_data()).
  */
 static unsigned long
-negotiate_steps(const struct qm_conf *conf)
+negotiate_steps(const struct policy_needs *needs)
 {
 	unsigned long steps = SMFIP_NOHELO | SMFIP_NOEOH | SMFIP_NOBODY | SMFIP_NOUNKNOWN
 	    | SMFIP_NR_CONN;
 
 	if (listen_unix)
 		steps |= SMFIP_NODATA;
-	if (!conf_mail_may_pass(conf) || conf_rcpt_may_refuse(conf))
+	if (!needs->mail_reply)
 		steps |= SMFIP_NR_MAIL;
-	if (!conf_rcpt_may_refuse(conf))
-		steps |= conf->unit == QM_UNIT_MESSAGES ? SMFIP_NORCPT : SMFIP_NR_RCPT;
-	steps |= conf_reads_headers(conf) ? SMFIP_NR_HDR : SMFIP_NOHDRS;
+	if (!needs->rcpt)
+		steps |= SMFIP_NORCPT;
+	else if (!needs->rcpt_reply)
+		steps |= SMFIP_NR_RCPT;
+	steps |= needs->headers ? SMFIP_NR_HDR : SMFIP_NOHDRS;
 	return steps;
 }
 
@@ -475,7 +417,7 @@ qm_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
 	if (cc == NULL)
 		return SMFIS_ALL_OPTS;		/* every event and reply */
 	*pf0 = SMFIF_CHGHDRS;
-	*pf1 = negotiate_steps(cc->rt->conf) & f1;
+	*pf1 = negotiate_steps(&cc->rt->needs) & f1;
 	*pf2 = 0;
 	*pf3 = 0;
 	cc->noreply = *pf1 & (SMFIP_NR_CONN | SMFIP_NR_MAIL | SMFIP_NR_RCPT | SMFIP_NR_HDR);
@@ -560,7 +502,7 @@ envfrom(SMFICTX *ctx, struct conn_ctx *cc, char **argv)
 		 * stripped, it is followed to its end for them.
 		 */
 		msg_reset(m);
-		if (conf_strips(conf)) {
+		if (cc->rt->needs.strip) {
 			m->strip_uncounted = true;
 			return SMFIS_CONTINUE;
 		}

@@ -113,6 +113,7 @@ runtime_load(const char *path, char *err, size_t errlen)
 		msg_fatal("out of memory");
 	rt->conf = conf;
 	rt->ctr = ctr;
+	rt->needs = policy_needs(conf);
 	rt->refs = 1;
 	return rt;
 }

@@ -16,13 +16,14 @@
 #define QM_NAME		"quota-milter"
 
 /*
- * A runtime: a loaded conf and its Redis counters. Immutable and
- * refcounted: each connection pins the one it started with, a reload
- * swaps in a new one, the last user frees the old.
+ * A runtime: a loaded conf, its Redis counters and what it needs of the
+ * MTA. Immutable and refcounted: each connection pins the one it started
+ * with, a reload swaps in a new one, the last user frees the old.
  */
 struct runtime {
 	struct qm_conf *conf;
 	struct counters *ctr;
+	struct policy_needs needs;	/* policy_needs(conf) */
 	int	refs;			/* daemon.c's, under its lock */
 };
 

@@ -70,6 +70,21 @@ bool	policy_local(const char *hostname, const struct sockaddr *addr);
 /* policy_account_early - is the account known before DATA (sasl, sender-domain)? */
 bool	policy_account_early(const struct qm_conf *conf);
 
+/* What a conf needs of the MTA: the events it reads, the replies that may refuse. */
+struct policy_needs {
+	bool	headers;		/* the account or a category header is read */
+	bool	strip;			/* and removed from all mail: uncounted mail too is
+					 * followed to its end */
+	bool	rcpt;			/* recipients are counted or refused */
+	bool	rcpt_reply;		/* a recipient may be refused (account known at
+					 * MAIL, enforce) */
+	bool	mail_reply;		/* MAIL may let mail of no category pass; when RCPT
+					 * replies, RCPT lets it pass instead */
+};
+
+/* policy_needs - what the conf needs of the MTA for every message */
+struct policy_needs policy_needs(const struct qm_conf *conf);
+
 enum policy_account {
 	POLICY_ACCOUNT_OK,
 	POLICY_ACCOUNT_NONE,		/* no account in the message */
