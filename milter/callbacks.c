@@ -536,6 +536,49 @@ qm_envfrom(SMFICTX *ctx, char **argv)
 }
 
 /*
+ * rcpt_quota - the quota to decide a recipient of `units` on, in
+ * m->quota: this process's answer of the last second while the account
+ * is far from its limit (policy_far_from_limit()), else one peek at Redis
+ * a message. 0, or -1 with err when Redis failed.
+ */
+static int
+rcpt_quota(struct conn_ctx *cc, long long units, char *err, size_t errlen)
+{
+	struct msg_ctx *m = &cc->msg;
+
+	if (m->quota_from_peek)
+		return 0;
+	if (!m->quota_from_cache)
+		m->quota_from_cache = counters_recent(cc->rt->ctr, m->account, &m->quota);
+	if (m->quota_from_cache && policy_far_from_limit(&m->quota, m->reserved, units))
+		return 0;
+	m->quota_from_cache = false;	/* decided on Redis's answer from here on */
+	if (counters_peek(cc->rt->ctr, m->account, time(NULL), &m->quota, err, errlen) < 0)
+		return -1;
+	m->quota_from_peek = true;
+	return 0;
+}
+
+/*
+ * rcpt_refuse - refuse a recipient the quota has no room for; a final
+ * refusal (5xx) is recorded, once a message for unit messages
+ */
+static sfsistat
+rcpt_refuse(SMFICTX *ctx, struct conn_ctx *cc, long long units)
+{
+	struct msg_ctx *m = &cc->msg;
+	enum qm_status st = m->quota.status == QM_STATUS_OK ? QM_STATUS_EXHAUSTED
+	    : m->quota.status;
+	enum qm_reply_id id = policy_status_reply(st, false);
+
+	if (reply_final(cc, id))
+		refusal_add(cc, cc->rt->conf->unit == QM_UNIT_RECIPIENTS ? units
+			    : (m->refused == 0 && m->rcpt_ok == 0), m->quota.month);
+	decision_log(ctx, cc, units, "refuse-rcpt", counters_status_name(st));
+	return reply(ctx, cc, id, counters_status_name(st));
+}
+
+/*
  * qm_envrcpt - with an early account, accept recipients while they fit;
  * otherwise count them, without a reply (SMFIP_NR_RCPT).
  */
@@ -544,7 +587,6 @@ qm_envrcpt(SMFICTX *ctx, char **argv)
 {
 	struct conn_ctx *cc = conn_get(ctx);
 	struct msg_ctx *m;
-	enum qm_reply_id id;
 	long long units;
 	char	err[256];
 
@@ -570,40 +612,15 @@ qm_envrcpt(SMFICTX *ctx, char **argv)
 		decision_log(ctx, cc, units, "refuse", m->account_reason);
 		return reply(ctx, cc, policy_account_reply(m->account_result), m->account_reason);
 	}
-	/*
-	 * A quota this process learned under a second ago stands in for the
-	 * peek while the account is far from its limit
-	 * (policy_far_from_limit()); near it, or for a refusal, Redis is asked.
-	 */
-	if (!m->quota_from_peek && !m->quota_from_cache)
-		m->quota_from_cache = counters_recent(cc->rt->ctr, m->account, &m->quota);
-	if (!m->quota_from_peek && (!m->quota_from_cache
-			|| !policy_far_from_limit(&m->quota, m->reserved, units))) {
-		m->quota_from_cache = false;	/* decided on Redis's answer from here on */
-		if (counters_peek(cc->rt->ctr, m->account, time(NULL), &m->quota,
-				  err, sizeof(err)) < 0) {
-			if (cc->rt->conf->on_redis_error == QM_ON_ERROR_ACCEPT) {
-				/* Decide at end of message; count it then or journal it. */
-				m->decide_at_rcpt = false;
-				m->rcpt_ok++;
-				return SMFIS_CONTINUE;
-			}
+	if (rcpt_quota(cc, units, err, sizeof(err)) < 0) {
+		if (cc->rt->conf->on_redis_error != QM_ON_ERROR_ACCEPT)
 			return unavailable(ctx, cc, units, err);
-		}
-		m->quota_from_peek = true;
+		m->decide_at_rcpt = false;	/* at end of message: counted or journaled */
+		m->rcpt_ok++;
+		return SMFIS_CONTINUE;
 	}
-	if (m->quota.status != QM_STATUS_OK || !policy_fits(&m->quota, m->reserved, units)) {
-		enum qm_status st = m->quota.status == QM_STATUS_OK
-		    ? QM_STATUS_EXHAUSTED : m->quota.status;
-
-		id = policy_status_reply(st, false);
-		/* Recorded once final (5xx), and once per message for unit messages. */
-		if (reply_final(cc, id))
-			refusal_add(cc, cc->rt->conf->unit == QM_UNIT_RECIPIENTS ? units
-				    : (m->refused == 0 && m->rcpt_ok == 0), m->quota.month);
-		decision_log(ctx, cc, units, "refuse-rcpt", counters_status_name(st));
-		return reply(ctx, cc, id, counters_status_name(st));
-	}
+	if (m->quota.status != QM_STATUS_OK || !policy_fits(&m->quota, m->reserved, units))
+		return rcpt_refuse(ctx, cc, units);
 	m->rcpt_ok++;
 	m->reserved += units;
 	return SMFIS_CONTINUE;
@@ -724,56 +741,89 @@ inflight_charge(struct conn_ctx *cc, struct inflight *inf, const char *charge_id
 	return inflight_begin(inf, &e);
 }
 
-/* qm_eom - decide the message: one atomic charge */
+/*
+ * charge_verdict - the reply to the charge's answer (m->quota): accept,
+ * or refuse and record the units refused when the refusal is final (5xx)
+ */
 static sfsistat
-qm_eom(SMFICTX *ctx)
+charge_verdict(SMFICTX *ctx, struct conn_ctx *cc, long long units)
 {
-	struct conn_ctx *cc = conn_get(ctx);
-	struct msg_ctx *m;
-	const struct qm_conf *conf;
-	struct policy_msg pm;
-	enum policy_account res;
-	const char *reason;
-	long long units;
-	enum counters_mode mode;
+	struct msg_ctx *m = &cc->msg;
+	const char *status = counters_status_name(m->quota.status);
 	enum qm_reply_id id;
 	sfsistat rc;
+
+	if (m->quota.status == QM_STATUS_OK || m->quota.status == QM_STATUS_OVER) {
+		strip_headers(ctx, cc);
+		decision_log(ctx, cc, units, "accept",
+			     m->quota.status == QM_STATUS_OVER ? "monitor: would refuse" : NULL);
+		return SMFIS_CONTINUE;
+	}
+	id = policy_status_reply(m->quota.status, m->quota_from_peek || m->quota_from_cache);
+	decision_log(ctx, cc, units, reply_final(cc, id) ? "refuse" : "tempfail", status);
+	rc = reply(ctx, cc, id, status);
+	/* A 451 (race, unknown plan) is retried: only a 5xx is recorded. */
+	if (reply_final(cc, id)) {
+		refusal_add(cc, units, m->quota.month);
+		refusals_record(cc);
+	}
+	return rc;
+}
+
+/*
+ * eom_charge - charge the message's units in one atomic call, named and
+ * kept in the inflight file until its verdict is returned
+ */
+static sfsistat
+eom_charge(SMFICTX *ctx, struct conn_ctx *cc, long long units)
+{
+	const struct qm_conf *conf = cc->rt->conf;
+	struct msg_ctx *m = &cc->msg;
+	enum counters_mode mode = conf->mode != QM_MODE_MONITOR ? COUNTERS_ENFORCE
+	    : m->rcpt_decides ? COUNTERS_MONITOR_RCPT : COUNTERS_MONITOR;
 	time_t	now = time(NULL);
 	struct inflight *inf;
 	char	charge_id[17];
 	char	err[256];
+	sfsistat rc;
 	int	slot;
 
-	if (cc == NULL)
-		return SMFIS_TEMPFAIL;
-	m = &cc->msg;
-	conf = cc->rt->conf;
-	refusals_record(cc);
-	if (deferred_failure(ctx, cc)) {
-		msg_finish(cc);
-		return SMFIS_TEMPFAIL;
-	}
-	if (!m->may_count) {
-		strip_headers(ctx, cc);		/* if m->strip_uncounted: slots seen */
-		return SMFIS_CONTINUE;
-	}
-	mode = conf->mode != QM_MODE_MONITOR ? COUNTERS_ENFORCE
-	    : m->rcpt_decides ? COUNTERS_MONITOR_RCPT : COUNTERS_MONITOR;
+	counters_charge_id_new(charge_id);
+	(void) journal_get(&inf);
+	slot = inflight_charge(cc, inf, charge_id, now, units);
+	if (counters_charge_as(cc->rt->ctr, charge_id, m->account,
+			       conf->categories[m->category].name, units, mode,
+			       now, &m->quota, err, sizeof(err)) < 0)
+		rc = unavailable(ctx, cc, units, err);
+	else
+		rc = charge_verdict(ctx, cc, units);
+	inflight_end(inf, slot);
+	return rc;
+}
+
+/*
+ * eom_decide - classify the message and find its account if not done
+ * yet, then charge it; refused when either fails
+ */
+static sfsistat
+eom_decide(SMFICTX *ctx, struct conn_ctx *cc)
+{
+	const struct qm_conf *conf = cc->rt->conf;
+	struct msg_ctx *m = &cc->msg;
+	struct policy_msg pm;
+	enum policy_account res;
+	const char *reason;
+	long long units;
+
 	policy_view(cc, true, &pm);
 	if (m->category < 0 && (m->category = policy_classify(conf, &pm)) < 0) {
-		/*
-		 * Headers were dropped (too long, too many): what decides the
-		 * category may be among them. Never let that pass uncounted.
-		 */
+		/* What decides the category may be among headers dropped: never pass it. */
 		if (m->headers_truncated) {
 			reason = "account or category headers too long or too many";
 			decision_log(ctx, cc, 0, "refuse", reason);
-			rc = reply(ctx, cc, QM_REPLY_BAD_ACCOUNT, reason);
-			msg_reset(m);
-			return rc;
+			return reply(ctx, cc, QM_REPLY_BAD_ACCOUNT, reason);
 		}
 		strip_headers(ctx, cc);		/* no category, or an unknown one */
-		msg_reset(m);
 		return SMFIS_CONTINUE;
 	}
 	units = policy_message_units(conf, m->rcpt_ok);
@@ -783,52 +833,33 @@ qm_eom(SMFICTX *ctx)
 	} else {
 		res = policy_account(conf, &pm, m->account, &reason);
 	}
-	if (res != POLICY_ACCOUNT_OK) {
-		/* Not a quota decision: monitor mode refuses it too. */
-		decision_log(ctx, cc, units, "refuse", reason);
-		rc = reply(ctx, cc, policy_account_reply(res), reason);
-		m->account[0] = 0;
-		msg_reset(m);
-		return rc;
-	}
+	if (res == POLICY_ACCOUNT_OK)
+		return eom_charge(ctx, cc, units);
+	/* Not a quota decision: monitor mode refuses it too. */
+	decision_log(ctx, cc, units, "refuse", reason);
+	return reply(ctx, cc, policy_account_reply(res), reason);
+}
 
-	/* Named and kept in the inflight file until its verdict is returned. */
-	counters_charge_id_new(charge_id);
-	(void) journal_get(&inf);
-	slot = inflight_charge(cc, inf, charge_id, now, units);
-	if (counters_charge_as(cc->rt->ctr, charge_id, m->account,
-			       conf->categories[m->category].name, units, mode,
-			       now, &m->quota, err, sizeof(err)) < 0) {
-		rc = unavailable(ctx, cc, units, err);
-		msg_reset(m);
-		inflight_end(inf, slot);
-		return rc;
+/* qm_eom - decide the message: one atomic charge */
+static sfsistat
+qm_eom(SMFICTX *ctx)
+{
+	struct conn_ctx *cc = conn_get(ctx);
+	sfsistat rc;
+
+	if (cc == NULL)
+		return SMFIS_TEMPFAIL;
+	refusals_record(cc);
+	if (deferred_failure(ctx, cc)) {
+		msg_finish(cc);
+		return SMFIS_TEMPFAIL;
 	}
-	switch (m->quota.status) {
-	case QM_STATUS_OK:
-		strip_headers(ctx, cc);
-		decision_log(ctx, cc, units, "accept", NULL);
-		rc = SMFIS_CONTINUE;
-		break;
-	case QM_STATUS_OVER:
-		strip_headers(ctx, cc);
-		decision_log(ctx, cc, units, "accept", "monitor: would refuse");
-		rc = SMFIS_CONTINUE;
-		break;
-	default:
-		id = policy_status_reply(m->quota.status, m->quota_from_peek || m->quota_from_cache);
-		decision_log(ctx, cc, units, reply_final(cc, id) ? "refuse" : "tempfail",
-			     counters_status_name(m->quota.status));
-		rc = reply(ctx, cc, id, counters_status_name(m->quota.status));
-		/* A 451 (race, unknown plan) is retried: only a 5xx is recorded. */
-		if (reply_final(cc, id)) {
-			refusal_add(cc, units, m->quota.month);
-			refusals_record(cc);
-		}
-		break;
+	if (!cc->msg.may_count) {
+		strip_headers(ctx, cc);		/* if strip_uncounted: slots seen */
+		return SMFIS_CONTINUE;
 	}
-	msg_reset(m);
-	inflight_end(inf, slot);
+	rc = eom_decide(ctx, cc);
+	msg_reset(&cc->msg);
 	return rc;
 }
 

@@ -388,35 +388,28 @@ usage(int status)
 	exit(status);
 }
 
-int
-main(int argc, char **argv)
+/* options - read the command line; -V, -h and errors exit */
+static void
+options(int argc, char **argv, const char **path, bool *test_only)
 {
-	const char *path = QM_DEFAULT_CONF;
-	bool	test_only = false;
-	struct runtime *rt;
-	const char *unix_path;
-	pthread_t tid;
-	sigset_t set;
-	char	err[512];
 	int	ch;
-	int	rc;
 
 	if (argc > 1 && strcmp(argv[1], "--help") == 0)
 		usage(0);
 	while ((ch = getopt(argc, argv, "c:fthV")) != -1) {
 		switch (ch) {
 		case 'c':
-			path = optarg;
+			*path = optarg;
 			break;
 		case 'f':
 			opt_foreground = true;
 			break;
 		case 't':
-			test_only = true;
+			*test_only = true;
 			break;
 		case 'V':
 			printf("%s %s (libmilter, hiredis, libconfuse)\n", QM_NAME, QM_VERSION);
-			return 0;
+			exit(0);
 		case 'h':
 			usage(0);
 			/* NOTREACHED */
@@ -426,49 +419,84 @@ main(int argc, char **argv)
 	}
 	if (optind != argc)
 		usage(2);
+}
 
-	/* A closed socket is an error, not a death (libmilter ignores it too, later). */
-	signal(SIGPIPE, SIG_IGN);
-
-	if ((rt = runtime_load(path, err, sizeof(err))) == NULL) {
-		fprintf(stderr, "%s: %s\n", QM_NAME, err);
-		return 1;
-	}
-	if (test_only) {
-		if (conf_socket_any_host(rt->conf->socket))
-			printf("%s: %s: warning: %s\n", QM_NAME, path, QM_ANY_HOST_WARNING);
-		printf("%s: %s: configuration OK\n", QM_NAME, path);
-		runtime_release(rt);
-		return 0;
-	}
-	log_open(QM_NAME, opt_foreground);
-	runtime_current = rt;
+/* conf_test - -t: the conf loaded; say so, and what is risky in it; 0 */
+static int
+conf_test(struct runtime *rt, const char *path)
+{
 	if (conf_socket_any_host(rt->conf->socket))
-		msg_warn("%s: %s", path, QM_ANY_HOST_WARNING);
+		printf("%s: %s: warning: %s\n", QM_NAME, path, QM_ANY_HOST_WARNING);
+	printf("%s: %s: configuration OK\n", QM_NAME, path);
+	runtime_release(rt);
+	return 0;
+}
 
-	/*
-	 * SIGUSR1 goes to the reload thread only; libmilter's own signal
-	 * thread takes HUP, INT and TERM. All are blocked before the socket
-	 * opens and any thread starts: one that comes early waits for its
-	 * thread instead of killing the process.
-	 */
+/*
+ * listen_start - open libmilter's socket, for the MTA to reach. Every
+ * signal a thread waits for is blocked first, before any thread starts:
+ * one that comes early waits for its thread instead of killing the
+ * process. SIGUSR1 is the reload thread's; HUP, INT and TERM are
+ * libmilter's signal thread's.
+ */
+static void
+listen_start(const struct qm_conf *conf)
+{
+	const char *unix_path = conf_socket_unix_path(conf->socket);
+	sigset_t set;
+
 	sigemptyset(&set);
 	sigaddset(&set, SIGUSR1);
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	unix_path = conf_socket_unix_path(rt->conf->socket);
-	if (smfi_setconn(rt->conf->socket) != MI_SUCCESS)
-		msg_fatal("bad socket \"%s\"", rt->conf->socket);
+	if (smfi_setconn(conf->socket) != MI_SUCCESS)
+		msg_fatal("bad socket \"%s\"", conf->socket);
 	if (callbacks_register(unix_path != NULL) != MI_SUCCESS)
 		msg_fatal("smfi_register failed");
 	if (smfi_opensocket(true) != MI_SUCCESS)
-		msg_fatal("cannot open socket %s (in use, or a missing folder?)", rt->conf->socket);
+		msg_fatal("cannot open socket %s (in use, or a missing folder?)", conf->socket);
 	if (unix_path != NULL && (listen_path = strdup(unix_path)) == NULL)
 		msg_fatal("out of memory");
-	socket_prepare(rt->conf);
+	socket_prepare(conf);
 	listener_find();
+}
+
+/* thread_start - run fn(arg) in a detached thread, or exit */
+static void
+thread_start(void *(*fn) (void *), void *arg)
+{
+	pthread_t tid;
+
+	if ((errno = pthread_create(&tid, NULL, fn, arg)) != 0)
+		msg_fatal("pthread_create: %m");
+	pthread_detach(tid);
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *path = QM_DEFAULT_CONF;
+	bool	test_only = false;
+	struct runtime *rt;
+	char	err[512];
+	int	rc;
+
+	options(argc, argv, &path, &test_only);
+	/* A closed socket is an error, not a death (libmilter ignores it too, later). */
+	signal(SIGPIPE, SIG_IGN);
+	if ((rt = runtime_load(path, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "%s: %s\n", QM_NAME, err);
+		return 1;
+	}
+	if (test_only)
+		return conf_test(rt, path);
+	log_open(QM_NAME, opt_foreground);
+	runtime_current = rt;
+	if (conf_socket_any_host(rt->conf->socket))
+		msg_warn("%s: %s", path, QM_ANY_HOST_WARNING);
+	listen_start(rt->conf);
 	journal_prepare(rt->conf);
 	drop_privileges(rt->conf->user);
 	if (!opt_foreground && daemon(0, 0) < 0)
@@ -480,17 +508,10 @@ main(int argc, char **argv)
 		 rt->conf->unit == QM_UNIT_MESSAGES ? "messages" : "recipients");
 	rt = NULL;			/* a reload may free it from here on */
 
-	if ((errno = pthread_create(&tid, NULL, reload_thread, (void *) path)) != 0)
-		msg_fatal("pthread_create: %m");
-	pthread_detach(tid);
-	if ((errno = pthread_create(&tid, NULL, replay_thread, NULL)) != 0)
-		msg_fatal("pthread_create: %m");
-	pthread_detach(tid);
-	if (listen_fd >= 0) {
-		if ((errno = pthread_create(&tid, NULL, stop_watch, NULL)) != 0)
-			msg_fatal("pthread_create: %m");
-		pthread_detach(tid);
-	}
+	thread_start(reload_thread, (void *) path);
+	thread_start(replay_thread, NULL);
+	if (listen_fd >= 0)
+		thread_start(stop_watch, NULL);
 	rc = smfi_main();
 	/*
 	 * libmilter leaves its unix socket behind (the next start would remove
