@@ -1,7 +1,9 @@
 /*
  * callbacks.c - the libmilter callbacks: each gathers facts about the
  * message, asks milter/policy.c what they mean and counters/ what fits,
- * and replies. One line is logged per decision.
+ * and replies. One line is logged per decision. Each connection asks the
+ * MTA only for the events and replies its conf needs (policy_needs()).
+ * How and when a message is decided: README.md, "How a message is decided".
  */
 #include <netinet/in.h>
 #include <stdio.h>
