@@ -151,7 +151,7 @@ reply(SMFICTX *ctx, const struct conn_ctx *cc, enum qm_reply_id id, const char *
 	struct policy_vars v = {
 		.account = m->account[0] ? m->account : NULL,
 		.plan = m->quota.plan[0] ? m->quota.plan : NULL,
-		.category = m->category >= 0 ? conf->categories[m->category].name : NULL,
+		.category = category_name(conf, m->category),
 		.header = conf->account.header,
 		.reason = reason,
 		.limit = m->quota.limit,
@@ -271,12 +271,9 @@ conn_get(SMFICTX *ctx)
 }
 
 /*
- * stage_reply - what a callback returns for a stage whose reply the MTA
- * may have been told not to expect (SMFIP_NR_*). There the status is
- * never sent: a failure is remembered, for the connection at connect and
- * for the message after, and becomes a tempfail at the next event that
- * replies (deferred_failure()); anything else goes on. Negotiation asks
- * for no reply only where the callback never refuses.
+ * stage_reply - status, unless the stage was negotiated without a reply
+ * (SMFIP_NR_*): then a failure is kept, for the connection or the message,
+ * and tempfails the next event that replies (deferred_failure()).
  */
 static sfsistat
 stage_reply(struct conn_ctx *cc, unsigned long nr, sfsistat status)
@@ -400,12 +397,10 @@ negotiate_steps(const struct policy_needs *needs)
 }
 
 /*
- * qm_negotiate - pin the runtime for the whole connection, and ask the
- * MTA for what its conf needs (negotiate_steps()), among what the MTA
- * offers, and only the macros the milter reads. A reload applies to the
- * next connection, so that a session never needs an event it negotiated
- * away. Without memory for the connection: every event and reply, as
- * without this callback, and each callback tempfails.
+ * qm_negotiate - pin the runtime for the connection (a reload applies to
+ * the next: a session never needs an event it negotiated away); ask for
+ * what its conf needs and the macros read. Without memory: every event
+ * and reply, and each callback tempfails.
  */
 static sfsistat
 qm_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,

@@ -32,11 +32,9 @@ static pthread_mutex_t runtime_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct runtime *runtime_current;
 
  /*
-  * The months of the zone the daemon started with, built by the first
-  * runtime_load(), in main before any thread: building a table sets TZ,
-  * which libc reads in any thread that formats a time (syslog). Every
-  * later runtime counts in it too, so a reload never sets TZ: a timezone
-  * change takes effect at restart only.
+  * The months of the zone at start, for every runtime: building a table
+  * sets TZ, which libc reads in any thread that formats a time, so only
+  * main does it, before any thread. A new zone takes a restart.
   */
 static const struct month_table *start_months;
 
@@ -45,17 +43,13 @@ static int listen_fd = -1;		/* libmilter's listening socket */
 static char *listen_path;		/* its file, for a unix socket */
 
  /*
-  * The journal: counts of on_redis_error = accept, and in every mode the
-  * cancels of charges left in doubt. Opened at start (after the
-  * privileges are dropped; a missing folder is made before, for the run
-  * user) or at the first reload that finds it closed; its folder is fixed
-  * until restart.
+  * The journal (counts of on_redis_error = accept, cancels of charges in
+  * doubt) and the inflight file: opened at start, or at the first reload
+  * that finds them closed; their folder is fixed until restart.
   */
 static pthread_mutex_t journal_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct journal *journal;
 static struct inflight *inflight;	/* set with journal, then never changed */
-
-static int journal_start(const struct qm_conf *conf, char *err, size_t errlen);
 
 /* runtime_acquire - pin the current runtime */
 struct runtime *
@@ -132,6 +126,50 @@ journal_get(struct inflight **infp)
 	return jr;
 }
 
+/* replay_warn - journal_replay() callback: a file set aside */
+static void
+replay_warn(const char *text)
+{
+	msg_warn("%s", text);
+}
+
+/*
+ * journal_start - open the journal, once per process. Accept mode cannot
+ * work without it: -1 with err. The other modes only need it to cancel
+ * charges left in doubt: a warning, and 0.
+ */
+static int
+journal_start(const struct qm_conf *conf, char *err, size_t errlen)
+{
+	struct journal *jr;
+	struct inflight *inf;
+	long	n;
+
+	if (journal_get(NULL) != NULL)
+		return 0;
+	if ((jr = journal_open(conf->journal, err, errlen)) == NULL) {
+		if (conf->on_redis_error == QM_ON_ERROR_ACCEPT)
+			return -1;
+		msg_warn("%s; without a journal, a charge left in doubt by a Redis failure or a "
+			 "killed milter stays counted although its message got 451, and "
+			 "on_redis_error = accept cannot be used", err);
+		return 0;
+	}
+
+	/* Charges a killed milter left in flight: their messages were not accepted. */
+	if ((n = inflight_recover(conf->journal, jr, replay_warn, err, errlen)) < 0)
+		msg_warn("%s; charges in flight when a milter died stay counted", err);
+	else if (n > 0)
+		msg_info("inflight: %ld charges a killed milter left in flight, cancel journaled", n);
+	if ((inf = inflight_open(conf->journal, err, errlen)) == NULL)
+		msg_warn("%s; charges in flight if the milter dies will stay counted", err);
+	pthread_mutex_lock(&journal_lock);
+	journal = jr;
+	inflight = inf;
+	pthread_mutex_unlock(&journal_lock);
+	return 0;
+}
+
 /*
  * reload_thread - SIGUSR1 reloads the conf; a bad one keeps the old.
  * SIGHUP, SIGINT and SIGTERM are libmilter's: they stop the milter.
@@ -173,13 +211,6 @@ reload_thread(void *arg)
 	return NULL;
 }
 
-/* replay_warn - journal_replay() callback: a file set aside */
-static void
-replay_warn(const char *text)
-{
-	msg_warn("%s", text);
-}
-
 /*
  * replay_thread - once a second, while journal entries wait, try to put
  * them into Redis. A failure is logged once, not every second.
@@ -209,44 +240,6 @@ replay_thread(void *arg)
 		failing = n < 0;
 	}
 	return NULL;
-}
-
-/*
- * journal_start - open the journal, once per process. Accept mode cannot
- * work without it: -1 with err. The other modes only need it to cancel
- * charges left in doubt: a warning, and 0.
- */
-static int
-journal_start(const struct qm_conf *conf, char *err, size_t errlen)
-{
-	struct journal *jr;
-
-	struct inflight *inf;
-	long	n;
-
-	if (journal_get(NULL) != NULL)
-		return 0;
-	if ((jr = journal_open(conf->journal, err, errlen)) == NULL) {
-		if (conf->on_redis_error == QM_ON_ERROR_ACCEPT)
-			return -1;
-		msg_warn("%s; without a journal, a charge left in doubt by a Redis failure or a "
-			 "killed milter stays counted although its message got 451, and "
-			 "on_redis_error = accept cannot be used", err);
-		return 0;
-	}
-
-	/* Charges a killed milter left in flight: their messages were not accepted. */
-	if ((n = inflight_recover(conf->journal, jr, replay_warn, err, errlen)) < 0)
-		msg_warn("%s; charges in flight when a milter died stay counted", err);
-	else if (n > 0)
-		msg_info("inflight: %ld charges a killed milter left in flight, cancel journaled", n);
-	if ((inf = inflight_open(conf->journal, err, errlen)) == NULL)
-		msg_warn("%s; charges in flight if the milter dies will stay counted", err);
-	pthread_mutex_lock(&journal_lock);
-	journal = jr;
-	inflight = inf;
-	pthread_mutex_unlock(&journal_lock);
-	return 0;
 }
 
 /* drop_privileges - become the configured user, each step checked */
@@ -292,11 +285,9 @@ socket_prepare(const struct qm_conf *conf)
 }
 
 /*
- * journal_prepare - make a missing journal folder (its parent must exist)
- * before the privileges are dropped, owned by the user the milter runs as,
- * mode 0750: that user may not be allowed to make it in the parent. An
- * existing folder is left as it is; what cannot be made, journal_start()
- * reports.
+ * journal_prepare - make a missing journal folder (mode 0750, in an
+ * existing parent) for the run user while still root, who may make it
+ * there; journal_start() reports what could not be made
  */
 static void
 journal_prepare(const struct qm_conf *conf)
@@ -320,12 +311,10 @@ is_listening(int fd)
 }
 
 /*
- * listener_find - libmilter's listening socket, which libmilter does not
- * name: the one listening socket after smfi_opensocket(). It gets
- * TCP_NODELAY, which Linux passes on to every accepted connection: at end
- * of message the milter writes several small replies (header removals,
- * then the verdict) back to back, and with Nagle the second would wait
- * for the MTA's delayed ACK, about 40 ms a message.
+ * listener_find - libmilter's listening socket (unnamed by libmilter):
+ * the one after smfi_opensocket(). Over TCP it gets TCP_NODELAY, which
+ * accepted connections inherit: Nagle would hold the verdict that follows
+ * header removals for the MTA's delayed ACK, about 40 ms a message.
  */
 static void
 listener_find(void)
@@ -356,12 +345,9 @@ socket_remove(void)
 }
 
 /*
- * stop_watch - end the process if libmilter's stop hangs. libmilter
- * closes its listening socket when a stop begins (SIGTERM, SIGINT,
- * SIGHUP); under load its worker pool may then deadlock (the pool's
- * controller destroys the pool's mutex while workers still take it), and
- * smfi_main() never returns. QM_STOP_GRACE seconds after the socket is
- * closed, the process ends without it.
+ * stop_watch - end the process QM_STOP_GRACE seconds after libmilter
+ * closed its listening socket (a stop began): under load its worker pool
+ * may deadlock then (its controller destroys a mutex workers still take).
  */
 static void *
 stop_watch(void *arg)
@@ -433,11 +419,9 @@ conf_test(struct runtime *rt, const char *path)
 }
 
 /*
- * listen_start - open libmilter's socket, for the MTA to reach. Every
- * signal a thread waits for is blocked first, before any thread starts:
- * one that comes early waits for its thread instead of killing the
- * process. SIGUSR1 is the reload thread's; HUP, INT and TERM are
- * libmilter's signal thread's.
+ * listen_start - open libmilter's socket. First the signals of the
+ * reload thread (USR1) and of libmilter's (HUP, INT, TERM) are blocked:
+ * one that comes before its thread waits for it.
  */
 static void
 listen_start(const struct qm_conf *conf)
@@ -514,11 +498,9 @@ main(int argc, char **argv)
 		thread_start(stop_watch, NULL);
 	rc = smfi_main();
 	/*
-	 * libmilter leaves its unix socket behind (the next start would remove
-	 * it): an MTA should find none. The runtime and the journal stay
-	 * (no journal_close()): the reload and replay threads may still use
-	 * them until the process is gone, and its exit closes the journal's
-	 * file and frees its lock.
+	 * libmilter leaves its unix socket behind. The runtime and the journal
+	 * stay (no journal_close()): the threads may use them until the exit,
+	 * which closes the journal's file and frees its lock.
 	 */
 	socket_remove();
 	msg_info("stopped");

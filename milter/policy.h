@@ -72,14 +72,11 @@ bool	policy_account_early(const struct qm_conf *conf);
 
 /* What a conf needs of the MTA: the events it reads, the replies that may refuse. */
 struct policy_needs {
-	bool	headers;		/* the account or a category header is read */
-	bool	strip;			/* and removed from all mail: uncounted mail too is
-					 * followed to its end */
+	bool	headers;		/* an account or category header is read */
+	bool	strip;			/* and removed: uncounted mail is followed too */
 	bool	rcpt;			/* recipients are counted or refused */
-	bool	rcpt_reply;		/* a recipient may be refused (account known at
-					 * MAIL, enforce) */
-	bool	mail_reply;		/* MAIL may let mail of no category pass; when RCPT
-					 * replies, RCPT lets it pass instead */
+	bool	rcpt_reply;		/* RCPT may refuse (account at MAIL, enforce) */
+	bool	mail_reply;		/* MAIL may let uncounted mail pass, RCPT does not */
 };
 
 /* policy_needs - what the conf needs of the MTA for every message */
