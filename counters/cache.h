@@ -3,8 +3,8 @@
  *
  * Every peek and every charge leaves its answer here, stamped. At the
  * first RCPT of a message, an answer younger than QUOTA_CACHE_MS that
- * leaves the account far from its limit (policy_far()) stands in for the
- * peek: one Redis round trip fewer per message. Only "it fits" is ever
+ * leaves the account far from its limit (policy_far_from_limit())
+ * stands in for the peek: one Redis round trip fewer per message. Only "it fits" is ever
  * decided from here; refusals come from Redis, and the charge at end of
  * message is atomic and exact whatever the cache said.
  *

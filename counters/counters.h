@@ -39,7 +39,7 @@ struct qm_quota {
 	long long used;			/* month's total: before (peek), after (charge) */
 	char	month[8];		/* "YYYY-MM" the call used */
 	char	charge_id[17];		/* charge: its id, set also when it failed */
-	bool	doubt;			/* failed, yet Redis may have run it (redis.h) */
+	bool	may_have_run;		/* failed, yet Redis may have run it (redis.h) */
 };
 
 struct counters;
@@ -84,7 +84,7 @@ int	counters_peek(struct counters *ctr, const char *account, time_t now,
  * counters_recent - what the last peek or charge of this process said of
  * an account, if under a second old (counters/cache.h): true with it in
  * out. What may stand in for a peek where the account is far from its
- * limit (policy_far()).
+ * limit (policy_far_from_limit()).
  */
 bool	counters_recent(struct counters *ctr, const char *account, struct qm_quota *out);
 
@@ -153,7 +153,7 @@ struct journal_entry;
  * nothing should it run later.
  *
  * A cancel entry (entry->cancel) settles a charge that failed in doubt
- * (out->doubt) and whose message was not accepted: a charge that ran is
+ * (out->may_have_run) and whose message was not accepted: a charge that ran is
  * taken back, one that has not run yet never will. A refusal entry
  * (entry->refusal) is counters_refused() under its id. Applying an entry
  * twice changes nothing more. Returns 0, -1 or COUNTERS_REJECTED (the
