@@ -71,7 +71,9 @@ $(B)/libqm.a: $(LIB_OBJS)
 	rm -f $@
 	$(AR) rcs $@ $(LIB_OBJS)
 
-$(DAEMON): $(B)/milter/quota-milter.o $(B)/libqm.a
+DAEMON_OBJS = $(B)/milter/daemon.o $(B)/milter/callbacks.o
+
+$(DAEMON): $(DAEMON_OBJS) $(B)/libqm.a
 	$(CC) $(QM_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ -lmilter $(QM_LIBS)
 
 $(CTL): $(CTL_OBJS) $(B)/libqm.a

@@ -18,36 +18,19 @@
 
 #define CIDR_TEXT_MAX	(INET6_ADDRSTRLEN + 4)	/* address, '/', 3 digits */
 
+/* IN6_IS_ADDR_V4MAPPED() wants an aligned struct in6_addr; these are byte arrays. */
 static const unsigned char cidr_v4mapped[12] = {
 	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff,
 };
 
-/* cidr_bits_equal - do the first prefix bits of a and b agree? */
-static bool
-cidr_bits_equal(const unsigned char *a, const unsigned char *b, int prefix)
+/* cidr_mask - src's first prefix bits into dst, its other bits zero; libc has none */
+static void
+cidr_mask(unsigned char *dst, const unsigned char *src, int prefix)
 {
-	int	whole = prefix / 8;
-	int	rest = prefix % 8;
-	unsigned char mask;
-
-	if (memcmp(a, b, (size_t) whole) != 0)
-		return false;
-	if (rest == 0)
-		return true;
-	mask = (unsigned char) (0xff << (8 - rest));
-	return ((a[whole] ^ b[whole]) & mask) == 0;
-}
-
-/* cidr_host_bits - are any bits after the prefix set? */
-static bool
-cidr_host_bits(const unsigned char *addr, int size, int prefix)
-{
-	int	i;
-
-	for (i = prefix; i < size * 8; i++)
-		if (addr[i / 8] & (0x80 >> (i % 8)))
-			return true;
-	return false;
+	memset(dst, 0, 16);
+	memcpy(dst, src, (size_t) (prefix / 8));
+	if (prefix % 8 != 0)
+		dst[prefix / 8] = (unsigned char) (src[prefix / 8] & (0xff << (8 - prefix % 8)));
 }
 
 /* cidr_parse - parse one network; returns false with a reason in err */
@@ -55,6 +38,7 @@ bool
 cidr_parse(const char *text, struct cidr *out, char *err, size_t errlen)
 {
 	char	buf[CIDR_TEXT_MAX + 1];
+	unsigned char net[16];
 	char   *slash;
 	int	size;
 	int	prefix;
@@ -84,6 +68,7 @@ cidr_parse(const char *text, struct cidr *out, char *err, size_t errlen)
 	if (slash == NULL) {
 		prefix = size * 8;
 	} else {
+		/* strtol() would take " 8", "+8" and "0008". */
 		size_t	digits = strspn(slash, "0123456789");
 
 		if (digits == 0 || digits > 3 || slash[digits] != 0
@@ -93,7 +78,8 @@ cidr_parse(const char *text, struct cidr *out, char *err, size_t errlen)
 			return false;
 		}
 	}
-	if (cidr_host_bits(out->addr, size, prefix)) {
+	cidr_mask(net, out->addr, prefix);
+	if (memcmp(net, out->addr, (size_t) size) != 0) {
 		snprintf(err, errlen, "\"%s\" has host bits set after /%d", text, prefix);
 		return false;
 	}
@@ -138,6 +124,7 @@ cidr_list_free(struct cidr_list *list)
 static bool
 cidr_match_raw(const struct cidr_list *list, int family, const unsigned char *addr)
 {
+	unsigned char net[16];
 	size_t	i;
 
 	/* An IPv4-mapped IPv6 address is tested as the IPv4 address inside. */
@@ -145,10 +132,14 @@ cidr_match_raw(const struct cidr_list *list, int family, const unsigned char *ad
 		family = AF_INET;
 		addr += 12;
 	}
-	for (i = 0; i < list->count; i++)
-		if (list->items[i].family == family
-		    && cidr_bits_equal(list->items[i].addr, addr, list->items[i].prefix))
+	/* A network's host bits are zero, so all 16 bytes compare. */
+	for (i = 0; i < list->count; i++) {
+		if (list->items[i].family != family)
+			continue;
+		cidr_mask(net, addr, list->items[i].prefix);
+		if (memcmp(net, list->items[i].addr, sizeof(net)) == 0)
 			return true;
+	}
 	return false;
 }
 

@@ -2,8 +2,8 @@
  * cache.h - the latest quota this process learned of each busy account
  *
  * Peeks and charges leave their answers here; a fresh one that leaves the
- * account far from its limit (policy_far()) stands in for a peek. Only "it
- * fits" is decided from here. One account per slot, by hash.
+ * account far from its limit (policy_far_from_limit()) stands in for a
+ * peek. Only "it fits" is decided from here. One account per slot, by hash.
  */
 #ifndef QM_CACHE_H
 #define QM_CACHE_H

@@ -339,7 +339,7 @@ counters_call(struct counters *ctr, const struct counters_args *a, struct qm_quo
 	argv[13] = a->id;
 
 	reply = redis_pool_eval(ctr->pool, &ctr->script, COUNTERS_KEYS,
-				COUNTERS_KEYS + COUNTERS_ARGS, argv, NULL, &ctr->tail, &out->doubt,
+				COUNTERS_KEYS + COUNTERS_ARGS, argv, NULL, &ctr->tail, &out->may_have_run,
 				err, errlen);
 	if (reply == NULL)
 		return strncmp(err, COUNTERS_SCRIPT_ERROR, strlen(COUNTERS_SCRIPT_ERROR)) == 0

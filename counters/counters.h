@@ -32,7 +32,7 @@ struct qm_quota {
 	long long used;			/* month's total: before (peek), after (charge) */
 	char	month[8];		/* "YYYY-MM" the call used */
 	char	charge_id[17];		/* charge: its id, set also when it failed */
-	bool	doubt;			/* failed, yet Redis may have run it (redis.h) */
+	bool	may_have_run;		/* failed, yet Redis may have run it (redis.h) */
 };
 
 struct counters;
@@ -77,7 +77,7 @@ int	counters_peek(struct counters *ctr, const char *account, time_t now,
  * counters_recent - what the last peek or charge of this process said of
  * an account, if under a second old (counters/cache.h): true with it in
  * out. What may stand in for a peek where the account is far from its
- * limit (policy_far()).
+ * limit (policy_far_from_limit()).
  */
 bool	counters_recent(struct counters *ctr, const char *account, struct qm_quota *out);
 
@@ -139,8 +139,9 @@ struct journal_entry;
  * A count (a message accepted while Redis was away) goes to its month as
  * a monitor charge, unless it names a failed charge that did run and
  * count, which then counts nothing should it run later. A cancel settles
- * a charge in doubt whose message was not accepted: taken back if it ran,
- * never run if not. A refusal is counters_refused() under its id.
+ * a charge whose message was not accepted and that failed in doubt
+ * (may_have_run): taken back if it ran, never run if not. A refusal is
+ * counters_refused() under its id.
  * Returns 0, -1 or COUNTERS_REJECTED (never applicable) with err.
  */
 int	counters_replay(struct counters *ctr, const struct journal_entry *entry,

@@ -3,12 +3,17 @@
  *
  * The table holds the instant each month from January 1970 to December
  * 2199 begins in the zone, plus one end sentinel (January 2200). It is
- * built with mktime() while TZ names the zone's tzfile by absolute path,
- * under a mutex, and TZ is put back afterwards. From then on a lookup is
- * a binary search: no libc time zone state is read again, so changing the
- * process's TZ later changes nothing here. The mutex orders builds only:
- * setenv() races with any other thread's getenv(), such as the one in
- * syslog()'s localtime, so tables are built before threads start.
+ * built with mktime() while TZ names the zone (its tzfile by absolute
+ * path, or "UTC0"), under a mutex, and TZ is put back afterwards. From
+ * then on a lookup is a bsearch(): no libc time zone state is read again,
+ * so changing the process's TZ later changes nothing here. The mutex
+ * orders builds only: setenv() races with any other thread's getenv(),
+ * such as the one in syslog()'s localtime, so tables are built before
+ * threads start.
+ *
+ * Why not localtime_r() per lookup: it reads the one process-wide zone
+ * (which would have to stay the conf's, for syslog's stamps too, and
+ * could not differ between two tables) and takes glibc's zone lock.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,27 +33,14 @@
 #define MONTH_COUNT		((MONTH_LAST_YEAR - MONTH_FIRST_YEAR + 1) * 12)
 #define MONTH_ZONE_MAX		200	/* longest zone name accepted */
 #define MONTH_ZONEINFO		"/usr/share/zoneinfo"
+#define MONTH_DIGITS		"0123456789"
+#define MONTH_ZONE_CHARS	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz" MONTH_DIGITS "/_+-"
 
 struct month_table {
 	time_t	start[MONTH_COUNT + 1];	/* start[i]: month i begins; last: sentinel */
 };
 
 static pthread_mutex_t month_tz_lock = PTHREAD_MUTEX_INITIALIZER;
-
-/* month_days_from_civil - days since 1970-01-01 of a proleptic Gregorian date */
-static long long
-month_days_from_civil(long long y, int m, int d)
-{
-	long long era, yoe, doy, doe;
-
-	/* Howard Hinnant's algorithm: count years from March. */
-	y -= m <= 2;
-	era = (y >= 0 ? y : y - 399) / 400;
-	yoe = y - era * 400;
-	doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-	return era * 146097 + doe - 719468;
-}
 
 /* month_zone_path - check a zone name and find its tzfile */
 static bool
@@ -57,8 +49,7 @@ month_zone_path(const char *zone, char *path, size_t pathlen, char *err, size_t 
 	const char *dir;
 	unsigned char magic[4];
 	struct stat st;
-	ssize_t got;
-	int fd;
+	int	fd;
 
 	if (*zone == 0 || strlen(zone) > MONTH_ZONE_MAX) {
 		snprintf(err, errlen, "time zone \"%.40s\": empty or too long", zone);
@@ -69,12 +60,9 @@ month_zone_path(const char *zone, char *path, size_t pathlen, char *err, size_t 
 			 "not a path", zone);
 		return false;
 	}
-	for (const char *cp = zone; *cp; cp++) {
-		if (!(*cp >= 'A' && *cp <= 'Z') && !(*cp >= 'a' && *cp <= 'z')
-		    && !(*cp >= '0' && *cp <= '9') && strchr("/_+-", *cp) == NULL) {
-			snprintf(err, errlen, "time zone \"%s\": unexpected character in zone name", zone);
-			return false;
-		}
+	if (zone[strspn(zone, MONTH_ZONE_CHARS)] != 0) {
+		snprintf(err, errlen, "time zone \"%s\": unexpected character in zone name", zone);
+		return false;
 	}
 	dir = getenv("TZDIR");
 	if (dir == NULL || *dir == 0)
@@ -94,7 +82,7 @@ month_zone_path(const char *zone, char *path, size_t pathlen, char *err, size_t 
 		return false;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)
-	    || (got = read(fd, magic, sizeof(magic))) != (ssize_t) sizeof(magic)
+	    || read(fd, magic, sizeof(magic)) != (ssize_t) sizeof(magic)
 	    || memcmp(magic, "TZif", 4) != 0) {
 		close(fd);
 		snprintf(err, errlen, "unknown time zone \"%s\": %s is not a tzfile", zone, path);
@@ -146,24 +134,17 @@ month_table_create(const char *zone, char *err, size_t errlen)
 
 	if (zone == NULL)
 		zone = "UTC";
+	/* UTC needs no tzfile; a leading ':' makes glibc read exactly this file. */
+	if (strcmp(zone, "UTC") == 0)
+		snprintf(tzvalue, sizeof(tzvalue), "UTC0");
+	else if (month_zone_path(zone, path, sizeof(path), err, errlen))
+		snprintf(tzvalue, sizeof(tzvalue), ":%s", path);
+	else
+		return NULL;
 	if ((table = malloc(sizeof(*table))) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-
-	/* UTC needs no tzfile: plain calendar arithmetic. */
-	if (strcmp(zone, "UTC") == 0) {
-		for (int i = 0; i <= MONTH_COUNT; i++)
-			table->start[i] = (time_t) (month_days_from_civil(MONTH_FIRST_YEAR + i / 12,
-							i % 12 + 1, 1) * 86400LL);
-		return table;
-	}
-	if (!month_zone_path(zone, path, sizeof(path), err, errlen)) {
-		free(table);
-		return NULL;
-	}
-	/* A leading ':' makes glibc read exactly this file, whatever TZDIR says. */
-	snprintf(tzvalue, sizeof(tzvalue), ":%s", path);
 
 	pthread_mutex_lock(&month_tz_lock);
 	if ((old = getenv("TZ")) != NULL && (saved = strdup(old)) == NULL) {
@@ -239,47 +220,42 @@ month_table_free(struct month_table *table)
 	free(table);
 }
 
+/* month_cmp - bsearch() order: the month holding *key is start[i] <= t < start[i + 1] */
+static int
+month_cmp(const void *key, const void *elem)
+{
+	time_t	t = *(const time_t *) key;
+	const time_t *start = elem;
+
+	return t < start[0] ? -1 : t >= start[1];
+}
+
 /* month_of - the month instant t falls in */
 bool
 month_of(const struct month_table *table, time_t t, char *buf)
 {
-	size_t  lo = 0, hi = MONTH_COUNT, mid;
-	int     year, mon;
+	const time_t *found;
+	struct tm tm = {0};
 
-	if (t < table->start[0] || t >= table->start[MONTH_COUNT])
+	/* Only the MONTH_COUNT real months are searched: each reads its successor. */
+	if ((found = bsearch(&t, table->start, MONTH_COUNT, sizeof(time_t), month_cmp)) == NULL)
 		return false;
-	/* Invariant: start[lo] <= t < start[hi]. */
-	while (hi - lo > 1) {
-		mid = lo + (hi - lo) / 2;
-		if (table->start[mid] <= t)
-			lo = mid;
-		else
-			hi = mid;
-	}
-	year = MONTH_FIRST_YEAR + (int) (lo / 12);
-	mon = (int) (lo % 12) + 1;
-	buf[0] = (char) ('0' + year / 1000);
-	buf[1] = (char) ('0' + year / 100 % 10);
-	buf[2] = (char) ('0' + year / 10 % 10);
-	buf[3] = (char) ('0' + year % 10);
-	buf[4] = '-';
-	buf[5] = (char) ('0' + mon / 10);
-	buf[6] = (char) ('0' + mon % 10);
-	buf[7] = 0;
-	return true;
+	tm.tm_year = MONTH_FIRST_YEAR - 1900 + (int) (found - table->start) / 12;
+	tm.tm_mon = (int) (found - table->start) % 12;
+	return strftime(buf, MONTH_KEY_LEN, "%Y-%m", &tm) == MONTH_KEY_LEN - 1;
 }
 
-/* month_index - table index of a month text, or -1 */
-static long long
-month_index(const char *month)
+/* month_parse - year and month of a well-formed "YYYY-MM"; false otherwise */
+static bool
+month_parse(const char *month, int *year, int *mon)
 {
-	int     year, mon;
-
-	if (month == NULL || !month_valid(month))
-		return -1;
-	year = (month[0] - '0') * 1000 + (month[1] - '0') * 100 + (month[2] - '0') * 10 + (month[3] - '0');
-	mon = (month[5] - '0') * 10 + (month[6] - '0');
-	return (long long) (year - MONTH_FIRST_YEAR) * 12 + (mon - 1);
+	/* strtol() and sscanf() would take signs, blanks and longer numbers. */
+	if (month == NULL || strlen(month) != 7 || strspn(month, MONTH_DIGITS) != 4
+	    || month[4] != '-' || strspn(month + 5, MONTH_DIGITS) != 2)
+		return false;
+	*year = atoi(month);
+	*mon = atoi(month + 5);
+	return *year >= MONTH_FIRST_YEAR && *year <= MONTH_LAST_YEAR && *mon >= 1 && *mon <= 12;
 }
 
 /* month_start - the instant a month (plus add months) begins */
@@ -287,10 +263,11 @@ time_t
 month_start(const struct month_table *table, const char *month, int add)
 {
 	long long idx;
+	int	year, mon;
 
-	if ((idx = month_index(month)) < 0)
+	if (!month_parse(month, &year, &mon))
 		return (time_t) -1;
-	idx += add;
+	idx = (long long) (year - MONTH_FIRST_YEAR) * 12 + (mon - 1) + add;
 	/* The sentinel is the end of December 2199, so it is a valid answer. */
 	if (idx < 0 || idx > MONTH_COUNT)
 		return (time_t) -1;
@@ -301,14 +278,7 @@ month_start(const struct month_table *table, const char *month, int add)
 bool
 month_valid(const char *month)
 {
-	int     year, mon;
+	int	year, mon;
 
-	if (month == NULL || strlen(month) != 7 || month[4] != '-')
-		return false;
-	for (int i = 0; i < 7; i++)
-		if (i != 4 && (month[i] < '0' || month[i] > '9'))
-			return false;
-	year = (month[0] - '0') * 1000 + (month[1] - '0') * 100 + (month[2] - '0') * 10 + (month[3] - '0');
-	mon = (month[5] - '0') * 10 + (month[6] - '0');
-	return year >= MONTH_FIRST_YEAR && year <= MONTH_LAST_YEAR && mon >= 1 && mon <= 12;
+	return month_parse(month, &year, &mon);
 }

@@ -53,48 +53,32 @@ log_vsend(int prio, const char *tag, const char *fmt, va_list ap)
 		fprintf(stderr, "%s: %s%s\n", log_ident, tag, line);
 }
 
+/* LOG_SEND - log_vsend() the caller's fmt and arguments */
+#define LOG_SEND(prio, tag) do { \
+	va_list	ap; \
+	va_start(ap, fmt); \
+	log_vsend((prio), (tag), fmt, ap); \
+	va_end(ap); \
+} while (0)
+
 /* msg_info - routine event, such as a decision */
 void
 msg_info(const char *fmt, ...)
 {
-	va_list	ap;
-
-	va_start(ap, fmt);
-	log_vsend(LOG_INFO, "", fmt, ap);
-	va_end(ap);
+	LOG_SEND(LOG_INFO, "");
 }
 
 /* msg_warn - a problem the milter recovers from */
 void
 msg_warn(const char *fmt, ...)
 {
-	va_list	ap;
-
-	va_start(ap, fmt);
-	log_vsend(LOG_WARNING, "warning: ", fmt, ap);
-	va_end(ap);
+	LOG_SEND(LOG_WARNING, "warning: ");
 }
 
 /* msg_fatal - bad environment or configuration: log and exit 1 */
 void
 msg_fatal(const char *fmt, ...)
 {
-	va_list	ap;
-
-	va_start(ap, fmt);
-	log_vsend(LOG_CRIT, "fatal: ", fmt, ap);
-	va_end(ap);
+	LOG_SEND(LOG_CRIT, "fatal: ");
 	exit(1);
-}
-
-/* msg_panic - internal inconsistency: log and abort */
-void
-msg_panic(const char *fmt, ...)
-{
-	va_list	ap;
-
-	va_start(ap, fmt);
-	log_vsend(LOG_CRIT, "panic: ", fmt, ap);
-	va_end(ap);
-	abort();
 }

@@ -1,9 +1,9 @@
 /*
  * log.h - one line per event, to syslog (facility mail) and optionally stderr
  *
- * Three severities, kept apart as Postfix does: msg_warn for what the
- * milter recovers from, msg_fatal for a bad environment or conf at start
- * (it exits), msg_panic for an internal inconsistency (it aborts).
+ * Two severities of trouble, kept apart as Postfix does: msg_warn for
+ * what the milter recovers from, msg_fatal for a bad environment or conf
+ * at start (it exits).
  */
 #ifndef QM_LOG_H
 #define QM_LOG_H
@@ -20,6 +20,5 @@ void	log_open(const char *ident, bool to_stderr);
 void	msg_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void	msg_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void	msg_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-void	msg_panic(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
 #endif

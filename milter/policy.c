@@ -51,6 +51,13 @@ envelope_holds(const struct qm_category *cat, const struct policy_msg *msg)
 	return true;
 }
 
+/* has_envelope_matcher - does the category have a matcher known before DATA? */
+static bool
+has_envelope_matcher(const struct qm_category *cat)
+{
+	return cat->has_sasl || cat->has_sender || cat->client.count > 0 || cat->daemon != NULL;
+}
+
 /* policy_classify - first category whose matchers all hold */
 int
 policy_classify(const struct qm_conf *conf, const struct policy_msg *msg)
@@ -103,6 +110,29 @@ bool
 policy_account_early(const struct qm_conf *conf)
 {
 	return conf->account.source != QM_SOURCE_HEADER;
+}
+
+/*
+ * policy_needs - what the conf needs of the MTA. A category with no
+ * envelope matcher stops policy_classify() before the headers, whatever
+ * the envelope: then no mail passes at MAIL.
+ */
+struct policy_needs
+policy_needs(const struct qm_conf *conf)
+{
+	struct policy_needs n = { .headers = conf->account.source == QM_SOURCE_HEADER };
+	bool	mail_may_pass = true;
+	size_t	i;
+
+	for (i = 0; i < conf->category_count; i++) {
+		n.headers |= conf->categories[i].header != NULL;
+		mail_may_pass &= has_envelope_matcher(&conf->categories[i]);
+	}
+	n.strip = n.headers && conf->account.strip_headers;
+	n.rcpt_reply = policy_account_early(conf) && conf->mode == QM_MODE_ENFORCE;
+	n.rcpt = n.rcpt_reply || conf->unit == QM_UNIT_RECIPIENTS;
+	n.mail_reply = mail_may_pass && !n.rcpt_reply;
+	return n;
 }
 
 /* policy_rcpt_decides - are this message's recipients decided one by one? */
@@ -338,16 +368,9 @@ policy_fits(const struct qm_quota *q, long long reserved, long long more)
 	return q->used + reserved + more <= q->limit;
 }
 
-/*
- * policy_far - do `more` units fit, with `reserved` promised, and still
- * leave a tenth of the limit (at least POLICY_FAR_MIN units)? Only then
- * may a quota learned earlier (counters_recent()) decide a recipient
- * without asking Redis: in the second it may be old, the rest of the
- * fleet is unlikely to send that much, and if it did, the charge at end
- * of message still refuses what does not fit (451, retried).
- */
+/* policy_far_from_limit - do `more` units fit and leave a tenth of the limit? */
 bool
-policy_far(const struct qm_quota *q, long long reserved, long long more)
+policy_far_from_limit(const struct qm_quota *q, long long reserved, long long more)
 {
 	long long margin;
 	long long need;

@@ -70,6 +70,18 @@ bool	policy_local(const char *hostname, const struct sockaddr *addr);
 /* policy_account_early - is the account known before DATA (sasl, sender-domain)? */
 bool	policy_account_early(const struct qm_conf *conf);
 
+/* What a conf needs of the MTA: the events it reads, the replies that may refuse. */
+struct policy_needs {
+	bool	headers;		/* an account or category header is read */
+	bool	strip;			/* and removed: uncounted mail is followed too */
+	bool	rcpt;			/* recipients are counted or refused */
+	bool	rcpt_reply;		/* RCPT may refuse (account at MAIL, enforce) */
+	bool	mail_reply;		/* MAIL may let uncounted mail pass, RCPT does not */
+};
+
+/* policy_needs - what the conf needs of the MTA for every message */
+struct policy_needs policy_needs(const struct qm_conf *conf);
+
 enum policy_account {
 	POLICY_ACCOUNT_OK,
 	POLICY_ACCOUNT_NONE,		/* no account in the message */
@@ -117,13 +129,15 @@ long long policy_message_units(const struct qm_conf *conf, long long nrcpt);
 bool	policy_fits(const struct qm_quota *q, long long reserved, long long more);
 
 /*
- * policy_far - does q (status ok) let `more` units fit with `reserved`
- * promised and still leave a tenth of its limit, at least POLICY_FAR_MIN
- * units? Then a quota under a second old may decide a recipient instead
- * of a peek at Redis.
+ * policy_far_from_limit - does q (status ok) let `more` units fit with
+ * `reserved` promised and still leave a tenth of its limit, at least
+ * POLICY_FAR_MIN units? Then a quota under a second old may accept a
+ * recipient without a peek at Redis: the rest of the fleet is unlikely to
+ * send that much within the second, and the charge at end of message
+ * still refuses what does not fit (451, retried).
  */
 #define POLICY_FAR_MIN	100
-bool	policy_far(const struct qm_quota *q, long long reserved, long long more);
+bool	policy_far_from_limit(const struct qm_quota *q, long long reserved, long long more);
 
 /* Values a reply template may use. NULL strings print as "-". */
 struct policy_vars {

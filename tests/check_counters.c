@@ -304,7 +304,7 @@ START_TEST(test_recent)
 	ck_assert(counters_recent(ctr, "busy", &q));
 	expect(q, QM_STATUS_OK, "basic", 10000, 42);
 
-	/* A refusal is kept too (and policy_far() never decides on it). */
+	/* A refusal is kept too (and policy_far_from_limit() never decides on it). */
 	cmd_ok("HSET qm:account:{busy} suspended 1");
 	(void) peek(ctr, "busy");
 	ck_assert(counters_recent(ctr, "busy", &q) && q.status == QM_STATUS_SUSPENDED);
@@ -1538,7 +1538,7 @@ START_TEST(test_timeout_no_retry)
 		      "took %lld ms", elapsed);
 
 	/* Redis ran the request after all, once: the caller was right not to count on it. */
-	ck_assert_msg(q.doubt, "a timed-out charge is in doubt");
+	ck_assert_msg(q.may_have_run, "a timed-out charge is in doubt");
 	ck_assert_int_eq(strlen(q.charge_id), 16);
 	for (int i = 0; i < 100 && usage("acme", "total") != 2; i++)
 		helper_sleep_ms(10);
@@ -1581,7 +1581,7 @@ START_TEST(test_down_no_doubt)
 	redis_server_stop(&server);
 	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, COUNTERS_ENFORCE, now, &q, err,
 					 sizeof(err)), -1);
-	ck_assert_msg(!q.doubt, "refused connection left the charge in doubt: %s", err);
+	ck_assert_msg(!q.may_have_run, "refused connection left the charge in doubt: %s", err);
 	counters_free(ctr);
 }
 END_TEST

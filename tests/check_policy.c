@@ -369,49 +369,49 @@ START_TEST(units_and_fit)
 }
 END_TEST
 
-/* policy_far: what a recent quota may decide without asking Redis */
+/* policy_far_from_limit: what a recent quota may decide without asking Redis */
 START_TEST(far_from_limit)
 {
 	struct qm_quota q = { .status = QM_STATUS_OK, .limit = 10000, .used = 8999 };
 
 	/* A tenth of 10 000 must stay: 8999 + 1 + 1000 fits, one more does not. */
-	ck_assert(policy_far(&q, 0, 1));
-	ck_assert(!policy_far(&q, 1, 1));
-	ck_assert(!policy_far(&q, 0, 2));
+	ck_assert(policy_far_from_limit(&q, 0, 1));
+	ck_assert(!policy_far_from_limit(&q, 1, 1));
+	ck_assert(!policy_far_from_limit(&q, 0, 2));
 	q.used = 9000;
-	ck_assert(!policy_far(&q, 0, 1));
+	ck_assert(!policy_far_from_limit(&q, 0, 1));
 	ck_assert(policy_fits(&q, 0, 1));	/* fits, but too near to decide alone */
 
 	/* Small limits: at least POLICY_FAR_MIN units must stay. */
 	q.limit = 500;
 	q.used = 500 - POLICY_FAR_MIN - 1;
-	ck_assert(policy_far(&q, 0, 1));
+	ck_assert(policy_far_from_limit(&q, 0, 1));
 	q.used++;
-	ck_assert(!policy_far(&q, 0, 1));
+	ck_assert(!policy_far_from_limit(&q, 0, 1));
 	q.limit = POLICY_FAR_MIN;
 	q.used = 0;
-	ck_assert(!policy_far(&q, 0, 1));
+	ck_assert(!policy_far_from_limit(&q, 0, 1));
 
 	/* Unlimited: always far; any other status: never, it is Redis's to say. */
 	q.limit = QM_UNLIMITED;
 	q.used = 123456789;
-	ck_assert(policy_far(&q, 1000000, 1000000));
+	ck_assert(policy_far_from_limit(&q, 1000000, 1000000));
 	q.status = QM_STATUS_SUSPENDED;
-	ck_assert(!policy_far(&q, 0, 1));
+	ck_assert(!policy_far_from_limit(&q, 0, 1));
 	q.status = QM_STATUS_EXHAUSTED;
-	ck_assert(!policy_far(&q, 0, 1));
+	ck_assert(!policy_far_from_limit(&q, 0, 1));
 	q.status = QM_STATUS_OVER;
-	ck_assert(!policy_far(&q, 0, 1));
+	ck_assert(!policy_far_from_limit(&q, 0, 1));
 
 	/* Numbers Redis should never give: no overflow, no answer. */
 	q.status = QM_STATUS_OK;
 	q.limit = LLONG_MAX;
 	q.used = LLONG_MAX - 10;
-	ck_assert(!policy_far(&q, 5, 5));
+	ck_assert(!policy_far_from_limit(&q, 5, 5));
 	q.used = -5;
-	ck_assert(!policy_far(&q, 0, 1));
+	ck_assert(!policy_far_from_limit(&q, 0, 1));
 	q.used = 0;
-	ck_assert(!policy_far(&q, -1, 1));
+	ck_assert(!policy_far_from_limit(&q, -1, 1));
 }
 END_TEST
 
@@ -442,6 +442,56 @@ START_TEST(header_slots)
 }
 END_TEST
 
+/* policy_needs: what each kind of conf asks of the MTA */
+#define NO_PLAN "default_plan = \"\"\n"
+START_TEST(needs_per_conf)
+{
+	static const struct {
+		const char *conf;
+		struct policy_needs want;
+	} cases[] = {
+		/* The account and the category in headers: no RCPT refusal, no pass at MAIL. */
+		{ base_conf, { .headers = true, .strip = true, .rcpt = true } },
+		{ NO_PLAN "unit = \"messages\"\naccount { strip_headers = false }\n"
+		  "category crm { header = \"X-Kind\" }\n",
+		  { .headers = true } },
+		/* Account at MAIL, enforce: RCPT refuses, and lets uncounted mail pass. */
+		{ NO_PLAN "unit = \"messages\"\naccount { source = \"sasl\" }\n"
+		  "category api { sasl = \"^api-\" }\n",
+		  { .rcpt = true, .rcpt_reply = true } },
+		/* Monitor: nothing is refused at RCPT; MAIL lets uncounted mail pass. */
+		{ NO_PLAN "unit = \"messages\"\nmode = \"monitor\"\naccount { source = \"sasl\" }\n"
+		  "category api { sasl = \"^api-\" }\n",
+		  { .mail_reply = true } },
+		{ NO_PLAN "mode = \"monitor\"\naccount { source = \"sender-domain\" }\n"
+		  "category bounces { sender = \"^bounce@\" }\n",
+		  { .rcpt = true, .mail_reply = true } },
+		/* A category header with an account at MAIL: read and stripped. */
+		{ NO_PLAN "unit = \"messages\"\nmode = \"monitor\"\naccount { source = \"sasl\" }\n"
+		  "category crm { sender = \"@crm$\" header = \"X-Kind\" }\n",
+		  { .headers = true, .strip = true, .mail_reply = true } },
+		/* One category without an envelope matcher: no mail passes at MAIL. */
+		{ NO_PLAN "mode = \"monitor\"\naccount { source = \"sasl\" }\n"
+		  "category api { sasl = \"^api-\" }\ncategory rest { header = \"X-Kind\" }\n",
+		  { .headers = true, .strip = true, .rcpt = true } },
+	};
+	size_t	i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct qm_conf *conf = load(cases[i].conf);
+		struct policy_needs got = policy_needs(conf);
+		const struct policy_needs *want = &cases[i].want;
+
+		ck_assert_msg(got.headers == want->headers && got.strip == want->strip
+			      && got.rcpt == want->rcpt && got.rcpt_reply == want->rcpt_reply
+			      && got.mail_reply == want->mail_reply,
+			      "case %zu: headers %d strip %d rcpt %d rcpt_reply %d mail_reply %d",
+			      i, got.headers, got.strip, got.rcpt, got.rcpt_reply, got.mail_reply);
+		conf_free(conf);
+	}
+}
+END_TEST
+
 int
 main(void)
 {
@@ -461,6 +511,7 @@ main(void)
 	tcase_add_test(tc, far_from_limit);
 	tcase_add_test(tc, status_replies);
 	tcase_add_test(tc, header_slots);
+	tcase_add_test(tc, needs_per_conf);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -85,14 +85,61 @@ redis_start() {
 # rcli ARGS... - redis-cli on the test's Redis, raw output
 rcli() { redis-cli -p "$REDIS_PORT" --raw "$@"; }
 
-# write_conf FILE SOCKET [EXTRA] - the shipped conf with the test's socket,
-# Redis, journal folder and starting user, then the EXTRA lines
+# month - this month in UTC, the month the test confs count in
+month=$(date -u +%Y-%m)
+
+# usage ACCOUNT FIELD - a field of the account's usage hash this month
+usage() { rcli HGET "qm:usage:{$1}:$month" "$2"; }
+
+# accounts - account hashes in the test's Redis, from stdin, one a line:
+# NAME PLAN [FIELD VALUE]...
+accounts() {
+	local a
+	while read -r -a a; do
+		[ "${#a[@]}" -ge 2 ] || continue
+		rcli HSET "qm:account:{${a[0]}}" plan "${a[1]}" "${a[@]:2}" >/dev/null
+	done
+}
+
+# write_conf FILE SOCKET [EXTRA [SED...]] - the shipped conf with the test's
+# socket, Redis, journal folder and starting user, and each SED expression
+# applied; then the EXTRA lines
 write_conf() {
-	sed -e "s|^socket .*|socket = \"$2\"|" -e 's|^user .*|user = ""|' \
+	local file=$1 sock=$2 extra=${3:-} e more=()
+	shift $(($# < 3 ? $# : 3))
+	for e in "$@"; do more+=(-e "$e"); done
+	sed -e "s|^socket .*|socket = \"$sock\"|" -e 's|^user .*|user = ""|' \
 	    -e "s|^journal .*|journal = \"$T/journal\"|" \
 	    -e "s|address *= *\"127.0.0.1:6379\"|address = \"127.0.0.1:$REDIS_PORT\"|" \
-	    conf/quota-milter.conf > "$1"
-	printf '%s\n' "${3:-}" >> "$1"
+	    "${more[@]}" conf/quota-milter.conf > "$file"
+	printf '%s\n' "$extra" >> "$file"
+}
+
+# small_conf FILE SOCKET LINE... - a conf of the test's own, not the shipped
+# one: the socket, no user switch, the test's Redis, then the LINEs
+small_conf() {
+	local file=$1 sock=$2
+	shift 2
+	printf '%s\n' "socket = \"$sock\"" 'user = ""' \
+		"redis { address = \"127.0.0.1:$REDIS_PORT\" }" "$@" > "$file"
+}
+
+# sd_conf FILE SOCKET LINE... - a small_conf with sender-domain accounts,
+# category crm { sender = "@" }, plans free (0, the default) and basic
+sd_conf() {
+	local file=$1 sock=$2
+	shift 2
+	small_conf "$file" "$sock" 'default_plan = "free"' 'account { source = "sender-domain" }' \
+		'category crm { sender = "@" }' 'plan free { monthly = 0 }' \
+		'plan basic { monthly = 10000 }' "$@"
+}
+
+# mt SOCKET SCRIPT [-D NAME=VALUE...] - run tests/milter/SCRIPT.lua under miltertest
+mt() {
+	local sock=$1 script=$2
+	shift 2
+	miltertest -D sock="$sock" -D rport="$REDIS_PORT" -D month="$month" \
+		-D lib=tests/milter/common.lua "$@" -s "tests/milter/$script.lua"
 }
 
 # milter_start BUILD CONF [NAME] - run the daemon in the foreground; sets MILTER_PID
@@ -115,4 +162,20 @@ milter_stop() {
 		return 1
 	fi
 	[ "$rc" = 0 ] || { echo "# $name exited $rc"; tail -5 "$T/$name.log" | sed 's/^/# /'; return 1; }
+}
+
+# milter_up NAME CONF SOCKET - milter_start the daemon of $build and wait for
+# its socket (inet:PORT@HOST or unix:PATH); when it does not come up, a not ok
+# line, the log, and status 1
+milter_up() {
+	local name=$1 conf=$2 sock=$3 ready
+	case $sock in
+	unix:*)	ready=(test -S "${sock#unix:}") ;;
+	*)	ready=(bash -c "echo > /dev/tcp/127.0.0.1/$(sed 's/inet:\([0-9]*\)@.*/\1/' <<<"$sock")") ;;
+	esac
+	milter_start "$build" "$conf" "$name"
+	wait_for "$name" 20 "${ready[@]}" && return 0
+	notok "$name started"
+	sed 's/^/# /' "$T/$name.log" | tail -40
+	return 1
 }

@@ -72,6 +72,24 @@ trap 'exit 129' HUP
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# sink_start LOG - smtp-sink on a free port, each message a file in $PF_SINK;
+# another try on another port if that one was taken meanwhile. Sets
+# PF_SINK_PORT and PF_SINK_PID.
+sink_start() {
+	local i
+	for i in 1 2 3; do
+		PF_SINK_PORT=$(free_port) || return 1
+		smtp-sink -u nobody -h sink.qm-test.example -d "$PF_SINK/%M." \
+			"127.0.0.1:$PF_SINK_PORT" 100 >"$1" 2>&1 &
+		PF_SINK_PID=$!
+		PIDS="$PIDS $PF_SINK_PID"
+		wait_for smtp-sink 10 bash -c "kill -0 $PF_SINK_PID && echo > /dev/tcp/127.0.0.1/$PF_SINK_PORT" && return 0
+		kill "$PF_SINK_PID" 2>/dev/null
+		sed 's/^/# /' "$1"
+	done
+	return 1
+}
+
 # postfix_milter_conf SPEC - main.cf lines attaching one milter
 postfix_milter_conf() {
 	cat <<EOF
@@ -114,18 +132,7 @@ postfix_start() {
 	# smtp-sink drops to nobody before it writes a message file
 	chown nobody "$PF_SINK" && chmod 755 "$PF_SINK" || return 1
 
-	# smtp-sink: another try on another port if that one was taken meanwhile
-	for i in 1 2 3; do
-		PF_SINK_PORT=$(free_port) || return 1
-		smtp-sink -u nobody -h sink.qm-test.example -d "$PF_SINK/%M." \
-			"127.0.0.1:$PF_SINK_PORT" 100 >"$dir/smtp-sink.log" 2>&1 &
-		PF_SINK_PID=$!
-		PIDS="$PIDS $PF_SINK_PID"
-		wait_for smtp-sink 10 bash -c "kill -0 $PF_SINK_PID && echo > /dev/tcp/127.0.0.1/$PF_SINK_PORT" && break
-		kill "$PF_SINK_PID" 2>/dev/null
-		sed 's/^/# /' "$dir/smtp-sink.log"
-		[ "$i" = 3 ] && return 1
-	done
+	sink_start "$dir/smtp-sink.log" || return 1
 
 	cat > "$PF_CONF/main.cf" <<EOF
 # A throwaway instance made by tests/postfix.sh; loopback only.
@@ -313,6 +320,24 @@ msg_text() {
 	local h
 	for h in "$@"; do printf '%s\n' "$h"; done
 	printf '\n%s\n' "$MSG_BODY"
+}
+
+# no_quota_headers FILE... - none of the files has an account or category header
+# shellcheck disable=SC2317  # called through check
+no_quota_headers() { ! grep -qiE '^X-Quota-(Account|Category):' "$@"; }
+
+# smtp_msg PORT ACCOUNT CATEGORY SUBJECT RCPTS - one message from
+# sender@acme.example to the space-separated RCPTS over SMTP; no account or
+# category header when that argument is empty. Counts messages in NMSG.
+NMSG=0
+smtp_msg() {
+	local port=$1 acct=$2 cat=$3 subj=$4 rcpts=$5 h
+	NMSG=$((NMSG + 1))
+	h=("From: Sender <sender@acme.example>" "To: ${rcpts// /, }" "Subject: $subj"
+	   "Date: $(date -R)" "Message-ID: <t$NMSG.$$@client.qm-test.example>")
+	[ -n "$acct" ] && h+=("X-Quota-Account: $acct")
+	[ -n "$cat" ] && h+=("X-Quota-Category: $cat")
+	smtp_send "$port" sender@acme.example "$rcpts" "${h[@]}"
 }
 
 # _smtp_now_us - the wall clock in microseconds, without a fork

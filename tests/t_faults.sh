@@ -26,7 +26,6 @@ cd "$(dirname "$0")/.."
 . tests/lib.sh
 . tests/postfix.sh
 build=${1:-build}
-month=$(date -u +%Y-%m)
 
 LOOPS=${FAULT_LOOPS:-3}			# parallel client loops
 TIMEOUT_MS=250				# the conf's redis timeout_ms
@@ -87,24 +86,13 @@ rkill() {
 
 # --- the milter ----------------------------------------------------------
 
-# write_conf FILE EXTRA - the shipped conf with the test's socket and Redis
-write_conf() {
-	sed -e "s|^socket .*|socket = \"inet:$mport@127.0.0.1\"|" -e 's|^user .*|user = ""|' \
-	    -e "s|^journal .*|journal = \"$T/journal\"|" \
-	    -e "s|address *= *\"127.0.0.1:6379\"|address = \"127.0.0.1:$REDIS_PORT\"|" \
-	    -e "s|timeout_ms *= *[0-9]*|timeout_ms = $TIMEOUT_MS|" \
-	    conf/quota-milter.conf > "$1"
-	printf '%s\n' "$2" >> "$1"
+# mconf FILE EXTRA [SED...] - write_conf with the test's socket and timeout_ms
+mconf() {
+	write_conf "$1" "inet:$mport@127.0.0.1" "$2" "s|timeout_ms *= *[0-9]*|timeout_ms = $TIMEOUT_MS|" "${@:3}"
 }
 
-# milter_up CONF NAME - start the daemon, wait for its port
-milter_up() {
-	milter_start "$build" "$1" "$2"
-	wait_for "$2" 20 bash -c "echo > /dev/tcp/127.0.0.1/$mport" && return 0
-	notok "$2 started"
-	sed 's/^/# /' "$T/$2.log" | tail -20
-	finish
-}
+# mup CONF NAME - start the daemon, wait for its port
+mup() { milter_up "$2" "$1" "inet:$mport@127.0.0.1" || finish; }
 
 # --- traffic -------------------------------------------------------------
 
@@ -265,8 +253,8 @@ done
 redis-cli -p "$REDIS_PORT" HSET "qm:account:{fc-std}" plan standard >/dev/null
 
 mport=$(free_port)
-write_conf "$T/qm.conf" ""
-milter_up "$T/qm.conf" milter
+mconf "$T/qm.conf" ""
+mup "$T/qm.conf" milter
 # Short milter timeouts: a hung milter shows up as a logged timeout in
 # seconds, not as a session stuck for Postfix's default minutes.
 if ! postfix_start "$T/postfix" "$(free_port)" "$(postfix_milter_conf "inet:127.0.0.1:$mport")
@@ -459,7 +447,7 @@ kill -9 "$MILTER_PID"; wait "$MILTER_PID" 2>/dev/null; reaped "$MILTER_PID"
 down=$(now_us)
 sleep 1.5
 gone=$(now_us)
-milter_up "$T/qm.conf" milter2
+mup "$T/qm.conf" milter2
 back=$(now_us)
 sleep 3
 traffic_stop
@@ -505,7 +493,7 @@ if reload_to "$T/qm-slow.conf" "$T/milter2.log"; then
 		wait_for "the charge" 10 total_is "$REDIS_PORT" fb-inflight 2
 	cp "$T/qm-fast.conf" "$T/qm.conf"
 	MNAME=milter2b
-	milter_up "$T/qm.conf" "$MNAME"
+	mup "$T/qm.conf" "$MNAME"
 	check "2b: the restarted milter journaled the cancel of the charge left in flight" \
 		wait_for "inflight recovery" 10 grep -q "inflight: 1 charges a killed milter left in flight" "$T/$MNAME.log"
 	check_total "2b milter killed while its charge waits" fb-inflight "$REDIS_PORT"
@@ -518,7 +506,7 @@ MLOG=$T/$MNAME.log
 
 # Conf B: a new reply text, and plan standard cut to 1 a month.
 cp "$T/qm.conf" "$T/qm-a.conf"
-write_conf "$T/qm-b.conf" 'reply exhausted { text = "Reloaded: $account is over $limit" }'
+mconf "$T/qm-b.conf" 'reply exhausted { text = "Reloaded: $account is over $limit" }'
 sed -i -E 's/^(plan standard +\{ *monthly *= *)[0-9]+/\11/' "$T/qm-b.conf"
 grep -q '^plan standard *{ *monthly = 1 }' "$T/qm-b.conf" || notok "conf B cuts plan standard"
 
@@ -611,11 +599,10 @@ sentinels_ready() {
 check "4 sentinel: the sentinels see the replica and each other" wait_for sentinels 20 sentinels_ready
 master_port() { redis-cli -p "${sports[0]}" --raw SENTINEL get-master-addr-by-name qm 2>/dev/null | sed -n 2p; }
 
-write_conf "$T/qm-sentinel.conf" ""
-sed -i "s|address *= *\"[^\"]*\"|sentinels = { \"127.0.0.1:${sports[0]}\", \"127.0.0.1:${sports[1]}\", \"127.0.0.1:${sports[2]}\" } master = \"qm\"|" \
-	"$T/qm-sentinel.conf"
+mconf "$T/qm-sentinel.conf" "" \
+	"s|address *= *\"[^\"]*\"|sentinels = { \"127.0.0.1:${sports[0]}\", \"127.0.0.1:${sports[1]}\", \"127.0.0.1:${sports[2]}\" } master = \"qm\"|"
 grep -q 'master = "qm"' "$T/qm-sentinel.conf" || notok "4: the milter conf names the sentinels"
-milter_up "$T/qm-sentinel.conf" milter3
+mup "$T/qm-sentinel.conf" milter3
 
 traffic_start fd-sentinel
 sleep 1.5

@@ -26,7 +26,6 @@ cd "$(dirname "$0")/.."
 . tests/lib.sh
 . tests/postfix.sh
 build=${1:-build}
-month=$(date -u +%Y-%m)
 LIMIT=50
 LOOPS=8			# client loops per round, alternating between the hosts
 LOOP_SECS=60		# a round that takes longer is killed and fails
@@ -35,31 +34,18 @@ t0=$SECONDS
 
 [ -x "$build/quota-milter" ] || { notok "$build/quota-milter is built"; finish; }
 
-# write_conf FILE SOCKET UNIT SOURCE - the shipped conf with a test's socket
+# fleet_conf FILE SOCKET UNIT SOURCE - the shipped conf with a test's socket
 # and Redis, unit recipients|messages, accounts from header|sender-domain.
 # timeout_ms 2000: this test is about races, not latency; on a loaded
 # 2-core machine a Redis reply can take over the shipped 250 ms, and a
 # charge that times out after Redis applied it is tempfailed yet counted.
-write_conf() {
-	sed -e "s|^socket .*|socket = \"$2\"|" -e 's|^user .*|user = ""|' \
-	    -e "s|^journal .*|journal = \"$T/journal\"|" \
-	    -e "s|^unit .*|unit = \"$3\"|" \
-	    -e "s|address *= *\"127.0.0.1:6379\"|address = \"127.0.0.1:$REDIS_PORT\"|" \
-	    -e "s|timeout_ms *= *[0-9]*|timeout_ms = 2000|" \
-	    conf/quota-milter.conf > "$1"
-	if [ "$4" = sender-domain ]; then
-		# the shipped account section and categories out, these in
-		awk '/^account[ \t]*\{/ { skip = 1 }
-		     skip { if (/^\}/) skip = 0; next }
-		     /^category / { next }
-		     { print }' "$1" > "$1.tmp" && mv "$1.tmp" "$1"
-		printf '%s\n' 'account { source = "sender-domain" }' \
-			'category all { sender = "." }' >> "$1"
-	fi
+fleet_conf() {
+	write_conf "$1" "$2" "" "s|^unit .*|unit = \"$3\"|" "s|timeout_ms *= *[0-9]*|timeout_ms = 2000|"
+	[ "$4" = sender-domain ] || return 0
+	# the shipped account section and categories out, these in
+	sed -i -e '/^account[ \t]*{/,/^}/d' -e '/^category /d' "$1"
+	printf '%s\n' 'account { source = "sender-domain" }' 'category all { sender = "." }' >> "$1"
 }
-
-# usage ACCOUNT FIELD - a field of the account's usage hash this month
-usage() { rcli HGET "qm:usage:{$1}:$month" "$2"; }
 
 # events ACCOUNT - "TYPE/PERCENT" of each qm:events entry of the account this
 # month, sorted, on one line
@@ -93,12 +79,9 @@ milters_up() {
 	local tag=$1 n port
 	for n in 1 2; do
 		port=$([ $n = 1 ] && echo "$MPORT1" || echo "$MPORT2")
-		write_conf "$T/$tag-$n.conf" "inet:$port@127.0.0.1" "$2" "$3"
-		milter_start "$build" "$T/$tag-$n.conf" "$tag-$n"
+		fleet_conf "$T/$tag-$n.conf" "inet:$port@127.0.0.1" "$2" "$3"
+		milter_up "$tag-$n" "$T/$tag-$n.conf" "inet:$port@127.0.0.1" || finish
 		eval "MILTER${n}_PID=\$MILTER_PID"
-		if ! wait_for "milter $tag-$n" 20 bash -c "echo > /dev/tcp/127.0.0.1/$port"; then
-			notok "milter $tag-$n started"; sed 's/^/# /' "$T/$tag-$n.log"; finish
-		fi
 	done
 	MTAG=$tag
 }

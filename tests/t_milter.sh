@@ -5,15 +5,16 @@ set -u
 cd "$(dirname "$0")/.."
 . tests/lib.sh
 build=${1:-build}
-month=$(date -u +%Y-%m)
 
 redis_start
 # seed_accounts - the accounts header_account.lua expects
 seed_accounts() {
-	rcli HSET 'qm:account:{acme}' plan basic limit 5 >/dev/null
-	rcli HSET 'qm:account:{tiny}' plan basic suspended 1 >/dev/null
-	rcli HSET 'qm:account:{bigcorp}' plan enterprise >/dev/null
-	rcli HSET 'qm:account:{gold-co}' plan gold >/dev/null
+	accounts <<-EOA
+	acme basic limit 5
+	tiny basic suspended 1
+	bigcorp enterprise
+	gold-co gold
+	EOA
 }
 seed_accounts
 
@@ -21,28 +22,6 @@ seed_accounts
 trust_relay() {
 	sed -i 's|^[[:space:]]*#trusted_logins .*|	trusted_logins = { "crm-relay" }|' "$1"
 	grep -q 'trusted_logins = { "crm-relay" }' "$1" || notok "$1 trusts the login crm-relay"
-}
-
-# mt SOCKET SCRIPT [-D NAME=VALUE...] - run tests/milter/SCRIPT.lua under miltertest
-mt() {
-	local sock=$1 script=$2
-	shift 2
-	miltertest -D sock="$sock" -D rport="$REDIS_PORT" -D month="$month" \
-		-D lib=tests/milter/common.lua "$@" -s "tests/milter/$script.lua"
-}
-
-# milter_up NAME CONF SOCKET - start a daemon and wait for its socket; sets MILTER_PID
-milter_up() {
-	local name=$1 conf=$2 sock=$3 ready
-	case $sock in
-	unix:*)	ready=(test -S "${sock#unix:}") ;;
-	*)	ready=(bash -c "echo > /dev/tcp/127.0.0.1/$(sed 's/inet:\([0-9]*\)@.*/\1/' <<<"$sock")") ;;
-	esac
-	milter_start "$build" "$conf" "$name"
-	wait_for "$name" 20 "${ready[@]}" && return 0
-	notok "$name started"
-	sed 's/^/# /' "$T/$name.log"
-	return 1
 }
 
 # 0. Built on libmilter, and says so.
@@ -65,21 +44,14 @@ rcli HSET 'qm:account:{nego-full}' plan basic limit 0 >/dev/null
 mt "inet:$mport@127.0.0.1" negotiate -D part=header
 
 # 2. Sender-domain accounts, decided at RCPT.
-rcli HSET 'qm:account:{shop.example}' plan basic limit 2 >/dev/null
-rcli HSET 'qm:account:{race.example}' plan basic limit 1 >/dev/null
-rcli HSET 'qm:account:{busy.example}' plan basic >/dev/null
-rcli HSET 'qm:account:{near.example}' plan basic limit 100 >/dev/null
+accounts <<EOA
+shop.example basic limit 2
+race.example basic limit 1
+busy.example basic
+near.example basic limit 100
+EOA
 bsock="$T/b.sock"
-cat > "$T/b.conf" <<EOC
-socket = "unix:$bsock"
-user = ""
-default_plan = "free"
-redis { address = "127.0.0.1:$REDIS_PORT" }
-account { source = "sender-domain" }
-category crm { sender = "@" }
-plan free { monthly = 0 }
-plan basic { monthly = 10000 }
-EOC
+sd_conf "$T/b.conf" "unix:$bsock"
 milter_up milter-b "$T/b.conf" "unix:$bsock" && mt "unix:$bsock" sender_domain
 pb=$MILTER_PID
 mt "unix:$bsock" negotiate -D part=envelope
@@ -110,15 +82,14 @@ check "milter-a stops cleanly (no sanitizer report)" milter_stop "$pa" milter-a
 # 4. Monitor mode.
 rcli HSET 'qm:account:{mon-co}' plan basic limit 1 >/dev/null
 cport=$(free_port)
-write_conf "$T/c.conf" "inet:$cport@127.0.0.1" ""
-sed -i 's/^mode .*/mode = "monitor"/' "$T/c.conf"
+write_conf "$T/c.conf" "inet:$cport@127.0.0.1" "" 's/^mode .*/mode = "monitor"/'
 milter_up milter-c "$T/c.conf" "inet:$cport@127.0.0.1" && mt "inet:$cport@127.0.0.1" monitor
 pc=$MILTER_PID
 check "monitor decision logged" grep -q 'account=mon-co .*decision=accept reason=monitor: would refuse' "$T/milter-c.log"
 
 # 5. SIGUSR1 reload: a new reply text for new sessions; a bad file keeps the old.
 rcli HSET 'qm:account:{rl-co}' plan basic limit 0 >/dev/null
-mt_reload() { mt "inet:$cport@127.0.0.1" reload -D expect="$1"; }
+mt_reload() { mt "inet:$cport@127.0.0.1" message -D account=rl-co -D expect="$1" -D label="reload $1"; }
 sed -i 's/^mode .*/mode = "enforce"/' "$T/c.conf"
 echo 'reply exhausted { text = "Reloaded: $account is over $limit" }' >> "$T/c.conf"
 kill -USR1 "$pc"
@@ -155,16 +126,14 @@ check "milter-c survived reloads and stops cleanly" milter_stop "$pc" milter-c
 rcli HSET 'qm:account:{nego.example}' plan basic >/dev/null
 rcli HSET 'qm:account:{nego-co}' plan basic >/dev/null
 nsock="$T/n.sock"
-printf '%s\n' "socket = \"unix:$nsock\"" 'user = ""' \
-	"redis { address = \"127.0.0.1:$REDIS_PORT\" }" 'account { source = "sender-domain" }' \
-	'category crm { sender = "@" }' 'default_plan = "basic"' 'plan basic { monthly = 10000 }' > "$T/n.conf"
+small_conf "$T/n.conf" "unix:$nsock" 'account { source = "sender-domain" }' \
+	'category crm { sender = "@" }' 'default_plan = "basic"' 'plan basic { monthly = 10000 }'
 if milter_up milter-n "$T/n.conf" "unix:$nsock"; then
 	pn=$MILTER_PID
 	# the conf the reload will load; the running daemon still has the first
-	printf '%s\n' "socket = \"unix:$nsock\"" 'user = ""' \
-		"redis { address = \"127.0.0.1:$REDIS_PORT\" }" 'account { source = "header" }' \
+	small_conf "$T/n.conf" "unix:$nsock" 'account { source = "header" }' \
 		'category crm { header = "X-Quota-Category" match = "^crm$" }' \
-		'default_plan = "basic"' 'plan basic { monthly = 10000 }' > "$T/n.conf"
+		'default_plan = "basic"' 'plan basic { monthly = 10000 }'
 	mt "unix:$nsock" negotiate -D part=reload -D pid="$pn" -D log="$T/milter-n.log"
 	check "milter-n stops cleanly" milter_stop "$pn" milter-n
 fi
@@ -229,8 +198,8 @@ check "-t on a missing file exits 1 naming it" test "$rc" = 1 -a -n "$(grep -F "
 if [ "$(id -u)" = 0 ]; then
 	dport=$(free_port)
 	mkdir -m 755 "$T/state"
-	write_conf "$T/d.conf" "inet:$dport@127.0.0.1" ""
-	sed -i -e 's/^user .*/user = "nobody"/' -e "s|^journal .*|journal = \"$T/state/journal\"|" "$T/d.conf"
+	write_conf "$T/d.conf" "inet:$dport@127.0.0.1" "" 's/^user .*/user = "nobody"/' \
+		"s|^journal .*|journal = \"$T/state/journal\"|"
 	milter_up milter-d "$T/d.conf" "inet:$dport@127.0.0.1"
 	pd=$MILTER_PID
 	wait_for "milter-d journal" 10 grep -q 'starting quota-milter' "$T/milter-d.log"
@@ -256,9 +225,7 @@ fi
 # 8. on_redis_error = accept: counts go to the journal while Redis is down
 # and are replayed once it is back, once, even after a crash mid-replay.
 eport=$(free_port)
-write_conf "$T/e.conf" "inet:$eport@127.0.0.1" ""
-sed -i -e 's/^on_redis_error .*/on_redis_error = "accept"/' \
-	-e "s|^journal .*|journal = \"$T/journal\"|" "$T/e.conf"
+write_conf "$T/e.conf" "inet:$eport@127.0.0.1" "" 's/^on_redis_error .*/on_redis_error = "accept"/'
 rcli HSET 'qm:account:{jco}' plan basic >/dev/null
 milter_up milter-e "$T/e.conf" "inet:$eport@127.0.0.1"
 pe=$MILTER_PID
@@ -301,10 +268,10 @@ check "milter-e2 stops cleanly" milter_stop "$pe" milter-e2
 rcli HSET 'qm:account:{strip-co}' plan enterprise >/dev/null
 for part in on off; do
 	sport=$(free_port)
-	write_conf "$T/s-$part.conf" "inet:$sport@127.0.0.1" ""
-	sed -i -e '/^category /d' "$T/s-$part.conf"
-	echo "category crm { sender = '@crm[.]example\$' }" >> "$T/s-$part.conf"
-	[ "$part" = off ] && sed -i 's|^\([[:space:]]*strip_headers *=\).*|\1 false|' "$T/s-$part.conf"
+	off='s|^\([[:space:]]*strip_headers *=\).*|\1 false|'
+	[ "$part" = off ] || off=''
+	write_conf "$T/s-$part.conf" "inet:$sport@127.0.0.1" "category crm { sender = '@crm[.]example\$' }" \
+		'/^category /d' "$off"
 	if milter_up "milter-s-$part" "$T/s-$part.conf" "inet:$sport@127.0.0.1"; then
 		mt "inet:$sport@127.0.0.1" strip -D part="$part"
 		check "milter-s-$part stops cleanly" milter_stop "$MILTER_PID" "milter-s-$part"
@@ -325,9 +292,9 @@ check_eq "ACL user qm-milter made" OK "$(rcli ACL SETUSER qm-milter reset $acl_m
 check_eq "ACL user qm-ctl made" OK "$(rcli ACL SETUSER qm-ctl reset $acl_ctl)"
 uport=$(free_port)
 write_conf "$T/u.conf" "inet:$uport@127.0.0.1" \
-	'reply unknown_plan { text = "Plan $plan of account $account is not configured, 100% sure" }'
+	'reply unknown_plan { text = "Plan $plan of account $account is not configured, 100% sure" }' \
+	's|^\([[:space:]]*\)password *=.*|\1username = "qm-milter"\n\1password = "milter-pw"|'
 trust_relay "$T/u.conf"
-sed -i 's|^\([[:space:]]*\)password *=.*|\1username = "qm-milter"\n\1password = "milter-pw"|' "$T/u.conf"
 if milter_up milter-u "$T/u.conf" "inet:$uport@127.0.0.1"; then
 	uout=$(mt "inet:$uport@127.0.0.1" header_account)
 	check_eq "as ACL user qm-milter: the header-account session, no failed case" 0 \
@@ -388,9 +355,8 @@ kill "$REDIS_PID"; wait "$REDIS_PID" 2>/dev/null
 away=$(free_port)			# j2's Redis: nothing listens there yet
 for j in j1 j2; do
 	port=$(free_port)
-	write_conf "$T/$j.conf" "inet:$port@127.0.0.1" ""
-	sed -i -e 's/^on_redis_error .*/on_redis_error = "accept"/' \
-		-e "s|^journal .*|journal = \"$T/shared-journal\"|" "$T/$j.conf"
+	write_conf "$T/$j.conf" "inet:$port@127.0.0.1" "" 's/^on_redis_error .*/on_redis_error = "accept"/' \
+		"s|^journal .*|journal = \"$T/shared-journal\"|"
 	eval "${j}_port=$port"
 done
 sed -i "s|127.0.0.1:$REDIS_PORT|127.0.0.1:$away|" "$T/j2.conf"

@@ -10,7 +10,6 @@ cd "$(dirname "$0")/.."
 . tests/lib.sh
 build=${1:-build}
 ctlbin="$build/quota-milter-ctl"
-month=$(date -u +%Y-%m)		# the test conf's timezone is UTC
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 
 [ -x "$ctlbin" ] || { notok "$ctlbin is built"; finish; }
@@ -21,9 +20,7 @@ redis_start
 # The daemon's conf, pointed at the test's Redis; the ctl reads the same file.
 mport=$(free_port)
 msock="inet:$mport@127.0.0.1"
-sed -e "s|^socket .*|socket = \"$msock\"|" -e 's|^user .*|user = ""|' \
-    -e "s|address *= *\"127.0.0.1:6379\"|address = \"127.0.0.1:$REDIS_PORT\"|" \
-    conf/quota-milter.conf > "$T/qm.conf"
+write_conf "$T/qm.conf" "$msock"
 grep -q "127.0.0.1:$REDIS_PORT" "$T/qm.conf" || notok "test conf points at the test Redis"
 
 # ctl ARGS... - run the ctl on the test conf; sets OUT, ERR and RC
@@ -322,15 +319,10 @@ jq_eq "reset --json: nothing left to delete" . \
 	"{\"account\":\"acme\",\"command\":\"reset\",\"month\":\"$m\",\"deleted\":false}"
 
 # 9. End to end: the daemon counts, the ctl shows it; the ctl changes, the daemon obeys.
-milter_start "$build" "$T/qm.conf" milter
+milter_up milter "$T/qm.conf" "$msock"
 mpid=$MILTER_PID
-wait_for milter 20 bash -c "echo > /dev/tcp/127.0.0.1/$mport" || { notok "milter started"; sed 's/^/# /' "$T/milter.log"; }
 # send LABEL RCPTS EXPECT - one crm message of account e2e through the daemon
-send() {
-	miltertest -D sock="$msock" -D rport="$REDIS_PORT" -D month="$month" \
-		-D lib=tests/milter/common.lua -D account=e2e -D label="$1" -D rcpts="$2" \
-		-D expect="$3" -s tests/milter/ctl.lua
-}
+send() { mt "$msock" message -D account=e2e -D label="$1" -D rcpts="$2" -D expect="$3"; }
 ctl_ok "e2e: set-plan basic" set-plan e2e basic
 ctl_ok "e2e: set-limit 5" set-limit e2e 5
 send "3 recipients within the limit" 3 accept
@@ -387,9 +379,8 @@ if command -v groff >/dev/null; then
 		check "$page: no groff warnings" test -z "$(groff -man -Tutf8 -ww -z "$page" 2>&1)"
 	done
 	text() { groff -man -Tascii -P-cbou "$1" 2>/dev/null; }
-	spec=""
-	for f in ../shared/SPEC.md /work/shared/SPEC.md; do [ -f "$f" ] && { spec=$f; break; }; done
-	if [ -n "$spec" ]; then
+	spec=${QM_SPEC:-../shared/SPEC.md}	# the product contract, beside the checkout
+	if [ -f "$spec" ]; then
 		# The Programs line: "COMMAND`: usage ACCOUNT [YYYY-MM] · top ... · export YYYY-MM ..."
 		cmds=$(sed -n '/`quota-milter-ctl \[-c FILE\]/,/^$/p' "$spec" | tr '\n' ' ' |
 			sed 's/.*COMMAND`: *//' | tr '·' '\n' | awk 'NF {print $1}' | paste -sd' ')

@@ -13,76 +13,49 @@ cd "$(dirname "$0")/.."
 . tests/lib.sh
 . tests/postfix.sh
 build=${1:-build}
-month=$(date -u +%Y-%m)
 t0=$SECONDS
 
 [ -x "$build/quota-milter" ] || { notok "$build/quota-milter is built"; finish; }
 
-# usage ACCOUNT FIELD - a field of the account's usage hash this month
-usage() { rcli HGET "qm:usage:{$1}:$month" "$2"; }
-
-# mt SOCKET SCRIPT [-D NAME=VALUE...] - run tests/milter/SCRIPT.lua under miltertest
-mt() {
-	local sock=$1 script=$2
-	shift 2
-	miltertest -D sock="$sock" -D rport="$REDIS_PORT" -D month="$month" \
-		-D lib=tests/milter/common.lua "$@" -s "tests/milter/$script.lua"
-}
-
-# milter_up NAME CONF PORT - start a daemon, wait for its socket; sets MILTER_PID
-milter_up() {
-	milter_start "$build" "$2" "$1"
-	wait_for "$1" 20 bash -c "echo > /dev/tcp/127.0.0.1/$3" && return 0
-	notok "$1 started"
-	sed 's/^/# /' "$T/$1.log"
-	finish
-}
-
-# plain_conf FILE PORT - a conf of its own: plans, no account or category
+# plain_conf FILE PORT LINE... - a conf of its own: plans, then the LINEs
 plain_conf() {
-	cat > "$1" <<EOF
-socket = "inet:$2@127.0.0.1"
-user = ""
-default_plan = "free"
-redis { address = "127.0.0.1:$REDIS_PORT" }
-plan free { monthly = 0 }
-plan basic { monthly = 10000 }
-plan enterprise { monthly = -1 }
-EOF
+	local file=$1 port=$2
+	shift 2
+	small_conf "$file" "inet:$port@127.0.0.1" 'default_plan = "free"' 'plan free { monthly = 0 }' \
+		'plan basic { monthly = 10000 }' 'plan enterprise { monthly = -1 }' "$@"
 }
 
 redis_start || { notok "redis-server started"; finish; }
 long128=$(printf 'L%.0s' $(seq 1 128))
-rcli HSET 'qm:account:{ent-co}' plan enterprise >/dev/null
-rcli HSET 'qm:account:{cap-co}' plan basic limit 5000 >/dev/null
-rcli HSET 'qm:account:{ok-co}' plan basic limit 100 >/dev/null
-rcli HSET 'qm:account:{gone-co}' plan enterprise >/dev/null
-rcli HSET 'qm:account:{abort-co}' plan enterprise >/dev/null
-rcli HSET "qm:account:{$long128}" plan enterprise >/dev/null
-rcli HSET 'qm:account:{rcpt-co.example}' plan basic limit 100 >/dev/null
-rcli HSET 'qm:account:{drop.example}' plan enterprise >/dev/null
-rcli HSET 'qm:account:{app-1}' plan basic limit 100 >/dev/null
-rcli HSET 'qm:account:{victim}' plan basic limit 100 >/dev/null
-rcli HSET 'qm:account:{big-co}' plan enterprise >/dev/null
-rcli HSET 'qm:account:{fold-co}' plan basic limit 100 >/dev/null
-rcli HSET 'qm:account:{pf-co}' plan basic limit 100 >/dev/null
-
+accounts <<EOA
+ent-co enterprise
+cap-co basic limit 5000
+ok-co basic limit 100
+gone-co enterprise
+abort-co enterprise
+$long128 enterprise
+rcpt-co.example basic limit 100
+drop.example enterprise
+app-1 basic limit 100
+victim basic limit 100
+big-co enterprise
+fold-co basic limit 100
+pf-co basic limit 100
+EOA
 # h: the shipped conf (header accounts); s: sender-domain; a: sasl.
 hport=$(free_port)
-sed -e "s|^socket .*|socket = \"inet:$hport@127.0.0.1\"|" -e 's|^user .*|user = ""|' \
-    -e "s|^journal .*|journal = \"$T/journal\"|" \
-    -e "s|address *= *\"127.0.0.1:6379\"|address = \"127.0.0.1:$REDIS_PORT\"|" \
-    conf/quota-milter.conf > "$T/h.conf"
+write_conf "$T/h.conf" "inet:$hport@127.0.0.1"
 sport=$(free_port)
-plain_conf "$T/s.conf" "$sport"
-printf '%s\n' 'account { source = "sender-domain" }' 'category all { sender = "." }' >> "$T/s.conf"
+plain_conf "$T/s.conf" "$sport" 'account { source = "sender-domain" }' 'category all { sender = "." }'
 aport=$(free_port)
-plain_conf "$T/a.conf" "$aport"
-printf '%s\n' 'account { source = "sasl" }' \
-	'category sub { daemon = "submission"  sender = "." }' 'category any { sender = "." }' >> "$T/a.conf"
-milter_up milter-h "$T/h.conf" "$hport"; ph=$MILTER_PID
-milter_up milter-s "$T/s.conf" "$sport"; ps=$MILTER_PID
-milter_up milter-a "$T/a.conf" "$aport"; pa=$MILTER_PID
+plain_conf "$T/a.conf" "$aport" 'account { source = "sasl" }' \
+	'category sub { daemon = "submission"  sender = "." }' 'category any { sender = "." }'
+milter_up milter-h "$T/h.conf" "inet:$hport@127.0.0.1" || finish
+ph=$MILTER_PID
+milter_up milter-s "$T/s.conf" "inet:$sport@127.0.0.1" || finish
+ps=$MILTER_PID
+milter_up milter-a "$T/a.conf" "inet:$aport@127.0.0.1" || finish
+pa=$MILTER_PID
 
 # 1. Garbage on the milter socket, as from a broken or hostile MTA.
 # raw PORT - connect, send stdin, read for a moment, close (in a subshell:

@@ -8,38 +8,20 @@ cd "$(dirname "$0")/.."
 . tests/lib.sh
 . tests/postfix.sh
 build=${1:-build}
-month=$(date -u +%Y-%m)
 
 [ -x "$build/quota-milter" ] || { notok "$build/quota-milter is built"; finish; }
 
-# usage ACCOUNT FIELD - a field of the account's usage hash this month
-usage() { rcli HGET "qm:usage:{$1}:$month" "$2"; }
-
-# send ACCOUNT CATEGORY SUBJECT RCPTS - one message over SMTP; no account or
-# category header when that argument is empty
-nmsg=0
-send() {
-	local acct=$1 cat=$2 subj=$3 rcpts=$4 h
-	nmsg=$((nmsg + 1))
-	h=("From: Sender <sender@acme.example>" "To: ${rcpts// /, }" "Subject: $subj"
-	   "Date: $(date -R)" "Message-ID: <t$nmsg.$$@client.qm-test.example>")
-	[ -n "$acct" ] && h+=("X-Quota-Account: $acct")
-	[ -n "$cat" ] && h+=("X-Quota-Category: $cat")
-	smtp_send "$PF_SMTP_PORT" sender@acme.example "$rcpts" "${h[@]}"
-}
+# send ACCOUNT CATEGORY SUBJECT RCPTS - one message through Postfix's smtpd
+send() { smtp_msg "$PF_SMTP_PORT" "$@"; }
 
 # submit ACCOUNT SENDER RCPT SUBJECT - one message through sendmail(1)
 submit() {
-	nmsg=$((nmsg + 1))
+	NMSG=$((NMSG + 1))
 	printf '%s\n' "From: $2" "To: $3" "Subject: $4" "Date: $(date -R)" \
-		"Message-ID: <t$nmsg.$$@client.qm-test.example>" \
+		"Message-ID: <t$NMSG.$$@client.qm-test.example>" \
 		"X-Quota-Account: $1" "X-Quota-Category: crm" "" "$MSG_BODY" |
 		postfix_sendmail "$2" "$3"
 }
-
-# no_quota_headers FILE... - none of the files has an account or category header
-# shellcheck disable=SC2317  # called through check
-no_quota_headers() { ! grep -qiE '^X-Quota-(Account|Category):' "$@"; }
 
 # log_has TEXT1 TEXT2 - a maillog line holds both
 # shellcheck disable=SC2317  # called through check
@@ -48,17 +30,16 @@ log_has() { grep -F -- "$1" "$PF_LOG" | grep -qF -- "$2"; }
 limit_reply() { echo "550 5.7.1 Monthly sending limit of $1 emails reached for account $2 (plan $3)"; }
 
 redis_start
-rcli HSET 'qm:account:{acme}' plan basic limit 3 >/dev/null
-rcli HSET 'qm:account:{duo}' plan basic limit 5 >/dev/null
-rcli HSET 'qm:account:{nocat}' plan basic limit 1 >/dev/null
-rcli HSET 'qm:account:{pickupco}' plan basic limit 2 >/dev/null
+accounts <<EOA
+acme basic limit 3
+duo basic limit 5
+nocat basic limit 1
+pickupco basic limit 2
+EOA
 
 mport=$(free_port)
 write_conf "$T/qm.conf" "inet:$mport@127.0.0.1" ""
-milter_start "$build" "$T/qm.conf" milter
-if ! wait_for milter 20 bash -c "echo > /dev/tcp/127.0.0.1/$mport"; then
-	notok "milter started"; sed 's/^/# /' "$T/milter.log"; finish
-fi
+milter_up milter "$T/qm.conf" "inet:$mport@127.0.0.1" || finish
 if ! postfix_start "$T/postfix" "$(free_port)" "$(postfix_milter_conf "inet:127.0.0.1:$mport")"; then
 	notok "postfix started"; finish
 fi

@@ -18,7 +18,6 @@ cd "$(dirname "$0")/.." || exit 1
 . tests/lib.sh
 . tests/postfix.sh	# smtp_send, msg_text and the sink_* helpers; no Postfix starts
 build=${1:-build}
-month=$(date -u +%Y-%m)
 DEBS=${SENDMAIL_DEBS:-$build/sendmail-debs}
 SM_PID=""
 
@@ -87,33 +86,18 @@ if ! ldd "$ROOT/usr/libexec/sendmail/sendmail" >"$T/ldd.log" 2>&1 || grep -q 'no
 fi
 ok "sendmail $(dpkg-deb -f "$(find "$DEBS" -name 'sendmail-bin_*.deb' | sort | tail -1)" Version) unpacked"
 
-# usage ACCOUNT FIELD - a field of the account's usage hash this month
-usage() { rcli HGET "qm:usage:{$1}:$month" "$2"; }
-
-# send ACCOUNT CATEGORY SUBJECT RCPT - one message over SMTP to Sendmail; no
-# account or category header when that argument is empty
-nmsg=0
-send() {
-	local h
-	nmsg=$((nmsg + 1))
-	h=("From: Sender <sender@acme.example>" "To: $4" "Subject: $3"
-	   "Date: $(date -R)" "Message-ID: <s$nmsg.$$@client.qm-test.example>")
-	[ -n "$1" ] && h+=("X-Quota-Account: $1")
-	[ -n "$2" ] && h+=("X-Quota-Category: $2")
-	smtp_send "$SM_PORT" sender@acme.example "$4" "${h[@]}"
-}
-
-# no_quota_headers FILE... - none of the files has an account or category header
-# shellcheck disable=SC2317  # called through check
-no_quota_headers() { ! grep -qiE '^X-Quota-(Account|Category):' "$@"; }
+# send ACCOUNT CATEGORY SUBJECT RCPT - one message over SMTP to Sendmail
+send() { smtp_msg "$SM_PORT" "$@"; }
 
 # queue_id REPLY - the queue id in Sendmail's "250 2.0.0 ID Message accepted"
 queue_id() { sed -nE 's/^250 2\.0\.0 ([A-Za-z0-9]+) Message accepted.*/\1/p' <<<"$1"; }
 
 redis_start
-rcli HSET 'qm:account:{acme}' plan basic limit 3 >/dev/null
-rcli HSET 'qm:account:{nocat}' plan basic limit 1 >/dev/null
-rcli HSET 'qm:account:{dmnco}' plan basic limit 5 >/dev/null
+accounts <<EOA
+acme basic limit 3
+nocat basic limit 1
+dmnco basic limit 5
+EOA
 
 mport=$(free_port)
 # Two categories that hold only for mail through a Sendmail daemon of that
@@ -122,26 +106,13 @@ write_conf "$T/qm.conf" "inet:$mport@127.0.0.1" \
 'category viamta { header = "X-Quota-Category" match = "^mta$" daemon = "MTA" }
 category viasub { header = "X-Quota-Category" match = "^sub$" daemon = "submission" }'
 
-milter_start "$build" "$T/qm.conf" milter
-if ! wait_for milter 20 bash -c "echo > /dev/tcp/127.0.0.1/$mport"; then
-	notok "milter started"; sed 's/^/# /' "$T/milter.log"; finish
-fi
+milter_up milter "$T/qm.conf" "inet:$mport@127.0.0.1" || finish
 
 # The sink: smtp-sink writes each message to a file; sink_files & co. read
 # $PF_SINK.
 PF_SINK=$SM/sink
 mkdir -p "$PF_SINK" && chown nobody "$PF_SINK"
-for i in 1 2 3; do
-	sink_port=$(free_port) || break
-	smtp-sink -u nobody -h sink.qm-test.example -d "$PF_SINK/%M." \
-		"127.0.0.1:$sink_port" 100 >"$SM/smtp-sink.log" 2>&1 &
-	sink_pid=$!
-	PIDS="$PIDS $sink_pid"
-	wait_for smtp-sink 10 bash -c "kill -0 $sink_pid && echo > /dev/tcp/127.0.0.1/$sink_port" && break
-	kill "$sink_pid" 2>/dev/null
-	sink_port=""
-done
-[ -n "${sink_port:-}" ] || { notok "smtp-sink started"; sed 's/^/# /' "$SM/smtp-sink.log"; finish; }
+sink_start "$SM/smtp-sink.log" || { notok "smtp-sink started"; finish; }
 
 # The .mc: everything Sendmail writes or reads lives in $SM; the milter line
 # is the one README.md shows, with the test's port.
@@ -163,7 +134,7 @@ define(\`HELP_FILE', \`$SM/helpfile')dnl
 define(\`ALIAS_FILE', \`$SM/aliases')dnl
 define(\`confSERVICE_SWITCH_FILE', \`$SM/service.switch')dnl
 define(\`SMART_HOST', \`esmtp:[127.0.0.1]')dnl
-define(\`ESMTP_MAILER_ARGS', \`TCP \$h $sink_port')dnl
+define(\`ESMTP_MAILER_ARGS', \`TCP \$h $PF_SINK_PORT')dnl
 FEATURE(\`no_default_msa')dnl
 FEATURE(\`accept_unresolvable_domains')dnl
 DAEMON_OPTIONS(\`Port=$SM_PORT, Addr=127.0.0.1, Name=MTA')dnl

@@ -727,7 +727,8 @@ fi
 # shellcheck disable=SC2016  # the backticks are Markdown
 CG_TOP=$(callgrind_annotate --inclusive=no "$T/cg-count.out" 2>/dev/null |
 	grep -E '^ *[0-9,]+ \([ 0-9.]+%\) ' | grep -v 'PROGRAM TOTALS' | head -12 |
-	sed -E 's/^ *([0-9,]+) \( *([0-9.]+)%\) +(.*)$/| \1 | \2% | `\3` |/')
+	sed -E 's/^ *([0-9,]+) \( *([0-9.]+)%\) +(.*)$/| \1 | \2% | `\3` |/' |
+	sed "s|$PWD/||g")
 # per_msg NAME [ZERO] - (Ir(NAME) - Ir(ZERO, default zero)) / messages
 per_msg() {
 	awk -v a="${IR[$1]:-}" -v z="${IR[${2:-zero}]:-}" -v n="$CG_MSGS" \
@@ -887,7 +888,7 @@ echo "| peak RSS ≤ 32 MiB with $HOLD_CONNS sessions held, not a thread each (l
 echo "| one session: latency per message within 10 % of the null libmilter milter, unix and inet | unix $(ms "$(ms1 count_unix)") ms against $(ms "$(ms1 null_unix)") (×$lat_unix), inet $(ms "$(ms1 count_inet)") ms against $(ms "$(ms1 null_inet)") (×$lat_inet) | $(yn "$(num "$lat_unix") > 0 && $(num "$lat_unix") <= 1.10 && $(num "$lat_inet") > 0 && $(num "$lat_inet") <= 1.10") |"
 echo "| no Nagle / delayed-ACK stall with one session | header account over inet: $(ms "$(ms1 hdr_inet)") ms a message, over unix $(ms "$(ms1 hdr_unix)") ms | $([ "$stall" = no ] && echo yes || echo "**no**") |"
 echo
-echo "For information (targets of the hand-written protocol engine, not set on libmilter): counting"
+echo "For information (targets set in the era of the hand-written protocol engine, not on libmilter): counting"
 echo "against no milter, 10 sessions: unix socket $r_unix, inet $r_inet (the null libmilter milter:"
 echo "$(ratio "$(med null_unix)" "$base"), $(ratio "$(med null_inet)" "$base")); the milter alone (milterload, counting, unix socket): $(medl count_unix) messages/s"
 echo "(the null libmilter milter: $(medl null_unix))."
@@ -1036,6 +1037,10 @@ else
 fi
 } > "$T/results.md"
 
+# The history kept below the tables (## History to the end) survives the run.
+if [ -f "$OUT" ] && grep -q '^## History' "$OUT"; then
+	{ echo; sed -n '/^## History/,$p' "$OUT"; } >> "$T/results.md"
+fi
 mkdir -p "$(dirname "$OUT")"
 cp "$T/results.md" "$OUT"
 cat "$OUT"

@@ -7,12 +7,12 @@ run {
 	local conn = open()
 	envelope(conn, "<crm@app.example>", { "<a@x.example>", "<b@x.example>" })
 	local r = content(conn, { { "X-Quota-Account", "mon-co" }, { "X-Quota-Category", "crm" } })
-	check(r == SMFIR_CONTINUE or r == SMFIR_ACCEPT, "over the quota, still accepted")
+	check(accepted(r), "over the quota, still accepted")
 	check(usage("mon-co", "total") == "2", "counted anyway")
 	check(usage("mon-co", "would_refuse") == "2", "would_refuse recorded")
 	envelope(conn, "<crm@app.example>", { "<a@x.example>" })
 	r = content(conn, { { "X-Quota-Account", "bad id" }, { "X-Quota-Category", "crm" } })
-	check(r == SMFIR_REPLYCODE and mt.eom_check(conn, MT_SMTPREPLY, "550", "5.7.1",
+	check(refused(conn, r, "550", "5.7.1",
 		"Invalid sending account: characters outside A-Z a-z 0-9 . _ @ + -"),
 		"a bad account id is refused in monitor mode too (not a quota decision)")
 	mt.disconnect(conn)

@@ -57,8 +57,7 @@ end },
 end },
 
 { "an MTA that offers no 'no reply' steps (protocol 2): every event answered", function()
-	local conn = mt.connect(sock, 40, 0.05)
-	assert(conn ~= nil, "mt.connect failed")
+	local conn = connect()
 	-- protocol 2: the MTA can skip connect, HELO, MAIL, RCPT, body, headers
 	local err = mt.negotiate(conn, 2, SMFIF_CHGHDRS, SMFIP_NOCONNECT + SMFIP_NOHELO
 		+ SMFIP_NOMAIL + SMFIP_NORCPT + SMFIP_NOBODY + SMFIP_NOHDRS)

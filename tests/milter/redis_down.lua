@@ -10,12 +10,12 @@ run {
 	envelope(conn, "<crm@app.example>", { "<a@x.example>" })
 	local r = content(conn, { { "X-Quota-Account", account or "downco" }, { "X-Quota-Category", "crm" } })
 	if phase == "down" then
-		check(r == SMFIR_REPLYCODE and mt.eom_check(conn, MT_SMTPREPLY, "451", "4.3.0",
+		check(refused(conn, r, "451", "4.3.0",
 			"Quota service temporarily unavailable"), "451 4.3.0 while Redis is down")
 	elseif phase == "accept" then
-		check(r == SMFIR_CONTINUE or r == SMFIR_ACCEPT, "accept mode: accepted while Redis is down")
+		check(accepted(r), "accept mode: accepted while Redis is down")
 	else
-		check(r == SMFIR_CONTINUE or r == SMFIR_ACCEPT, "accepted once Redis is back")
+		check(accepted(r), "accepted once Redis is back")
 	end
 	mt.disconnect(conn)
 end },
