@@ -104,26 +104,18 @@ keys_account(char *buf, const char *prefix, const char *account)
 	return keys_build(buf, prefix, "account", account, NULL);
 }
 
-/* keys_usage - PREFIXusage:{ACCOUNT}:YYYY-MM */
+/* keys_usage - PREFIXusage:{ACCOUNT}:YYYY-MM ("" is no month: refused) */
 size_t
 keys_usage(char *buf, const char *prefix, const char *account, const char *month)
 {
-	if (month == NULL) {
-		buf[0] = 0;
-		return 0;
-	}
-	return keys_build(buf, prefix, "usage", account, month);
+	return keys_build(buf, prefix, "usage", account, month ? month : "");
 }
 
 /* keys_warned - PREFIXwarned:{ACCOUNT}:YYYY-MM */
 size_t
 keys_warned(char *buf, const char *prefix, const char *account, const char *month)
 {
-	if (month == NULL) {
-		buf[0] = 0;
-		return 0;
-	}
-	return keys_build(buf, prefix, "warned", account, month);
+	return keys_build(buf, prefix, "warned", account, month ? month : "");
 }
 
 /* keys_charge_id_valid - 16 lower-case hex digits? */
