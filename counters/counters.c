@@ -241,7 +241,7 @@ counters_fail(char *err, size_t errlen, const char *fmt, ...)
 
 /* counters_charge_id_new - a fresh charge id: 64 random bits in hex */
 void
-counters_charge_id_new(char id[17])
+counters_charge_id_new(char id[KEYS_CHARGE_ID_LEN + 1])
 {
 	static _Atomic unsigned long long seq;
 	unsigned long long rnd;
@@ -249,9 +249,9 @@ counters_charge_id_new(char id[17])
 	if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t) sizeof(rnd))
 		rnd = ((unsigned long long) time(NULL) << 20) ^ ((unsigned long long) getpid() << 40)
 		    ^ ++seq;
-	for (int i = 15; i >= 0; i--, rnd >>= 4)
+	for (int i = KEYS_CHARGE_ID_LEN - 1; i >= 0; i--, rnd >>= 4)
 		id[i] = "0123456789abcdef"[rnd & 15];
-	id[16] = 0;
+	id[KEYS_CHARGE_ID_LEN] = 0;
 }
 
 
@@ -283,7 +283,7 @@ counters_call(struct counters *ctr, const struct counters_args *a, struct qm_quo
 	      char *err, size_t errlen)
 {
 	char    kaccount[KEYS_MAX], kusage[KEYS_MAX], kwarned[KEYS_MAX], kcharge[KEYS_MAX];
-	char    charge_id[17];
+	char    charge_id[KEYS_CHARGE_ID_LEN + 1];
 	char    units_text[COUNTERS_NUM], expire_text[COUNTERS_NUM], refused_text[COUNTERS_NUM];
 	const char *why, *id, *category = a->category ? a->category : "";
 	const char *argv[COUNTERS_KEYS + COUNTERS_ARGS];

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "../conf/conf.h"
+#include "keys.h"
 #include "month.h"
 
 enum qm_status {
@@ -31,7 +32,7 @@ struct qm_quota {
 	long long limit;		/* effective limit, QM_UNLIMITED for none */
 	long long used;			/* month's total: before (peek), after (charge) */
 	char	month[8];		/* "YYYY-MM" the call used */
-	char	charge_id[17];		/* charge: its id, set also when it failed */
+	char	charge_id[KEYS_CHARGE_ID_LEN + 1];	/* charge: its id, also when it failed */
 	bool	may_have_run;		/* failed, yet Redis may have run it (redis.h) */
 };
 
@@ -106,7 +107,7 @@ int	counters_charge_as(struct counters *ctr, const char *charge_id, const char *
 		time_t now, struct qm_quota *out, char *err, size_t errlen);
 
 /* counters_charge_id_new - a fresh charge id, 64 random bits in hex, into id */
-void	counters_charge_id_new(char id[17]);
+void	counters_charge_id_new(char id[KEYS_CHARGE_ID_LEN + 1]);
 
 /*
  * counters_refused - record units refused for good (a 5xx) in the month
