@@ -97,14 +97,14 @@ struct qm_redis_addr {
 };
 
 struct qm_redis_conf {
-	char   *address;		/* "host:port", "[v6]:port", "/path.sock" or "unix:/path" */
+	char   *address;		/* a form of conf_redis_addr() */
 	char   *username;		/* "" : AUTH with the password alone */
 	char   *password;		/* "" : no AUTH, unless username is set */
 	int	database;
 	int	timeout_ms;		/* bound for every Redis call */
 	char   *prefix;			/* "qm:" */
 	int	pool_size;		/* most connections one milter process opens */
-	char  **sentinels;		/* "host:port" each; empty: no Sentinel */
+	char  **sentinels;		/* conf_redis_addr()'s TCP forms; none: no Sentinel */
 	size_t	sentinel_count;
 	char   *master;			/* Sentinel master name */
 };
