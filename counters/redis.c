@@ -344,6 +344,7 @@ pool_resolve(struct redis_pool *pool, const struct timespec *deadline, struct qm
 	     char *err, size_t errlen)
 {
 	char    name[QM_REDIS_HOST_MAX + 16], where[QM_REDIS_HOST_MAX + 32];
+	char    text[QM_REDIS_HOST_MAX + 16];
 	const char *argv[3] = {"SENTINEL", "get-master-addr-by-name", pool->master};
 	struct redis_cmd cmd = {3, argv, NULL};
 	redisReply *reply;
@@ -364,19 +365,18 @@ pool_resolve(struct redis_pool *pool, const struct timespec *deadline, struct qm
 			continue;
 		}
 		redisFree(c);
+		/* {host, port}: the address, checked as one in the conf would be */
 		if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
 		    && reply->element[0]->type == REDIS_REPLY_STRING
 		    && reply->element[1]->type == REDIS_REPLY_STRING
-		    && reply->element[0]->len > 0 && reply->element[0]->len < QM_REDIS_HOST_MAX
-		    && reply->element[1]->len > 0 && reply->element[1]->len < 6
-		    && strspn(reply->element[1]->str, "0123456789") == reply->element[1]->len) {
-			long    port = strtol(reply->element[1]->str, NULL, 10);
+		    && strlen(reply->element[0]->str) == reply->element[0]->len
+		    && strlen(reply->element[1]->str) == reply->element[1]->len) {
+			const char *host = reply->element[0]->str;
+			bool	v6 = strchr(host, ':') != NULL;
 
-			if (port >= 1 && port <= 65535 && memchr(reply->element[0]->str, 0,
-						      reply->element[0]->len) == NULL) {
-				memcpy(out->host, reply->element[0]->str, reply->element[0]->len);
-				out->host[reply->element[0]->len] = 0;
-				out->port = (int) port;
+			if (snprintf(text, sizeof(text), "%s%s%s:%s", v6 ? "[" : "", host, v6 ? "]" : "",
+				     reply->element[1]->str) < (int) sizeof(text)
+			    && conf_redis_addr(text, true, out)) {
 				freeReplyObject(reply);
 				return 0;
 			}
