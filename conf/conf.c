@@ -20,16 +20,15 @@
 
 #include "conf.h"
 #include "../counters/keys.h"
+#include "../counters/month.h"
 
 #define ARRAY_LEN(a)	(sizeof(a) / sizeof((a)[0]))
 #define NAME_CHARS	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
-#define TZ_CHARS	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/_+-"
 #define HOST_CHARS	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_"
 #define USER_CHARS	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
 #define TEXT_MAX	400		/* longest reply text template */
 #define USER_MAX	32		/* longest user name */
 #define LOGIN_MAX	256		/* longest trusted SASL login */
-#define TZ_MAX		128		/* longest timezone name */
 #define REASON_MAX	512		/* one error reason */
 
 /* The load in progress: where errors go, and what validators remember. */
@@ -499,7 +498,7 @@ conf_check_timezone(cfg_t *cfg, cfg_opt_t *opt)
 {
 	const char *s = cfg_opt_getnstr(opt, 0);
 
-	if (!conf_chars_ok(s, TZ_CHARS, TZ_MAX) || s[0] == '/' || strstr(s, "..") != NULL) {
+	if (!month_zone_name_valid(s)) {
 		cfg_error(cfg, "bad timezone \"%s\": expected a zone name such as UTC or Europe/Paris", s);
 		return -1;
 	}

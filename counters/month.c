@@ -31,7 +31,7 @@
 #define MONTH_FIRST_YEAR	1970
 #define MONTH_LAST_YEAR		2199
 #define MONTH_COUNT		((MONTH_LAST_YEAR - MONTH_FIRST_YEAR + 1) * 12)
-#define MONTH_ZONE_MAX		200	/* longest zone name accepted */
+#define MONTH_ZONE_MAX		128	/* longest zone name accepted */
 #define MONTH_ZONEINFO		"/usr/share/zoneinfo"
 #define MONTH_DIGITS		"0123456789"
 #define MONTH_ZONE_CHARS	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz" MONTH_DIGITS "/_+-"
@@ -42,6 +42,16 @@ struct month_table {
 
 static pthread_mutex_t month_tz_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* month_zone_name_valid - the syntax of a zone name */
+bool
+month_zone_name_valid(const char *zone)
+{
+	size_t	len = strlen(zone);
+
+	return len > 0 && len <= MONTH_ZONE_MAX && zone[strspn(zone, MONTH_ZONE_CHARS)] == 0
+	    && zone[0] != '/' && strstr(zone, "..") == NULL;
+}
+
 /* month_zone_path - check a zone name and find its tzfile */
 static bool
 month_zone_path(const char *zone, char *path, size_t pathlen, char *err, size_t errlen)
@@ -51,17 +61,9 @@ month_zone_path(const char *zone, char *path, size_t pathlen, char *err, size_t 
 	struct stat st;
 	int	fd;
 
-	if (*zone == 0 || strlen(zone) > MONTH_ZONE_MAX) {
-		snprintf(err, errlen, "time zone \"%.40s\": empty or too long", zone);
-		return false;
-	}
-	if (zone[0] == '/' || strstr(zone, "..") != NULL) {
-		snprintf(err, errlen, "time zone \"%s\": must be a zone name such as Europe/Berlin, "
-			 "not a path", zone);
-		return false;
-	}
-	if (zone[strspn(zone, MONTH_ZONE_CHARS)] != 0) {
-		snprintf(err, errlen, "time zone \"%s\": unexpected character in zone name", zone);
+	if (!month_zone_name_valid(zone)) {
+		snprintf(err, errlen, "time zone \"%.40s\": not a zone name such as Europe/Berlin",
+			 zone);
 		return false;
 	}
 	dir = getenv("TZDIR");

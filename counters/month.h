@@ -61,4 +61,12 @@ time_t	month_start(const struct month_table *table, const char *month, int add);
 /* month_valid - is the text a well-formed month "YYYY-MM" (1970-2199)? */
 bool	month_valid(const char *month);
 
+/*
+ * month_zone_name_valid - the syntax of a zone name: 1 to 128 of A-Z a-z
+ * 0-9 / _ + -, not starting with / and without "..": a name under the
+ * zoneinfo folder, never a path out of it. Whether it exists is
+ * month_zone_known()'s question.
+ */
+bool	month_zone_name_valid(const char *zone);
+
 #endif

@@ -34,7 +34,7 @@ struct msg_ctx {
 	long long reserved;		/* units promised to them */
 	long long refused;		/* units refused for good, not yet recorded */
 	char	refused_month[8];	/* the month they were decided in */
-	char	refused_id[17];		/* their id in Redis (counters_refused()) */
+	char	refused_id[KEYS_CHARGE_ID_LEN + 1]; /* their id (counters_refused()) */
 	struct policy_header headers[POLICY_HEADERS_MAX];
 	size_t	header_count;
 	bool	headers_truncated;
@@ -780,7 +780,7 @@ eom_charge(SMFICTX *ctx, struct conn_ctx *cc, long long units)
 	    : m->rcpt_decides ? COUNTERS_MONITOR_RCPT : COUNTERS_MONITOR;
 	time_t	now = time(NULL);
 	struct inflight *inf;
-	char	charge_id[17];
+	char	charge_id[KEYS_CHARGE_ID_LEN + 1];
 	char	err[256];
 	sfsistat rc;
 	int	slot;

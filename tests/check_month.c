@@ -272,6 +272,27 @@ START_TEST(test_month_bad_zones)
 	ck_assert_msg(strstr(err, "Mars/Olympus_Mons") != NULL, "reason: %s", err);
 	ck_assert(month_zone_known("UTC", err, sizeof(err)));
 	ck_assert(month_zone_known("Europe/Berlin", err, sizeof(err)));
+
+	/* The syntax alone (the conf's check): names, never paths. */
+	{
+		static const struct { const char *zone; bool ok; } names[] = {
+			{"UTC", true}, {"America/Argentina/Buenos_Aires", true},
+			{"Etc/GMT+5", true}, {"Mars/Olympus_Mons", true}, {"", false},
+			{"/etc/localtime", false}, {"Europe/../Berlin", false}, {"Europe/Berlin ", false},
+			{":Europe/Berlin", false}, {"EST5EDT,M3.2.0,M11.1.0", false},
+		};
+		char	longest[130];
+
+		for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+			ck_assert_msg(month_zone_name_valid(names[i].zone) == names[i].ok, "zone \"%s\"",
+				      names[i].zone);
+		memset(longest, 'A', 128);
+		longest[128] = 0;
+		ck_assert(month_zone_name_valid(longest));
+		longest[128] = 'A';
+		longest[129] = 0;
+		ck_assert(!month_zone_name_valid(longest));
+	}
 }
 END_TEST
 
