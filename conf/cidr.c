@@ -161,23 +161,3 @@ cidr_match_sockaddr(const struct cidr_list *list, const struct sockaddr *sa)
 	}
 	return false;
 }
-
-/*
- * cidr_match_text - same for an address in text form; false if unparsable.
- * Sendmail's "IPv6:" prefix ({client_addr}) is accepted.
- */
-bool
-cidr_match_text(const struct cidr_list *list, const char *addr)
-{
-	unsigned char raw[16];
-
-	if (addr == NULL)
-		return false;
-	if (strncasecmp(addr, "IPv6:", 5) == 0)
-		addr += 5;
-	if (inet_pton(AF_INET, addr, raw) == 1)
-		return cidr_match_raw(list, AF_INET, raw);
-	if (inet_pton(AF_INET6, addr, raw) == 1)
-		return cidr_match_raw(list, AF_INET6, raw);
-	return false;
-}

@@ -35,7 +35,4 @@ void	cidr_list_free(struct cidr_list *list);
 /* cidr_match_sockaddr - is the address (AF_INET/AF_INET6) inside any network? */
 bool	cidr_match_sockaddr(const struct cidr_list *list, const struct sockaddr *sa);
 
-/* cidr_match_text - same for an address in text form; false if unparsable */
-bool	cidr_match_text(const struct cidr_list *list, const char *addr);
-
 #endif

@@ -387,21 +387,11 @@ counters_peek(struct counters *ctr, const char *account, time_t now,
 	return counters_remember(ctr, account, out, counters_call(ctr, &a, out, err, errlen));
 }
 
-/* counters_charge - count units if they fit (or monitor), else record the refusal */
+/* counters_charge - count units if they fit (or monitor), under charge_id */
 int
-counters_charge(struct counters *ctr, const char *account, const char *category,
-		long long units, enum counters_mode mode, time_t now,
-		struct qm_quota *out, char *err, size_t errlen)
-{
-	return counters_charge_as(ctr, NULL, account, category, units, mode, now,
-				  out, err, errlen);
-}
-
-/* counters_charge_as - counters_charge under an id the caller chose */
-int
-counters_charge_as(struct counters *ctr, const char *charge_id, const char *account,
-		   const char *category, long long units, enum counters_mode mode,
-		   time_t now, struct qm_quota *out, char *err, size_t errlen)
+counters_charge(struct counters *ctr, const char *charge_id, const char *account,
+		const char *category, long long units, enum counters_mode mode,
+		time_t now, struct qm_quota *out, char *err, size_t errlen)
 {
 	struct counters_args a = {"charge", account, category, units, 0, mode, NULL,
 		now, "", charge_id};

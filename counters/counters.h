@@ -83,7 +83,9 @@ int	counters_peek(struct counters *ctr, const char *account, time_t now,
 bool	counters_recent(struct counters *ctr, const char *account, struct qm_quota *out);
 
 /*
- * counters_charge - atomically: if `units` more fit the account's limit
+ * counters_charge - under charge_id (see keys_charge_id_valid(); the
+ * caller names it before sending, see inflight.h; NULL: a fresh one),
+ * atomically: if `units` more fit the account's limit
  * (or in a monitor mode), add them to total and to the category field,
  * add one to messages, keep the plan and limit in force in the month's
  * usage, and announce every threshold the month's total has reached, each
@@ -93,16 +95,7 @@ bool	counters_recent(struct counters *ctr, const char *account, struct qm_quota 
  * knows the refusal is final (a 5xx), so that a 451 and the retry that
  * follows are not recorded twice. Returns as counters_peek().
  */
-int	counters_charge(struct counters *ctr, const char *account, const char *category,
-		long long units, enum counters_mode mode, time_t now,
-		struct qm_quota *out, char *err, size_t errlen);
-
-/*
- * counters_charge_as - counters_charge() under charge_id (a charge id, see
- * keys_charge_id_valid()), so that the caller can name the charge before
- * it is sent (see inflight.h); NULL makes a fresh one.
- */
-int	counters_charge_as(struct counters *ctr, const char *charge_id, const char *account,
+int	counters_charge(struct counters *ctr, const char *charge_id, const char *account,
 		const char *category, long long units, enum counters_mode mode,
 		time_t now, struct qm_quota *out, char *err, size_t errlen);
 

@@ -788,7 +788,7 @@ eom_charge(SMFICTX *ctx, struct conn_ctx *cc, long long units)
 	counters_charge_id_new(charge_id);
 	(void) journal_get(&inf);
 	slot = inflight_charge(cc, inf, charge_id, now, units);
-	if (counters_charge_as(cc->rt->ctr, charge_id, m->account,
+	if (counters_charge(cc->rt->ctr, charge_id, m->account,
 			       conf->categories[m->category].name, units, mode,
 			       now, &m->quota, err, sizeof(err)) < 0)
 		rc = unavailable(ctx, cc, units, err);

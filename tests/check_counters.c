@@ -206,7 +206,7 @@ charge_mode(struct counters *ctr, const char *account, const char *category, lon
 {
 	struct qm_quota q;
 	char    err[256] = "";
-	int     rc = counters_charge(ctr, account, category, units, mode, now, &q,
+	int     rc = counters_charge(ctr, NULL, account, category, units, mode, now, &q,
 				     err, sizeof(err));
 
 	ck_assert_msg(rc == 0, "counters_charge(%s): %s", account, err);
@@ -1073,7 +1073,7 @@ START_TEST(test_expire)
 		cmd_ok("FLUSHDB");
 		cmd_ok("HSET qm:account:{acme} plan tiny");
 		ctr = make();
-		ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, COUNTERS_ENFORCE, cases[i].now, &q,
+		ck_assert_int_eq(counters_charge(ctr, NULL, "acme", "crm", 1, COUNTERS_ENFORCE, cases[i].now, &q,
 						 err, sizeof(err)), 0);
 		ck_assert_str_eq(q.month, cases[i].month);
 		ck_assert_int_eq(cmd_int("EXPIRETIME qm:usage:{acme}:%s", cases[i].month),
@@ -1098,7 +1098,7 @@ START_TEST(test_bad_data)
 	ctr = make();
 	cmd_ok("HSET qm:account:{acme} plan tiny");
 	cmd_ok("HSET %s total abc", usage_key("acme"));
-	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, COUNTERS_ENFORCE, now, &q, err,
+	ck_assert_int_eq(counters_charge(ctr, NULL, "acme", "crm", 1, COUNTERS_ENFORCE, now, &q, err,
 					 sizeof(err)), COUNTERS_REJECTED);
 	ck_assert_int_eq(q.status, QM_STATUS_UNAVAILABLE);
 	ck_assert_msg(strstr(err, "not an integer") != NULL, "%s", err);
@@ -1106,7 +1106,7 @@ START_TEST(test_bad_data)
 
 	cmd_ok("HSET qm:account:{b} plan tiny");
 	cmd_ok("HSET %s crm 1.5", usage_key("b"));
-	ck_assert_int_eq(counters_charge(ctr, "b", "crm", 1, COUNTERS_ENFORCE, now, &q, err,
+	ck_assert_int_eq(counters_charge(ctr, NULL, "b", "crm", 1, COUNTERS_ENFORCE, now, &q, err,
 					 sizeof(err)), COUNTERS_REJECTED);
 	ck_assert_int_eq(usage("b", "total"), -1);
 
@@ -1118,13 +1118,13 @@ START_TEST(test_bad_data)
 	/* The stream is checked before anything is counted. */
 	cmd_ok("HSET qm:account:{d} plan tiny");
 	cmd_ok("SET qm:events oops");
-	ck_assert_int_eq(counters_charge(ctr, "d", "crm", 5, COUNTERS_ENFORCE, now, &q, err,
+	ck_assert_int_eq(counters_charge(ctr, NULL, "d", "crm", 5, COUNTERS_ENFORCE, now, &q, err,
 					 sizeof(err)), COUNTERS_REJECTED);
 	ck_assert_int_eq(usage("d", "total"), -1);
 	cmd_ok("DEL qm:events");
 	cmd_ok("HSET qm:warned:{d}:%s x 1", month);
 	cmd_ok("SET qm:warned:{d}:%s oops", month);
-	ck_assert_int_eq(counters_charge(ctr, "d", "crm", 5, COUNTERS_ENFORCE, now, &q, err,
+	ck_assert_int_eq(counters_charge(ctr, NULL, "d", "crm", 5, COUNTERS_ENFORCE, now, &q, err,
 					 sizeof(err)), COUNTERS_REJECTED);
 	ck_assert_int_eq(usage("d", "total"), -1);
 	counters_free(ctr);
@@ -1143,15 +1143,15 @@ START_TEST(test_bad_arguments)
 	ctr = make();
 	for (size_t i = 0; i < sizeof(accounts) / sizeof(accounts[0]); i++) {
 		err[0] = 0;
-		ck_assert_int_eq(counters_charge(ctr, accounts[i], "crm", 1, COUNTERS_ENFORCE, now, &q, err,
+		ck_assert_int_eq(counters_charge(ctr, NULL, accounts[i], "crm", 1, COUNTERS_ENFORCE, now, &q, err,
 						 sizeof(err)), COUNTERS_REJECTED);
 		ck_assert_int_eq(q.status, QM_STATUS_UNAVAILABLE);
 		ck_assert_msg(strstr(err, "invalid account") != NULL, "%s", err);
 		ck_assert_int_eq(counters_peek(ctr, accounts[i], now, &q, err, sizeof(err)), COUNTERS_REJECTED);
 	}
-	ck_assert_int_eq(counters_charge(ctr, "acme", "total", 1, COUNTERS_ENFORCE, now, &q, err,
+	ck_assert_int_eq(counters_charge(ctr, NULL, "acme", "total", 1, COUNTERS_ENFORCE, now, &q, err,
 					 sizeof(err)), COUNTERS_REJECTED);
-	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", -1, COUNTERS_ENFORCE, now, &q, err,
+	ck_assert_int_eq(counters_charge(ctr, NULL, "acme", "crm", -1, COUNTERS_ENFORCE, now, &q, err,
 					 sizeof(err)), COUNTERS_REJECTED);
 	ck_assert_int_eq(counters_peek(ctr, "acme", (time_t) 7258118400LL, &q, err,
 				       sizeof(err)), COUNTERS_REJECTED);
@@ -1220,7 +1220,7 @@ race_main(void *arg)
 	char    err[256];
 
 	for (int i = 0; i < r->calls; i++) {
-		if (counters_charge(r->ctr, r->account, "crm", r->units, COUNTERS_ENFORCE, now, &q, err,
+		if (counters_charge(r->ctr, NULL, r->account, "crm", r->units, COUNTERS_ENFORCE, now, &q, err,
 				    sizeof(err)) < 0)
 			r->failed++;
 		else if (q.status == QM_STATUS_OK)
@@ -1496,7 +1496,7 @@ START_TEST(test_retry_once)
 
 	/* Only one retry: with the new connection cut too, the call fails ... */
 	redis_proxy_drop(&proxy, 2);
-	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, COUNTERS_ENFORCE, now, &q, err,
+	ck_assert_int_eq(counters_charge(ctr, NULL, "acme", "crm", 1, COUNTERS_ENFORCE, now, &q, err,
 					 sizeof(err)), -1);
 	ck_assert_int_eq(q.status, QM_STATUS_UNAVAILABLE);
 	ck_assert_msg(strstr(err, "closed") != NULL || strstr(err, "reset") != NULL, "%s", err);
@@ -1528,7 +1528,7 @@ START_TEST(test_timeout_no_retry)
 
 	ck_assert_int_eq(redis_server_kill(&server, SIGSTOP), 0);
 	start = helper_ms();
-	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, COUNTERS_ENFORCE, now, &q, err,
+	ck_assert_int_eq(counters_charge(ctr, NULL, "acme", "crm", 1, COUNTERS_ENFORCE, now, &q, err,
 					 sizeof(err)), -1);
 	elapsed = helper_ms() - start;
 	ck_assert_int_eq(redis_server_kill(&server, SIGCONT), 0);
@@ -1579,7 +1579,7 @@ START_TEST(test_down_no_doubt)
 	redisFree(direct);
 	direct = NULL;
 	redis_server_stop(&server);
-	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, COUNTERS_ENFORCE, now, &q, err,
+	ck_assert_int_eq(counters_charge(ctr, NULL, "acme", "crm", 1, COUNTERS_ENFORCE, now, &q, err,
 					 sizeof(err)), -1);
 	ck_assert_msg(!q.may_have_run, "refused connection left the charge in doubt: %s", err);
 	counters_free(ctr);
@@ -2375,7 +2375,7 @@ START_TEST(test_sentinel)
 	/* The new master dies: calls fail, bounded, and nothing is written to a replica. */
 	ck_assert_int_eq(redis_server_kill(&replica, SIGTERM), 0);
 	start = helper_ms();
-	ck_assert_int_eq(counters_charge(ctr, "acme", "crm", 1, COUNTERS_ENFORCE, now, &q, err,
+	ck_assert_int_eq(counters_charge(ctr, NULL, "acme", "crm", 1, COUNTERS_ENFORCE, now, &q, err,
 					 sizeof(err)), -1);
 	ck_assert_int_le(helper_ms() - start, 2 * 1000 + slack_ms);
 	counters_free(ctr);
