@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "conf/conf.h"
+#include "check_run.h"
 
 #define ARRAY_LEN(a)	(sizeof(a) / sizeof((a)[0]))
 
@@ -918,8 +919,7 @@ main(void)
 	Suite  *s = suite_create("conf");
 	TCase  *tc = tcase_create("conf");
 	TCase  *tcc = tcase_create("cidr");
-	SRunner *sr;
-	int	failed;
+	int	rc;
 
 	if (mkdtemp(tmpdir) == NULL) {
 		perror("mkdtemp");
@@ -947,11 +947,8 @@ main(void)
 	tcase_add_test(tcc, cidr_sockaddr);
 	suite_add_tcase(s, tcc);
 
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
+	rc = check_run(s);
 	if (rmdir(tmpdir) < 0)
 		perror(tmpdir);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return rc;
 }

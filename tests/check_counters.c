@@ -35,6 +35,7 @@
 #include "counters/quota_lua.h"
 #include "counters/redis.h"
 #include "redis_helper.h"
+#include "check_run.h"
 
 #define TIMEOUT_MS	250
 
@@ -2452,11 +2453,5 @@ counters_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(counters_suite());
-	int     failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? 0 : 1;
+	return check_run(counters_suite());
 }

@@ -16,6 +16,7 @@
 
 #include "counters/keys.h"
 #include "counters/month.h"
+#include "check_run.h"
 
 /* A table for a zone, or a failed test. */
 static struct month_table *
@@ -536,11 +537,5 @@ month_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(month_suite());
-	int     failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? 0 : 1;
+	return check_run(month_suite());
 }

@@ -13,6 +13,7 @@
 
 #include "conf/conf.h"
 #include "milter/policy.h"
+#include "check_run.h"
 
 static const char base_conf[] =
 	"default_plan = \"free\"\n"
@@ -497,8 +498,6 @@ main(void)
 {
 	Suite  *s = suite_create("policy");
 	TCase  *tc = tcase_create("policy");
-	SRunner *sr;
-	int	failed;
 
 	tcase_add_test(tc, classify_header_categories);
 	tcase_add_test(tc, classify_envelope_matchers);
@@ -513,9 +512,5 @@ main(void)
 	tcase_add_test(tc, header_slots);
 	tcase_add_test(tc, needs_per_conf);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return check_run(s);
 }
