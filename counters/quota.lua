@@ -132,8 +132,9 @@ if op == 'reset' then
     end
   end
   redis.call('HSET', KEYS[3], 'reset', str(at))
-  if #fields == 0 then
-    -- Made here: it goes with the month's usage.
+  if redis.call('TTL', KEYS[3]) < 0 then
+    -- Made here (none before, or its last field just went): it goes
+    -- with the month's usage.
     redis.call('EXPIREAT', KEYS[3], str(expireat))
   end
   return {'ok', '', 0, had}

@@ -1783,6 +1783,15 @@ START_TEST(test_cancel_after_reset)
 
 	ck_assert_msg(counters_reset(ctr, "nobody", month, &deleted, err, sizeof(err)) == 0, "%s", err);
 	ck_assert(!deleted);
+
+	/* Only thresholds announced: the warned hash, emptied and made again, still expires. */
+	cmd_ok("HSET qm:account:{solo} plan hundred");
+	ck_assert_str_eq(raw_charge("solo", "00000000000000e4", 85, false), "ok");
+	snprintf(wkey, sizeof(wkey), "qm:warned:{solo}:%s", month);
+	ck_assert_str_eq(hget(wkey, "80"), "1");
+	ck_assert_msg(counters_reset(ctr, "solo", month, &deleted, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_str_eq(hget(wkey, "80"), "");
+	ck_assert_int_eq(cmd_int("TTL %s", wkey) > 0, 1);
 	counters_free(ctr);
 }
 END_TEST
