@@ -20,7 +20,7 @@
 #include "keys.h"
 #include "month.h"
 
-/* Seconds between looks at files other milters held, while nothing else waits. */
+/* Seconds between looks at the folder while nothing waits: a dead milter's files. */
 #define JOURNAL_LOOK_SECS	5
 
 struct journal {
@@ -31,8 +31,7 @@ struct journal {
 	unsigned long file_seq;
 	unsigned long entry_seq;
 	bool	pending;		/* entries may wait on disk */
-	bool	held;			/* files another live milter holds were seen */
-	time_t	next_look;		/* when to look at them again */
+	time_t	next_look;		/* when to look at the folder again */
 	char	idbase[20];		/* 64 random bits, hex: names files and ids */
 };
 
@@ -93,11 +92,11 @@ lock_file(const char *path)
 
 /*
  * folder_scan - is any file waiting in the folder that no live milter
- * holds? Sets *held when one is held (its owner replays it; if the owner
- * dies, a later look finds it free).
+ * holds? (A held one its owner replays; if the owner dies, a later look
+ * finds it free.)
  */
 static bool
-folder_scan(const char *folder, bool *held)
+folder_scan(const char *folder)
 {
 	char	path[PATH_MAX];
 	DIR    *d = opendir(folder);
@@ -105,7 +104,6 @@ folder_scan(const char *folder, bool *held)
 	bool	found = false;
 	int	fd;
 
-	*held = false;
 	if (d == NULL)
 		return false;
 	while (!found && (de = readdir(d)) != NULL) {
@@ -116,18 +114,16 @@ folder_scan(const char *folder, bool *held)
 			close(fd);
 		if (fd >= 0 || (errno != EWOULDBLOCK && errno != ENOENT))
 			found = true;		/* free, or to be set aside */
-		else if (errno == EWOULDBLOCK)
-			*held = true;
 	}
 	closedir(d);
 	return found;
 }
 
-/* look - set pending (and held) from the folder; jr->lock held */
+/* look - set pending from the folder; jr->lock held */
 static void
 look(struct journal *jr)
 {
-	jr->pending = jr->fd >= 0 || folder_scan(jr->folder, &jr->held);
+	jr->pending = jr->fd >= 0 || folder_scan(jr->folder);
 	jr->next_look = time(NULL) + JOURNAL_LOOK_SECS;
 }
 
@@ -308,9 +304,9 @@ out:
 }
 
 /*
- * journal_pending - are there entries waiting for Redis? Files another
- * live milter held are looked at again every JOURNAL_LOOK_SECS, in case
- * it died.
+ * journal_pending - are there entries waiting for Redis? While none
+ * are, the folder is looked at again every JOURNAL_LOOK_SECS: files a
+ * milter that died left there, which any live one replays.
  */
 bool
 journal_pending(struct journal *jr)
@@ -318,7 +314,7 @@ journal_pending(struct journal *jr)
 	bool	pending;
 
 	pthread_mutex_lock(&jr->lock);
-	if (!jr->pending && jr->held && time(NULL) >= jr->next_look)
+	if (!jr->pending && time(NULL) >= jr->next_look)
 		look(jr);
 	pending = jr->pending;
 	pthread_mutex_unlock(&jr->lock);

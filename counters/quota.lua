@@ -202,7 +202,8 @@ end
 -- After a write to the month's usage: its expiry, and the plan and limit
 -- in force, which the billing export of the month shows.
 local function written()
-  if usage[1] ~= plan or usage[2] ~= str(limit) then
+  if status ~= 'no_plan' and status ~= 'unknown_plan'
+      and (usage[1] ~= plan or usage[2] ~= str(limit)) then
     redis.call('HSET', KEYS[2], 'plan', plan, 'limit', str(limit))
     usage[1], usage[2] = plan, str(limit)
   end
@@ -256,6 +257,16 @@ local CHARGE_TTL = 600000
 -- The outcomes of a charge that counted (a replayed one's too).
 local counted = {ok = true, over = true, replayed = true, ['replayed-over'] = true}
 
+-- An outcome as kept under its id: STATUS, or STATUS:N for a charge that
+-- put only N of its units in would_refuse (mode "2"). nil when none.
+local function outcome_of(kept)
+  if not kept then
+    return nil, nil
+  end
+  local status, n = string.match(kept, '^([%a_-]+):?(%d*)$')
+  return status, tonumber(n)
+end
+
 if op == 'refused' then
   if units > 0 and redis.call('SET', KEYS[5], 'refused', 'NX', 'PX', str(CHARGE_TTL)) then
     add('refused', units)
@@ -267,7 +278,7 @@ if op == 'refused' then
 end
 
 if op == 'cancel' then
-  local done = redis.call('GET', KEYS[5])
+  local done, over_n = outcome_of(redis.call('GET', KEYS[5]))
   local reset = int(redis.call('HGET', KEYS[3], 'reset'))
   if reset ~= nil and counted[done] then
     -- Ran at now - (CHARGE_TTL - the outcome's time to live).
@@ -282,7 +293,7 @@ if op == 'cancel' then
       back[category] = units
     end
     if done == 'over' or done == 'replayed-over' then
-      back.would_refuse = units
+      back.would_refuse = over_n or units
     end
     for field, n in pairs(back) do
       if add(field, -n) < 0 then
@@ -304,8 +315,16 @@ if op == 'replay' then
     -- The entry of a charge that failed in doubt: if it ran and counted,
     -- done; if it ran and counted nothing (exhausted, ...), the message
     -- was accepted all the same, and counts now; its refusals it recorded.
-    local done = redis.call('GET', KEYS[5])
+    -- Cancelled: the milter died before its verdict (inflight), so the
+    -- message was not accepted after all; settled for good.
+    local done = outcome_of(redis.call('GET', KEYS[5]))
     if counted[done] then
+      return {quota_status(), plan, limit, used}
+    end
+    if done == 'cancelled' then
+      if redis.call('HSETNX', KEYS[3], 'replay:' .. id, '1') == 1 then
+        redis.call('EXPIREAT', KEYS[3], str(expireat))
+      end
       return {quota_status(), plan, limit, used}
     end
     if done then
@@ -325,7 +344,7 @@ end
 -- A charge that finds its id "cancelled" or "replayed" came late, after
 -- the milter gave up on it: it counts nothing, and nobody reads its reply.
 if op == 'charge' then
-  local done = redis.call('GET', KEYS[5])
+  local done = outcome_of(redis.call('GET', KEYS[5]))
   if done then
     return {done, plan, limit, used}
   end
@@ -334,11 +353,13 @@ end
 -- itself may still be on its way, and must find it; a cancel that comes
 -- after must know what to take back.
 local charge_key = (op == 'charge' or (op == 'replay' and hex_id)) and KEYS[5] or nil
-local function charged(outcome)
+local function charged(outcome, over)
   if charge_key then
     local kept = outcome
     if op == 'replay' then
       kept = outcome == 'ok' and 'replayed' or 'replayed-over'
+    elseif over and over < units then
+      kept = outcome .. ':' .. str(over)
     end
     redis.call('SET', charge_key, kept, 'PX', str(CHARGE_TTL))
   end
@@ -392,4 +413,4 @@ announce(total)
 if over == 0 then
   return {charged('ok'), plan, limit, total}
 end
-return {charged('over'), plan, limit, total}
+return {charged('over', over), plan, limit, total}

@@ -629,6 +629,9 @@ START_TEST(test_thresholds_lowered)
 }
 END_TEST
 
+static void cancel(struct counters *ctr, const char *id, const char *account, long long units,
+		   long long refused);
+
 /* Monitor of a message decided recipient by recipient: what enforce would refuse */
 START_TEST(test_monitor_rcpt)
 {
@@ -657,6 +660,21 @@ START_TEST(test_monitor_rcpt)
 	expect(charge_mode(ctr, "susp", "crm", 4, COUNTERS_MONITOR_RCPT), QM_STATUS_OVER,
 	       "hundred", 100, 4);
 	ck_assert_int_eq(usage("susp", "would_refuse"), 4);
+
+	/* Its cancel takes back what it put in would_refuse, no more. */
+	{
+		struct qm_quota q;
+		char	err[256];
+
+		cmd_ok("HSET qm:account:{part} plan hundred");
+		cmd_ok("HSET %s total 90 would_refuse 50", usage_key("part"));
+		ck_assert_int_eq(counters_charge(ctr, "00000000000000f7", "part", "crm", 20,
+						 COUNTERS_MONITOR_RCPT, now, &q, err, sizeof(err)), 0);
+		ck_assert_int_eq(usage("part", "would_refuse"), 60);
+		cancel(ctr, "00000000000000f7", "part", 20, 0);
+		ck_assert_int_eq(usage("part", "would_refuse"), 50);
+		ck_assert_int_eq(usage("part", "total"), 90);
+	}
 	counters_free(ctr);
 }
 END_TEST
@@ -1036,6 +1054,19 @@ START_TEST(test_shared_journal)
 	ck_assert_int_eq(files_named(folder, "journal."), 0);
 	ck_assert_int_eq(files_named(folder, "replay."), 0);
 	ck_assert(!journal_pending(two));
+
+	/*
+	 * A milter that never saw another's file (nothing pending, nothing
+	 * held) still finds what one that died left, at its next look.
+	 */
+	ck_assert_ptr_nonnull(one = journal_open(folder, err, sizeof(err)));
+	e1.id[0] = 0;
+	ck_assert_int_eq(journal_append(one, &e1, err, sizeof(err)), 0);
+	journal_close(one);
+	for (int i = 0; i < 80 && !journal_pending(two); i++)
+		usleep(100 * 1000);
+	ck_assert(journal_pending(two));
+	ck_assert_int_eq(journal_replay(two, count_apply, &seen, NULL, err, sizeof(err)), 1);
 	journal_close(two);
 	snprintf(cmdline, sizeof(cmdline), "rm -rf %s", folder);
 	ck_assert_int_eq(system(cmdline), 0);
@@ -1732,6 +1763,12 @@ START_TEST(test_replay_uncounted_charge)
 	e = entry("00000000000000d2", month, "susp", 1, 0);
 	ck_assert_msg(counters_replay(ctr, &e, err, sizeof(err)) == 0, "%s", err);
 	ck_assert_int_eq(usage("susp", "total"), 1);
+
+	/* Cancelled first (the milter died before its verdict): the replay counts nothing. */
+	cancel(ctr, "00000000000000d4", "acme", 1, 0);
+	e = entry("00000000000000d4", month, "acme", 1, 0);
+	ck_assert_msg(counters_replay(ctr, &e, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_int_eq(usage("acme", "total"), 7);
 
 	/* A charge that counted: its replay counts nothing. */
 	ck_assert_str_eq(raw_charge("acme", "00000000000000d3", 1, true), "over");
