@@ -666,8 +666,12 @@ repeat_max(const char *re, const char **end)
  * regex_size - about how many states a POSIX extended regex expands to:
  * each atom counts 1, an interval {m,n} multiplies what it applies to by
  * its bound, so nested intervals multiply ("((a{1,255}){1,255})" is
- * 65025), and a "+" doubles it (regcomp copies the item: "a++++" is 16). glibc's regcomp takes time and memory in proportion, seconds and
- * gigabytes for such a pattern: the conf refuses it instead. Saturates.
+ * 65025), and a "+" doubles it (regcomp copies the item: "a++++" is 16).
+ * A repetition right after another ("a+*", "a?+", "a*{2}": undefined in
+ * POSIX) counts as too large: glibc's closure computation is exponential
+ * in such chains, whatever their size. glibc's regcomp takes time and
+ * memory in proportion, seconds and gigabytes for such a pattern: the
+ * conf refuses it instead. Saturates.
  */
 static unsigned long
 regex_size(const char *re)
@@ -678,9 +682,16 @@ regex_size(const char *re)
 	const char *end;
 	size_t	depth = 0;
 	unsigned long n;
+	bool	repeated = false;	/* the last token was a repetition */
 
 	stack[0] = 0;
 	while (*p) {
+		bool	rep = *p == '+' || *p == '*' || *p == '?'
+		    || (*p == '{' && last > 0 && repeat_max(p, &end) > 0);
+
+		if (rep && repeated)
+			return 100000000UL;
+		repeated = rep;
 		if (*p == '{' && last > 0 && (n = repeat_max(p, &end)) > 0) {
 			/* Replace the last item's size by its size times the bound. */
 			stack[depth] -= last;
@@ -777,7 +788,8 @@ conf_regex_ok(cfg_t *cfg, cfg_opt_t *opt, const char *re, size_t *groups)
 	}
 	if (regex_size(re) > REGEX_SIZE_MAX) {
 		cfg_error(cfg, "regex in %s \"%s\" too large: its repetition counts multiply "
-			  "to more than %d", opt->name, re, REGEX_SIZE_MAX);
+			  "to more than %d, or one repetition follows another", opt->name, re,
+			  REGEX_SIZE_MAX);
 		return false;
 	}
 	if ((rc = regcomp(&rx, re, REG_EXTENDED)) != 0) {

@@ -583,7 +583,10 @@ static const struct bad_case {
 	{D "category x { sender = \"*a\" }\n", 2, "bad regex in sender"},
 	/* glibc's regcomp would take seconds and gigabytes: refused before */
 	{D "category x {\n  sender = \"((a{1,255}){1,255})\"\n}\n", 3,
-	 "regex in sender \"((a{1,255}){1,255})\" too large: its repetition counts multiply to more than 2000"},
+	 "regex in sender \"((a{1,255}){1,255})\" too large: its repetition counts multiply to more than 2000, or one repetition follows another"},
+	/* Stacked repetitions: tiny, yet exponential in glibc's regcomp (a fuzz find). */
+	{D "category relay { sasl = \"^apt-[0-9]+$i++*+++++ does l: $re4.3.0\" }\n", 2, "too large"},
+	{D "category x { sender = \"a*?\" }\n", 2, "one repetition follows another"},
 	{D "category x { match = \"(x(a{1,50}|b)c){1,50}\" header = \"X-C\" }\n", 2, "too large"},
 	{D "category x { sender = \"a{1,1000}+{1,1000}\" }\n", 2, "too large"},
 	{D "category x { sender = \"(a{,100}){,100}\" }\n", 2, "too large"},	/* glibc's {,n} */
