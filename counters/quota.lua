@@ -126,13 +126,16 @@ if op == 'reset' then
   local at = now_ms()
   local had = redis.call('DEL', KEYS[2])
   local fields = redis.call('HKEYS', KEYS[3])
+  local kept = 0
   for i = 1, #fields do
     if string.sub(fields[i], 1, 7) ~= 'replay:' then
       redis.call('HDEL', KEYS[3], fields[i])
+    else
+      kept = kept + 1
     end
   end
   redis.call('HSET', KEYS[3], 'reset', str(at))
-  if redis.call('TTL', KEYS[3]) < 0 then
+  if kept == 0 then
     -- Made here (none before, or its last field just went): it goes
     -- with the month's usage.
     redis.call('EXPIREAT', KEYS[3], str(expireat))

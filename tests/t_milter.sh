@@ -285,7 +285,7 @@ done
 rcli FLUSHALL >/dev/null
 seed_accounts
 acl_milter="on >milter-pw resetkeys ~qm:* resetchannels -@all +evalsha +eval +script|load +ping +select +role +exists +expireat +get +hget +hincrby +hmget +hset +hsetnx +pttl +set +time +type +xadd"
-acl_ctl="on >ctl-pw resetkeys ~qm:* resetchannels -@all +hget +hmget +hgetall +hset +hdel +hkeys +del +scan +type +xrevrange +ping +select +evalsha +eval +script|load +expireat +time +ttl"
+acl_ctl="on >ctl-pw resetkeys ~qm:* resetchannels -@all +hget +hmget +hgetall +hset +hdel +hkeys +del +scan +type +xrevrange +ping +select +evalsha +eval +script|load +expireat +time"
 # shellcheck disable=SC2086  # one rule a word
 check_eq "ACL user qm-milter made" OK "$(rcli ACL SETUSER qm-milter reset $acl_milter)"
 # shellcheck disable=SC2086

@@ -384,6 +384,8 @@ if command -v groff >/dev/null; then
 		# The Programs line: "COMMAND`: usage ACCOUNT [YYYY-MM] · top ... · export YYYY-MM ..."
 		cmds=$(sed -n '/`quota-milter-ctl \[-c FILE\]/,/^$/p' "$spec" | tr '\n' ' ' |
 			sed 's/.*COMMAND`: *//' | tr '·' '\n' | awk 'NF {print $1}' | paste -sd' ')
+	else
+		echo "# $spec not found (set QM_SPEC): the commands are not checked against SPEC"
 	fi
 	# What the program implements (its --help) is documented and named by SPEC; what
 	# SPEC names and the program lacks is an open issue, reported, not counted.
