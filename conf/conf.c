@@ -54,6 +54,8 @@ static const char *const conf_reply_names[QM_REPLY_COUNT] = {
 	[QM_REPLY_UNKNOWN_PLAN] = "unknown_plan",
 	[QM_REPLY_RACE] = "race",
 	[QM_REPLY_UNAVAILABLE] = "unavailable",
+	[QM_REPLY_HOURLY_CAP] = "hourly_cap",
+	[QM_REPLY_DAILY_CAP] = "daily_cap",
 };
 
 static const struct conf_reply_default {
@@ -83,13 +85,18 @@ static const struct conf_reply_default {
 	"Monthly sending limit of $limit emails reached for account $account meanwhile, try again later"},
 	[QM_REPLY_UNAVAILABLE] = {"451", "4.3.0",
 	"Quota service temporarily unavailable"},
+	[QM_REPLY_HOURLY_CAP] = {"451", "4.7.1",
+	"Hourly sending limit of $limit emails reached for account $account, try again after $retry_after"},
+	[QM_REPLY_DAILY_CAP] = {"451", "4.7.1",
+	"Daily sending limit of $limit emails reached for account $account, try again after $retry_after"},
 };
 
 /* Variables a reply text may use; policy_format_reply() expands them. */
 static const char *const conf_reply_vars[QM_VAR_COUNT] = {
 	[QM_VAR_ACCOUNT] = "account", [QM_VAR_PLAN] = "plan", [QM_VAR_LIMIT] = "limit",
 	[QM_VAR_USED] = "used", [QM_VAR_CATEGORY] = "category", [QM_VAR_HEADER] = "header",
-	[QM_VAR_REASON] = "reason",
+	[QM_VAR_REASON] = "reason", [QM_VAR_WINDOW] = "window",
+	[QM_VAR_RETRY_AFTER] = "retry_after",
 };
 
 /* Options whose text value maps to an enum; the index is the enum value. */
@@ -115,6 +122,8 @@ static const struct conf_range {
 	{"timeout_ms", 1, 60000},
 	{"pool_size", 1, 1024},
 	{"monthly", -1, QM_COUNT_MAX},
+	{"daily", -1, QM_COUNT_MAX},
+	{"hourly", -1, QM_COUNT_MAX},
 };
 
 static int conf_parse_enum(cfg_t *, cfg_opt_t *, const char *, void *);
@@ -156,6 +165,8 @@ static cfg_opt_t conf_category_opts[] = {
 
 static cfg_opt_t conf_plan_opts[] = {
 	CFG_INT("monthly", 0, CFGF_NODEFAULT),
+	CFG_INT("daily", QM_UNLIMITED, CFGF_NONE),
+	CFG_INT("hourly", QM_UNLIMITED, CFGF_NONE),
 	CFG_END()
 };
 
@@ -1096,6 +1107,8 @@ static const struct conf_validator {
 	{"category|daemon", conf_check_name},
 	{"plan", conf_check_plan},
 	{"plan|monthly", conf_check_range},
+	{"plan|daily", conf_check_range},
+	{"plan|hourly", conf_check_range},
 	{"reply", conf_check_reply},
 	{"reply|code", conf_check_code},
 	{"reply|xcode", conf_check_xcode},
@@ -1261,6 +1274,8 @@ conf_copy_plans_replies(struct conf_ctx *ctx, struct qm_conf *conf, cfg_t *cfg)
 
 		conf->plans[i].name = conf_strdup(cfg_title(sec));
 		conf->plans[i].monthly = cfg_getint(sec, "monthly");
+		conf->plans[i].daily = cfg_getint(sec, "daily");
+		conf->plans[i].hourly = cfg_getint(sec, "hourly");
 	}
 
 	for (i = 0; i < QM_REPLY_COUNT; i++) {

@@ -50,13 +50,15 @@ enum qm_reply_id {
 	QM_REPLY_UNKNOWN_PLAN,		/* 451 4.3.5 plan in Redis not in the conf */
 	QM_REPLY_RACE,			/* 451 4.7.1 quota taken between RCPT and EOM */
 	QM_REPLY_UNAVAILABLE,		/* 451 4.3.0 Redis unreachable, tempfail */
+	QM_REPLY_HOURLY_CAP,		/* 451 4.7.1 the plan's hourly cap reached */
+	QM_REPLY_DAILY_CAP,		/* 451 4.7.1 the plan's daily cap reached */
 	QM_REPLY_COUNT
 };
 
 /* The variables of reply texts, "$account" ...; a name matches by prefix. */
 enum qm_reply_var {
 	QM_VAR_ACCOUNT, QM_VAR_PLAN, QM_VAR_LIMIT, QM_VAR_USED, QM_VAR_CATEGORY,
-	QM_VAR_HEADER, QM_VAR_REASON,
+	QM_VAR_HEADER, QM_VAR_REASON, QM_VAR_WINDOW, QM_VAR_RETRY_AFTER,
 	QM_VAR_COUNT			/* none */
 };
 
@@ -66,9 +68,15 @@ struct qm_reply {
 	char   *text;			/* template, see above */
 };
 
+/*
+ * A plan: its monthly quota, and caps on the calendar day and hour of the
+ * conf's timezone (QM_UNLIMITED when the conf sets none).
+ */
 struct qm_plan {
 	char   *name;
 	long long monthly;		/* QM_UNLIMITED or 0..QM_COUNT_MAX */
+	long long daily;		/* the same, per day */
+	long long hourly;		/* the same, per hour */
 };
 
 /*

@@ -111,6 +111,23 @@ keys_usage(char *buf, const char *prefix, const char *account, const char *month
 	return keys_build(buf, prefix, "usage", account, month ? month : "");
 }
 
+/* keys_usage_window - PREFIXusage:{ACCOUNT}:YYYY-MM-DD or :YYYY-MM-DDTHH */
+size_t
+keys_usage_window(char *buf, const char *prefix, const char *account, const char *window)
+{
+	size_t	len;
+
+	if (!month_window_valid(window, NULL)
+	    || (len = keys_build(buf, prefix, "usage", account, NULL)) == 0
+	    || len + 1 + strlen(window) >= KEYS_MAX) {
+		buf[0] = 0;
+		return 0;
+	}
+	buf[len] = ':';
+	strcpy(buf + len + 1, window);
+	return len + 1 + strlen(window);
+}
+
 /* keys_warned - PREFIXwarned:{ACCOUNT}:YYYY-MM */
 size_t
 keys_warned(char *buf, const char *prefix, const char *account, const char *month)

@@ -6,6 +6,8 @@
  *
  *	PREFIXaccount:{ACCOUNT}		hash: plan, limit, suspended
  *	PREFIXusage:{ACCOUNT}:YYYY-MM	hash: total, messages, CATEGORY..., refused, would_refuse
+ *	PREFIXusage:{ACCOUNT}:YYYY-MM-DD	hash: the same, for a day with a cap
+ *	PREFIXusage:{ACCOUNT}:YYYY-MM-DDTHH	hash: the same, for an hour with a cap
  *	PREFIXwarned:{ACCOUNT}:YYYY-MM	hash: thresholds already announced (internal)
  *	PREFIXcharge:{ACCOUNT}:ID	string: outcome of one charge, kept 10 minutes
  *					(internal: a resent charge is not counted twice)
@@ -42,6 +44,8 @@ bool	keys_prefix_valid(const char *prefix);
  */
 size_t	keys_account(char *buf, const char *prefix, const char *account);
 size_t	keys_usage(char *buf, const char *prefix, const char *account, const char *month);
+/* keys_usage_window - a day's or an hour's usage (month_window_valid()) */
+size_t	keys_usage_window(char *buf, const char *prefix, const char *account, const char *window);
 size_t	keys_warned(char *buf, const char *prefix, const char *account, const char *month);
 size_t	keys_events(char *buf, const char *prefix);
 /* keys_charge - ID is a charge id (keys_charge_id_valid()) */

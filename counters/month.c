@@ -34,10 +34,21 @@
 #define MONTH_ZONE_MAX		128	/* longest zone name accepted */
 #define MONTH_ZONEINFO		"/usr/share/zoneinfo"
 #define MONTH_DIGITS		"0123456789"
+#define MONTH_ABBR_MAX		15	/* longest zone abbreviation kept */
+#define MONTH_STEP		(7 * 86400)	/* offsets are sampled weekly */
 #define MONTH_ZONE_CHARS	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz" MONTH_DIGITS "/_+-"
+
+/* A stretch of time with one UTC offset and zone abbreviation. */
+struct month_seg {
+	time_t	start;			/* first instant of the stretch */
+	long	gmtoff;			/* seconds east of UTC */
+	char	abbr[MONTH_ABBR_MAX + 1];	/* "CET", "-03" */
+};
 
 struct month_table {
 	time_t	start[MONTH_COUNT + 1];	/* start[i]: month i begins; last: sentinel */
+	struct month_seg *seg;		/* ascending; seg[0] from before 1970 */
+	size_t	seg_count;
 };
 
 static pthread_mutex_t month_tz_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -124,6 +135,81 @@ month_table_fill(struct month_table *table)
 	return true;
 }
 
+/* month_local - offset and abbreviation at t in the current TZ; false on error */
+static bool
+month_local(time_t t, struct month_seg *seg)
+{
+	struct tm tm;
+
+	if (localtime_r(&t, &tm) == NULL)
+		return false;
+	seg->start = t;
+	seg->gmtoff = tm.tm_gmtoff;
+	snprintf(seg->abbr, sizeof(seg->abbr), "%s", tm.tm_zone ? tm.tm_zone : "");
+	return true;
+}
+
+/* month_seg_same - one offset and abbreviation? */
+static bool
+month_seg_same(const struct month_seg *a, const struct month_seg *b)
+{
+	return a->gmtoff == b->gmtoff && strcmp(a->abbr, b->abbr) == 0;
+}
+
+/* month_seg_add - append a stretch; false when out of memory */
+static bool
+month_seg_add(struct month_table *table, const struct month_seg *seg, size_t *room)
+{
+	if (table->seg_count == *room) {
+		size_t	n = *room ? *room * 2 : 64;
+		struct month_seg *grown = realloc(table->seg, n * sizeof(*grown));
+
+		if (grown == NULL)
+			return false;
+		table->seg = grown;
+		*room = n;
+	}
+	table->seg[table->seg_count++] = *seg;
+	return true;
+}
+
+/*
+ * month_segs_fill - the zone's offset changes from 1970 to 2200, in the
+ * current TZ: sampled weekly (no zone changes twice within a week), each
+ * change found to the second by bisection.
+ */
+static bool
+month_segs_fill(struct month_table *table)
+{
+	struct month_seg prev, next, mid;
+	size_t	room = 0;
+	time_t	end = table->start[MONTH_COUNT];
+
+	if (!month_local(table->start[0] - 86400, &prev) || !month_seg_add(table, &prev, &room))
+		return false;
+	for (time_t t = table->start[0]; t < end + MONTH_STEP; t += MONTH_STEP) {
+		time_t	lo = t - MONTH_STEP, hi = t;
+
+		if (!month_local(t, &next))
+			return false;
+		if (month_seg_same(&prev, &next))
+			continue;
+		/* prev holds at lo, next at hi: the change is in (lo, hi]. */
+		while (hi - lo > 1) {
+			if (!month_local(lo + (hi - lo) / 2, &mid))
+				return false;
+			if (month_seg_same(&prev, &mid))
+				lo = mid.start;
+			else
+				hi = mid.start;
+		}
+		if (!month_local(hi, &next) || !month_seg_add(table, &next, &room))
+			return false;
+		prev = next;
+	}
+	return true;
+}
+
 /* month_table_create - build the table for a zone */
 struct month_table *
 month_table_create(const char *zone, char *err, size_t errlen)
@@ -143,7 +229,7 @@ month_table_create(const char *zone, char *err, size_t errlen)
 		snprintf(tzvalue, sizeof(tzvalue), ":%s", path);
 	else
 		return NULL;
-	if ((table = malloc(sizeof(*table))) == NULL) {
+	if ((table = calloc(1, sizeof(*table))) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
@@ -159,7 +245,7 @@ month_table_create(const char *zone, char *err, size_t errlen)
 		ok = false;
 	} else {
 		tzset();
-		ok = month_table_fill(table);
+		ok = month_table_fill(table) && month_segs_fill(table);
 	}
 	if (saved != NULL)
 		(void) setenv("TZ", saved, 1);
@@ -170,7 +256,7 @@ month_table_create(const char *zone, char *err, size_t errlen)
 	free(saved);
 
 	if (!ok) {
-		free(table);
+		month_table_free(table);
 		snprintf(err, errlen, "time zone \"%s\": cannot compute month starts 1970-2199", zone);
 		return NULL;
 	}
@@ -219,6 +305,8 @@ month_table_shared(const char *zone, char *err, size_t errlen)
 void
 month_table_free(struct month_table *table)
 {
+	if (table != NULL)
+		free(table->seg);
 	free(table);
 }
 
@@ -283,4 +371,119 @@ month_valid(const char *month)
 	int	year, mon;
 
 	return month_parse(month, &year, &mon);
+}
+
+/* month_seg_at - the stretch holding t (t within the table) */
+static const struct month_seg *
+month_seg_at(const struct month_table *table, time_t t)
+{
+	size_t	lo = 0, hi = table->seg_count;
+
+	/* The last stretch whose start is <= t; seg[0] starts before 1970. */
+	while (hi - lo > 1) {
+		size_t	mid = lo + (hi - lo) / 2;
+
+		if (table->seg[mid].start <= t)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return &table->seg[lo];
+}
+
+/* month_in_table - is t within January 1970 to December 2199 of the zone? */
+static bool
+month_in_table(const struct month_table *table, time_t t)
+{
+	return t >= table->start[0] && t < table->start[MONTH_COUNT];
+}
+
+/* month_floor - t rounded down to a multiple of step (t may be negative) */
+static time_t
+month_floor(time_t t, time_t step)
+{
+	time_t	r = t % step;
+
+	return r < 0 ? t - r - step : t - r;
+}
+
+/* month_window_of - the window holding t, and its end */
+bool
+month_window_of(const struct month_table *table, time_t t, enum month_window kind,
+		char *buf, time_t *end)
+{
+	const struct month_seg *seg;
+	time_t	step = kind == MONTH_WINDOW_HOUR ? 3600 : 86400;
+	time_t	local, local_end, until;
+	struct tm tm;
+
+	if (!month_in_table(table, t))
+		return false;
+	seg = month_seg_at(table, t);
+	local = t + seg->gmtoff;
+	if (gmtime_r(&local, &tm) == NULL
+	    || strftime(buf, MONTH_WINDOW_LEN, kind == MONTH_WINDOW_HOUR ? "%Y-%m-%dT%H" : "%Y-%m-%d",
+			&tm) == 0)
+		return false;
+	/*
+	 * It ends where the clock next shows the start of another hour or day:
+	 * the local end in the offset of the stretch it falls in. A clock put
+	 * back shows an hour twice: both are that hour's window.
+	 */
+	local_end = month_floor(local, step) + step;
+	until = local_end - seg->gmtoff;
+	while (seg + 1 < table->seg + table->seg_count && seg[1].start < until) {
+		seg++;
+		until = local_end - seg->gmtoff;
+		if (until <= seg->start)	/* that local time does not exist */
+			until = seg->start;
+	}
+	if (end != NULL)
+		*end = until;
+	return true;
+}
+
+/* month_clock - instant t on the zone's clock, "HH:MM ZONE", with the date before it when asked */
+bool
+month_clock(const struct month_table *table, time_t t, bool date, char *buf, size_t len)
+{
+	const struct month_seg *seg;
+	time_t	local;
+	struct tm tm;
+	char	when[32];
+
+	if (!month_in_table(table, t))
+		return false;
+	seg = month_seg_at(table, t);
+	local = t + seg->gmtoff;
+	if (gmtime_r(&local, &tm) == NULL
+	    || strftime(when, sizeof(when), date ? "%Y-%m-%d %H:%M" : "%H:%M", &tm) == 0)
+		return false;
+	return (size_t) snprintf(buf, len, "%s %s", when, seg->abbr) < len;
+}
+
+/* month_window_valid - "YYYY-MM-DD" or "YYYY-MM-DDTHH" within the table's years */
+bool
+month_window_valid(const char *text, enum month_window *kind)
+{
+	char	month[MONTH_KEY_LEN];
+	size_t	len = text ? strlen(text) : 0;
+	int	day, hour;
+
+	if ((len != 10 && len != 13) || text[7] != '-' || strspn(text + 8, MONTH_DIGITS) != 2)
+		return false;
+	memcpy(month, text, 7);
+	month[7] = 0;
+	if (!month_valid(month))
+		return false;
+	day = atoi(text + 8);
+	if (day < 1 || day > 31)
+		return false;
+	if (len == 13) {
+		if (text[10] != 'T' || strspn(text + 11, MONTH_DIGITS) != 2 || (hour = atoi(text + 11)) > 23)
+			return false;
+	}
+	if (kind != NULL)
+		*kind = len == 13 ? MONTH_WINDOW_HOUR : MONTH_WINDOW_DAY;
+	return true;
 }

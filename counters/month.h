@@ -69,4 +69,34 @@ bool	month_valid(const char *month);
  */
 bool	month_zone_name_valid(const char *zone);
 
+/*
+ * Windows: the calendar day and the calendar hour of the zone, as the
+ * month is its calendar month. A window is named by its local start,
+ * "YYYY-MM-DD" or "YYYY-MM-DDTHH" (MONTH_WINDOW_LEN bytes with the NUL).
+ */
+enum month_window { MONTH_WINDOW_DAY, MONTH_WINDOW_HOUR };
+#define MONTH_WINDOW_LEN	14
+
+/*
+ * month_window_of - the name of the day or hour instant t falls in, into
+ * buf, and (end not NULL) the instant it ends: where the zone's clock
+ * next shows another day or hour. An hour the clock shows twice (put
+ * back) is one window of two hours. False when t lies outside the table.
+ */
+bool	month_window_of(const struct month_table *table, time_t t, enum month_window kind,
+		char *buf, time_t *end);
+
+/*
+ * month_clock - instant t as the zone's clock shows it, "14:00 UTC", or
+ * with date "2026-12-04 00:00 CET", into buf of len bytes. False when t
+ * lies outside the table or buf is too small.
+ */
+bool	month_clock(const struct month_table *table, time_t t, bool date, char *buf, size_t len);
+
+/*
+ * month_window_valid - is the text a window name, "YYYY-MM-DD" or
+ * "YYYY-MM-DDTHH" of 1970-2199? Its kind into *kind (when not NULL).
+ */
+bool	month_window_valid(const char *text, enum month_window *kind);
+
 #endif

@@ -468,6 +468,8 @@ policy_format_reply(char *buf, size_t len, const char *tmpl,
 		case QM_VAR_CATEGORY: put_text(&o, v->category); break;
 		case QM_VAR_HEADER: put_text(&o, v->header); break;
 		case QM_VAR_REASON: put_text(&o, v->reason); break;
+		case QM_VAR_WINDOW: put_text(&o, v->window); break;
+		case QM_VAR_RETRY_AFTER: put_text(&o, v->retry_after); break;
 		case QM_VAR_COUNT:
 			/* conf_load() refuses unknown variables; print it as is. */
 			put_char(&o, '$');

@@ -146,6 +146,8 @@ struct policy_vars {
 	const char *category;
 	const char *header;
 	const char *reason;
+	const char *window;		/* a cap's window, "2026-12-03T14" */
+	const char *retry_after;	/* when it reopens, "15:00 UTC" */
 	long long limit;		/* QM_UNLIMITED prints "unlimited" */
 	long long used;
 };

@@ -152,6 +152,9 @@ START_TEST(shipped_conf_is_the_spec)
 	for (i = 0; i < ARRAY_LEN(plans); i++) {
 		ck_assert_str_eq(conf->plans[i].name, plans[i].name);
 		ck_assert_int_eq(conf->plans[i].monthly, plans[i].monthly);
+		/* The shipped plans set no caps. */
+		ck_assert_int_eq(conf->plans[i].daily, QM_UNLIMITED);
+		ck_assert_int_eq(conf->plans[i].hourly, QM_UNLIMITED);
 		ck_assert_ptr_eq(conf_plan(conf, plans[i].name), &conf->plans[i]);
 	}
 	ck_assert_ptr_null(conf_plan(conf, "Basic"));
@@ -256,8 +259,8 @@ START_TEST(every_option_set)
 		"category api { sasl = \"^app-\"  sender = '@notify\\.example\\.com$'\n"
 		"  client = { \"10.1.0.0/16\", \"2001:db8:1::/48\" }  daemon = \"submission\" }\n"
 		"category tagged { header = \"X-Tag\" }\n"
-		"plan gold { monthly = 9000000000 }\n"
-		"plan zero { monthly = 0 }\n");
+		"plan gold { monthly = 9000000000  daily = 999999999999999  hourly = 0 }\n"
+		"plan zero { monthly = 0  daily = -1 }\n");
 	regmatch_t m[2];
 	const struct qm_category *api, *tagged;
 
@@ -277,6 +280,11 @@ START_TEST(every_option_set)
 	ck_assert_int_eq(conf->warn_percent[2], 100);
 	ck_assert_int_eq(conf->warn_percent[3], 1000);
 	ck_assert_str_eq(conf->default_plan, "gold");
+	ck_assert_int_eq(conf->plans[0].monthly, 9000000000LL);
+	ck_assert_int_eq(conf->plans[0].daily, QM_COUNT_MAX);
+	ck_assert_int_eq(conf->plans[0].hourly, 0);
+	ck_assert_int_eq(conf->plans[1].daily, QM_UNLIMITED);
+	ck_assert_int_eq(conf->plans[1].hourly, QM_UNLIMITED);
 
 	ck_assert_str_eq(conf->redis.address, "[::1]:6380");
 	ck_assert_str_eq(conf->redis.password, "s3cr$t");
@@ -455,7 +463,8 @@ END_TEST
 START_TEST(reply_vars)
 {
 	static const char *const names[QM_VAR_COUNT] = {
-		"account", "plan", "limit", "used", "category", "header", "reason",
+		"account", "plan", "limit", "used", "category", "header", "reason", "window",
+		"retry_after",
 	};
 	size_t	len;
 
@@ -476,6 +485,7 @@ START_TEST(reply_names)
 	static const char *const names[QM_REPLY_COUNT] = {
 		"exhausted", "no_mail", "suspended", "no_account", "bad_account",
 		"untrusted", "conflict", "no_plan", "unknown_plan", "race", "unavailable",
+		"hourly_cap", "daily_cap",
 	};
 	char	text[256];
 	int	i;
@@ -621,6 +631,11 @@ static const struct bad_case {
 	{D "plan basic { monthly = 1 }\nplan basic { monthly = 2 }\n", 3,
 	 "found duplicate title 'basic'"},
 	{D "plan basic { monthly = -2 }\n", 2, "monthly = -2 is out of range (-1 for unlimited"},
+	{D "plan basic { monthly = 1  daily = -2 }\n", 2, "daily = -2 is out of range (-1 for unlimited"},
+	{D "plan basic {\n monthly = 1\n hourly = 1000000000000000 }\n", 4,
+	 "hourly = 1000000000000000 is out of range (-1 for unlimited, or a count from 0 to 999999999999999)"},
+	{D "plan basic { daily = 5 }\n", 2, "plan \"basic\": monthly is not set"},
+	{D "plan basic { monthly = 1  weekly = 5 }\n", 2, "weekly"},
 	{D "plan basic {\n\n}\n", 4, "plan \"basic\": monthly is not set"},
 	{D "plan \"Basic Plus\" { monthly = 1 }\n", 2, "bad plan name \"Basic Plus\""},
 	{D "plan basic { monthly = 1e3 }\n", 2, "invalid integer value for option 'monthly'"},
@@ -646,7 +661,7 @@ static const struct bad_case {
 	 "xcode 4.7.1 does not match code 550"},
 	{D "reply exhausted { text = \"over $quota for $account\" }\n", 2,
 	 "bad text: unknown variable $quota (known: $account $plan $limit $used $category"
-	 " $header $reason; $$ for a dollar)"},
+	 " $header $reason $window $retry_after; $$ for a dollar)"},
 	{D "reply exhausted { text = \"costs 5$\" }\n", 2, "bad text: lone $"},
 	{D "reply exhausted { text = \"a\\x01b\" }\n", 2, "character 0x01 at offset 1"},
 	{D "reply exhausted { text = \"a\\rb\" }\n", 2, "character 0x0d"},

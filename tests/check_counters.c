@@ -47,13 +47,13 @@ static char month[MONTH_KEY_LEN];	/* now's month in UTC, by gmtime() */
 static long slack_ms;			/* margin on time bounds */
 
 static struct qm_plan plans[] = {
-	{"free", 0},
-	{"trial", 0},
-	{"basic", 10000},
-	{"standard", 50000},
-	{"tiny", 5},
-	{"hundred", 100},
-	{"enterprise", -1},
+	{"free", 0, QM_UNLIMITED, QM_UNLIMITED},
+	{"trial", 0, QM_UNLIMITED, QM_UNLIMITED},
+	{"basic", 10000, QM_UNLIMITED, QM_UNLIMITED},
+	{"standard", 50000, QM_UNLIMITED, QM_UNLIMITED},
+	{"tiny", 5, QM_UNLIMITED, QM_UNLIMITED},
+	{"hundred", 100, QM_UNLIMITED, QM_UNLIMITED},
+	{"enterprise", -1, QM_UNLIMITED, QM_UNLIMITED},
 };
 static int warn[] = {80, 100};
 

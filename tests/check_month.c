@@ -432,6 +432,13 @@ START_TEST(test_keys)
 	ck_assert_str_eq(buf, "qm:account:{acme}");
 	ck_assert_uint_eq(keys_usage(buf, "qm:", "acme", "2026-10"), 23);
 	ck_assert_str_eq(buf, "qm:usage:{acme}:2026-10");
+	ck_assert_uint_eq(keys_usage_window(buf, "qm:", "acme", "2026-10-31"), 26);
+	ck_assert_str_eq(buf, "qm:usage:{acme}:2026-10-31");
+	ck_assert_uint_eq(keys_usage_window(buf, "qm:", "acme", "2026-10-31T23"), 29);
+	ck_assert_str_eq(buf, "qm:usage:{acme}:2026-10-31T23");
+	ck_assert_uint_eq(keys_usage_window(buf, "qm:", "acme", "2026-10"), 0);
+	ck_assert_uint_eq(keys_usage_window(buf, "qm:", "a}b", "2026-10-31"), 0);
+	ck_assert_uint_eq(keys_usage_window(buf, "qm:", "acme", "2026-10-31T24"), 0);
 	ck_assert_uint_eq(keys_warned(buf, "qm:", "a@b.example", "2199-12"), 31);
 	ck_assert_str_eq(buf, "qm:warned:{a@b.example}:2199-12");
 	ck_assert_uint_eq(keys_events(buf, "qm:"), 9);
@@ -509,6 +516,78 @@ START_TEST(test_keys)
 }
 END_TEST
 
+/* A window's name and end, and the clock text of its end. */
+static void
+check_window(const struct month_table *t, time_t at, enum month_window kind, const char *name,
+	     time_t end, bool date, const char *clock)
+{
+	char	buf[MONTH_WINDOW_LEN], text[64];
+	time_t	got = 0;
+
+	ck_assert_msg(month_window_of(t, at, kind, buf, &got), "window of %lld", (long long) at);
+	ck_assert_str_eq(buf, name);
+	ck_assert_msg(got == end, "%s ends at %lld, not %lld", name, (long long) got, (long long) end);
+	ck_assert(month_clock(t, got, date, text, sizeof(text)));
+	ck_assert_str_eq(text, clock);
+}
+
+START_TEST(test_month_windows)
+{
+	struct month_table *utc = table_for("UTC"), *berlin = table_for("Europe/Berlin");
+	struct month_table *kolkata = table_for("Asia/Kolkata");
+	char	buf[MONTH_WINDOW_LEN], small[8];
+
+	/* 2026-12-03 13:59:59 UTC and the hour's last second. */
+	check_window(utc, 1796306399, MONTH_WINDOW_HOUR, "2026-12-03T13", 1796306400, false, "14:00 UTC");
+	check_window(utc, 1796306400, MONTH_WINDOW_HOUR, "2026-12-03T14", 1796310000, false, "15:00 UTC");
+	check_window(utc, 1796306400, MONTH_WINDOW_DAY, "2026-12-03", 1796342400, true,
+		     "2026-12-04 00:00 UTC");
+	/* Berlin, 2026-03-29: 02:00 CET is 03:00 CEST (01:00 UTC). */
+	check_window(berlin, 1774744200, MONTH_WINDOW_HOUR, "2026-03-29T01", 1774746000, false,
+		     "03:00 CEST");
+	check_window(berlin, 1774746000, MONTH_WINDOW_HOUR, "2026-03-29T03", 1774749600, false,
+		     "04:00 CEST");
+	/* That day has 23 hours: from 23:00 UTC on the 28th to 22:00 UTC. */
+	check_window(berlin, 1774746000, MONTH_WINDOW_DAY, "2026-03-29", 1774821600, true,
+		     "2026-03-30 00:00 CEST");
+	/* 2026-10-25: 03:00 CEST is 02:00 CET (01:00 UTC): hour 02 twice, one window. */
+	check_window(berlin, 1792888200, MONTH_WINDOW_HOUR, "2026-10-25T02", 1792890000, false,
+		     "02:00 CET");
+	check_window(berlin, 1792890000, MONTH_WINDOW_HOUR, "2026-10-25T02", 1792893600, false,
+		     "03:00 CET");
+	/* Half-hour offset: 2026-12-03 08:29:59 UTC is 13:59:59 IST. */
+	check_window(kolkata, 1796286599, MONTH_WINDOW_HOUR, "2026-12-03T13", 1796286600, false,
+		     "14:00 IST");
+	/* Outside 1970-2199, and a buffer too small. */
+	ck_assert(!month_window_of(utc, -1, MONTH_WINDOW_DAY, buf, NULL));
+	ck_assert(!month_window_of(utc, 7258118400, MONTH_WINDOW_HOUR, buf, NULL));
+	ck_assert(!month_clock(utc, 1796306400, true, small, sizeof(small)));
+
+	month_table_free(utc);
+	month_table_free(berlin);
+	month_table_free(kolkata);
+}
+END_TEST
+
+START_TEST(test_month_window_valid)
+{
+	static const char *const good[] = {"2026-12-03", "1970-01-01T00", "2199-12-31T23"};
+	static const char *const bad[] = {
+		"", "2026-12", "2026-12-3", "2026-12-00", "2026-12-32", "2026-13-01",
+		"2026-12-03T24", "2026-12-03T1", "2026-12-03 14", "2026-12-03T14:00",
+		"2200-01-01", "1969-12-31", "+026-12-03", "2026-12-03T-1",
+	};
+	enum month_window kind;
+
+	ck_assert(month_window_valid("2026-12-03", &kind) && kind == MONTH_WINDOW_DAY);
+	ck_assert(month_window_valid("2026-12-03T14", &kind) && kind == MONTH_WINDOW_HOUR);
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		ck_assert_msg(month_window_valid(good[i], NULL), "%s refused", good[i]);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ck_assert_msg(!month_window_valid(bad[i], NULL), "%s taken", bad[i]);
+}
+END_TEST
+
 /* month_suite - every test of this file */
 static Suite *
 month_suite(void)
@@ -524,6 +603,8 @@ month_suite(void)
 	tcase_add_test(tc, test_month_bad_zones);
 	tcase_add_test(tc, test_month_tzdir);
 	tcase_add_test(tc, test_month_valid);
+	tcase_add_test(tc, test_month_windows);
+	tcase_add_test(tc, test_month_window_valid);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("keys");

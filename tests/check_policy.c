@@ -332,6 +332,10 @@ START_TEST(reply_escaping)
 	ck_assert_ptr_null(strchr(buf, '\r'));
 	policy_format_reply(buf, sizeof(buf), "100% $$5 $category", &v);
 	ck_assert_str_eq(buf, "100%% $5 -");
+	v.window = "2026-12-03T14";
+	v.retry_after = "15:00 UTC";
+	policy_format_reply(buf, sizeof(buf), "$used in $window, after $retry_after", &v);
+	ck_assert_str_eq(buf, "10000 in 2026-12-03T14, after 15:00 UTC");
 	v.limit = QM_UNLIMITED;
 	v.plan = "caf\xc3\xa9";
 	policy_format_reply(buf, sizeof(buf), "$limit/$plan", &v);
