@@ -42,6 +42,8 @@ static const char *const counters_status_names[] = {
 	[QM_STATUS_NO_PLAN] = "no_plan",
 	[QM_STATUS_UNKNOWN_PLAN] = "unknown_plan",
 	[QM_STATUS_UNAVAILABLE] = "unavailable",
+	[QM_STATUS_DAILY_CAP] = "daily_cap",
+	[QM_STATUS_HOURLY_CAP] = "hourly_cap",
 };
 
 #define COUNTERS_STATUS_COUNT \

@@ -23,7 +23,21 @@ enum qm_status {
 	QM_STATUS_SUSPENDED,		/* suspended = 1 */
 	QM_STATUS_NO_PLAN,		/* no plan in Redis and no default_plan */
 	QM_STATUS_UNKNOWN_PLAN,		/* plan in Redis not in the conf */
-	QM_STATUS_UNAVAILABLE		/* Redis could not answer in time */
+	QM_STATUS_UNAVAILABLE,		/* Redis could not answer in time */
+	QM_STATUS_DAILY_CAP,		/* fits the month, not today's cap */
+	QM_STATUS_HOURLY_CAP		/* fits the month and the day, not this hour's cap */
+};
+
+/*
+ * A window with a cap: the calendar day or hour (month.h) a call counted
+ * in, the account's cap there and its use. No cap (QM_UNLIMITED): no key
+ * in Redis, used 0.
+ */
+struct qm_window {
+	char	name[MONTH_WINDOW_LEN];	/* "2026-12-03" or "2026-12-03T14" */
+	long long cap;			/* the effective cap, QM_UNLIMITED for none */
+	long long used;			/* the window's total, as used in qm_quota */
+	time_t	end;			/* when it ends: the next window opens */
 };
 
 struct qm_quota {
@@ -32,6 +46,8 @@ struct qm_quota {
 	long long limit;		/* effective limit, QM_UNLIMITED for none */
 	long long used;			/* month's total: before (peek), after (charge) */
 	char	month[8];		/* "YYYY-MM" the call used */
+	struct qm_window day;		/* its calendar day */
+	struct qm_window hour;		/* its calendar hour */
 	char	charge_id[KEYS_CHARGE_ID_LEN + 1];	/* charge: its id, also when it failed */
 	bool	may_have_run;		/* failed, yet Redis may have run it (redis.h) */
 };

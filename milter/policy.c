@@ -336,6 +336,10 @@ policy_status_reply(enum qm_status status, bool race)
 		return QM_REPLY_UNKNOWN_PLAN;
 	case QM_STATUS_UNAVAILABLE:
 		return QM_REPLY_UNAVAILABLE;
+	case QM_STATUS_DAILY_CAP:
+		return QM_REPLY_DAILY_CAP;
+	case QM_STATUS_HOURLY_CAP:
+		return QM_REPLY_HOURLY_CAP;
 	case QM_STATUS_OK:
 	case QM_STATUS_OVER:
 		break;
