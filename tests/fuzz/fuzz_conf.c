@@ -66,7 +66,9 @@ check_replies(const struct qm_conf *conf)
 {
 	/* Variable values without '$': every '$' printed comes from "$$". */
 	const struct policy_vars v = {
-		"acct", "plan", "cat", "X-Hdr", "why", 10, 3,
+		.account = "acct", .plan = "plan", .category = "cat", .header = "X-Hdr",
+		.reason = "why", .window = "2026-12-03T14", .retry_after = "15:00 UTC",
+		.limit = 10, .used = 3,
 	};
 	char	out[512];
 	size_t	i, n, d;

@@ -80,7 +80,7 @@ static void
 ref_expand(struct ref *r, const char *t, const struct policy_vars *v)
 {
 	const char *names[] = { "account", "plan", "category", "header", "reason",
-				"limit", "used" };
+				"limit", "used", "window", "retry_after" };
 	size_t	i;
 
 	while (*t) {
@@ -94,7 +94,7 @@ ref_expand(struct ref *r, const char *t, const struct policy_vars *v)
 			t++;
 			continue;
 		}
-		for (i = 0; i < 7; i++)
+		for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 			if (strncmp(t, names[i], strlen(names[i])) == 0)
 				break;
 		switch (i) {
@@ -105,6 +105,8 @@ ref_expand(struct ref *r, const char *t, const struct policy_vars *v)
 		case 4: ref_text(r, v->reason); break;
 		case 5: ref_number(r, v->limit); break;
 		case 6: ref_number(r, v->used); break;
+		case 7: ref_text(r, v->window); break;
+		case 8: ref_text(r, v->retry_after); break;
 		default:
 			ref_put(r, '$');
 			continue;
@@ -166,7 +168,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct fuzz_in in = { data, size };
 	struct policy_vars v;
 	struct ref r = { NULL, 0, 0 };
-	char   *s[6];
+	char   *s[8];
 	size_t	extra, i;
 	uint8_t	nulls;
 	char	canary = 'C';
@@ -175,7 +177,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fuzz_bytes(&in, &v.limit, sizeof(v.limit));
 	fuzz_bytes(&in, &v.used, sizeof(v.used));
 	nulls = fuzz_byte(&in);
-	for (i = 0; i < 6; i++) {
+	for (i = 0; i < 8; i++) {
 		s[i] = fuzz_str(&in);
 		if (i > 0 && (nulls & (1u << i)))
 			free(s[i]), s[i] = NULL;
@@ -190,6 +192,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	v.category = s[3];
 	v.header = s[4];
 	v.reason = s[5];
+	v.window = s[6];
+	v.retry_after = s[7];
 
 	if ((r.buf = malloc(r.cap = 64)) == NULL)
 		abort();
@@ -203,7 +207,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		   "zero-sized buffer written");
 
 	free(r.buf);
-	for (i = 0; i < 6; i++)
+	for (i = 0; i < 8; i++)
 		free(s[i]);
 	return 0;
 }
