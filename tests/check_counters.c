@@ -17,6 +17,8 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1188,6 +1190,146 @@ START_TEST(test_inflight)
 	inflight_end(mine, a);
 	inflight_close(mine);
 	ck_assert_int_eq(files_named(folder, "inflight."), 0);
+	journal_close(jr);
+	snprintf(path, sizeof(path), "rm -rf %s", folder);
+	ck_assert_int_eq(system(path), 0);
+}
+END_TEST
+
+/* Journal lines with the charge's hour, and lines of older versions without it */
+START_TEST(test_journal_window)
+{
+	static const struct {
+		const char *line;
+		bool	ok, cancel, refusal;
+		const char *window;
+	} cases[] = {
+		/* Older versions' lines: read as before, no window. */
+		{"mta-1 2026-12 acme crm 3 0\n", true, false, false, ""},
+		{"00000000000000a1 2026-12 acme crm 3 1 cancel\n", true, true, false, ""},
+		{"00000000000000a1 2026-12 acme - 3 0 refused\n", true, false, true, ""},
+		/* With the hour. */
+		{"mta-1 2026-12 acme crm 3 0 2026-12-03T14\n", true, false, false, "2026-12-03T14"},
+		{"00000000000000a1 2026-12 acme crm 3 0 cancel 2026-12-31T23\n", true, true, false,
+		 "2026-12-31T23"},
+		{"00000000000000a1 2026-12 acme crm 3 0 refused 2026-12-01T00\n", true, false, true,
+		 "2026-12-01T00"},
+		/* Not an hour, not of the month, in the wrong place, or one field too many. */
+		{"mta-1 2026-12 acme crm 3 0 2026-12-03\n", false, false, false, ""},
+		{"mta-1 2026-12 acme crm 3 0 2026-11-30T23\n", false, false, false, ""},
+		{"mta-1 2026-12 acme crm 3 0 2026-12-03T24\n", false, false, false, ""},
+		{"mta-1 2026-12 acme crm 3 0 2026-12-32T01\n", false, false, false, ""},
+		{"mta-1 2026-12 acme crm 3 0 2026-12-03T1\n", false, false, false, ""},
+		{"mta-1 2026-12 acme crm 3 0 2026-12-03T14x\n", false, false, false, ""},
+		{"00000000000000a1 2026-12 acme crm 3 0 2026-12-03T14 cancel\n", false, false, false, ""},
+		{"00000000000000a1 2026-12 acme crm 3 0 cancel 2026-12-03T14 x\n", false, false, false, ""},
+		{"mta-1 2026-12 acme crm 3 0 2026-12-03T14 2026-12-03T15\n", false, false, false, ""},
+		{"mta-1 2026-12 acme crm 3 0 cancel\n", false, false, false, ""},	/* not a charge id */
+	};
+	char	folder[] = "/tmp/qm-jwindow.XXXXXX";
+	char	err[256], want[256], cmdline[PATH_MAX + 16];
+	struct journal_entry e, again;
+	struct journal *jr;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		bool	ok = journal_parse_line(cases[i].line, &e);
+
+		ck_assert_msg(ok == cases[i].ok, "case %zu: %s", i, cases[i].line);
+		if (!ok)
+			continue;
+		ck_assert_msg(e.cancel == cases[i].cancel && e.refusal == cases[i].refusal
+			      && strcmp(e.window, cases[i].window) == 0, "case %zu: read %s", i,
+			      e.window);
+		ck_assert(journal_entry_valid(&e));
+	}
+
+	/* An hour not of the entry's month, or unterminated: not valid. */
+	e = entry("mta-1", "2026-12", "acme", 1, 0);
+	snprintf(e.window, sizeof(e.window), "2027-01-01T00");
+	ck_assert(!journal_entry_valid(&e));
+	memset(e.window, '1', sizeof(e.window));
+	ck_assert(!journal_entry_valid(&e));
+
+	/* Written and read back through a file, with and without the hour. */
+	ck_assert_ptr_nonnull(mkdtemp(folder));
+	ck_assert_ptr_nonnull(jr = journal_open(folder, err, sizeof(err)));
+	e = entry("00000000000000b1", "2026-12", "acme", 2, 0);
+	e.cancel = true;
+	snprintf(e.window, sizeof(e.window), "2026-12-03T14");
+	ck_assert_int_eq(journal_append(jr, &e, err, sizeof(err)), 0);
+	again = entry("", "2026-12", "beta", 1, 0);
+	ck_assert_int_eq(journal_append(jr, &again, err, sizeof(err)), 0);
+	snprintf(want, sizeof(want), "00000000000000b1 2026-12 acme crm 2 0 cancel 2026-12-03T14\n"
+		 "%s 2026-12 beta crm 1 0\n", again.id);
+	ck_assert_str_eq(journal_lines(folder), want);
+	journal_close(jr);
+	snprintf(cmdline, sizeof(cmdline), "rm -rf %s", folder);
+	ck_assert_int_eq(system(cmdline), 0);
+}
+END_TEST
+
+/*
+ * The hour of a charge in flight comes back in its cancel; a file of the
+ * version before caps (slots without it, so shorter) is still recovered.
+ */
+START_TEST(test_inflight_window)
+{
+	char	folder[] = "/tmp/qm-infwin.XXXXXX";
+	char	err[256], path[PATH_MAX + 32], want[256];
+	struct journal_entry e = entry("00000000000000c7", "2026-12", "acme", 2, 0);
+	struct journal *jr;
+	pid_t	pid;
+	int	status, fd;
+
+	ck_assert_ptr_nonnull(mkdtemp(folder));
+	ck_assert_ptr_nonnull(jr = journal_open(folder, err, sizeof(err)));
+	snprintf(e.window, sizeof(e.window), "2026-12-03T14");
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct inflight *inf = inflight_open(folder, err, sizeof(err));
+
+		_exit(inf == NULL || inflight_begin(inf, &e) < 0 ? 2 : 0);	/* as killed */
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_int_eq(status, 0);
+	ck_assert_int_eq(inflight_recover(folder, jr, NULL, err, sizeof(err)), 1);
+	snprintf(want, sizeof(want), "00000000000000c7 2026-12 acme crm 2 0 cancel 2026-12-03T14\n");
+	ck_assert_str_eq(journal_lines(folder), want);
+
+	/*
+	 * The older layout, written out here: magic, slot size, slot count,
+	 * then slots of {state, entry up to its window}, 4096 of them.
+	 */
+	{
+		size_t	entry_off = offsetof(struct { uint32_t s; struct journal_entry e; }, e);
+		size_t	old_entry = (offsetof(struct journal_entry, window) + 7) / 8 * 8;
+		size_t	old_slot = (entry_off + old_entry + 7) / 8 * 8;
+		size_t	head = 16, size = head + 4096 * old_slot;
+		char   *buf = calloc(1, size);
+		uint32_t one = 1, slot_size = (uint32_t) old_slot, slots = 4096;
+
+		ck_assert_uint_lt(old_slot, entry_off + sizeof(struct journal_entry));
+		ck_assert_ptr_nonnull(buf);
+		memcpy(buf, "qm-infl", 8);
+		memcpy(buf + 8, &slot_size, 4);
+		memcpy(buf + 12, &slots, 4);
+		e = entry("00000000000000c8", "2026-12", "beta", 3, 1);
+		/* The last slot: a charge; its window bytes would lie past the slot. */
+		memcpy(buf + head + 4095 * old_slot, &one, 4);
+		memcpy(buf + head + 4095 * old_slot + entry_off, &e,
+		       offsetof(struct journal_entry, window));
+		snprintf(path, sizeof(path), "%s/inflight.0123456789abcdef.map", folder);
+		ck_assert_int_ge(fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600), 0);
+		ck_assert_int_eq(write(fd, buf, size), (ssize_t) size);
+		close(fd);
+		free(buf);
+	}
+	ck_assert_int_eq(inflight_recover(folder, jr, NULL, err, sizeof(err)), 1);
+	snprintf(want, sizeof(want), "00000000000000c7 2026-12 acme crm 2 0 cancel 2026-12-03T14\n"
+		 "00000000000000c8 2026-12 beta crm 3 1 cancel\n");
+	ck_assert_str_eq(journal_lines(folder), want);
+	ck_assert_int_eq(access(path, F_OK), -1);
 	journal_close(jr);
 	snprintf(path, sizeof(path), "rm -rf %s", folder);
 	ck_assert_int_eq(system(path), 0);
@@ -2661,6 +2803,8 @@ counters_suite(void)
 	tcase_add_test(tc, test_replay_rejected);
 	tcase_add_test(tc, test_inflight);
 	tcase_add_test(tc, test_shared_journal);
+	tcase_add_test(tc, test_journal_window);
+	tcase_add_test(tc, test_inflight_window);
 	tcase_add_test(tc, test_expire);
 	tcase_add_test(tc, test_bad_data);
 	tcase_add_test(tc, test_bad_arguments);
