@@ -158,6 +158,14 @@ int	counters_reset(struct counters *ctr, const char *account, const char *month,
  */
 int	counters_month(struct counters *ctr, time_t t, char *buf);
 
+/*
+ * counters_hour - the hour window "YYYY-MM-DDTHH" of instant t in the
+ * conf's time zone, into buf (MONTH_WINDOW_LEN bytes): what a journal or
+ * in-flight entry of a charge made at t carries (journal_entry.window;
+ * with the month of the same t). Returns 0, or -1 outside 1970-2199.
+ */
+int	counters_hour(struct counters *ctr, time_t t, char *buf);
+
 struct journal_entry;
 
 /*

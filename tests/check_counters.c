@@ -1319,6 +1319,13 @@ START_TEST(test_replay)
 	ck_assert_int_eq(counters_month(ctr, now, m), 0);
 	ck_assert_str_eq(m, month);
 	ck_assert_int_eq(counters_month(ctr, (time_t) 7258118400LL, m), -1);
+	{
+		char	h[MONTH_WINDOW_LEN];
+
+		ck_assert_int_eq(counters_hour(ctr, now, h), 0);
+		ck_assert_str_eq(h, hour);
+		ck_assert_int_eq(counters_hour(ctr, (time_t) 7258118400LL, h), -1);
+	}
 
 	e = entry("mta1-42-1700000000-1", month, "acme", 4, 1);
 	ck_assert_msg(counters_replay(ctr, &e, err, sizeof(err)) == 0, "%s", err);
