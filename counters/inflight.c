@@ -228,6 +228,9 @@ recover_file(const char *path, struct journal *jr, journal_warn_fn warn,
 		memcpy(&e, &s->entry, slot_size == sizeof(*s) ? sizeof(e)
 		       : offsetof(struct journal_entry, window));
 		e.cancel = true;
+		/* A bad hour costs the windows, not the month's cancel. */
+		if (!journal_entry_valid(&e))
+			memset(e.window, 0, sizeof(e.window));
 		if (!journal_entry_valid(&e)) {
 			if (warn != NULL)
 				warn("inflight: a slot that is not a valid charge, skipped");

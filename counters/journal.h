@@ -51,7 +51,8 @@ void	journal_close(struct journal *jr);
 /*
  * journal_append - write the entry durably, under its own id when it has
  * one (a failed charge's charge_id), else a fresh one
- * (write, then fdatasync). Thread-safe. Returns 0, or -1 with err: then
+ * (write, then fdatasync). A window that is not an hour of the entry's
+ * month is dropped (the entry then touches no window), never written. Thread-safe. Returns 0, or -1 with err: then
  * the count is not kept and the caller must not accept the message.
  */
 int	journal_append(struct journal *jr, struct journal_entry *entry,

@@ -1571,7 +1571,10 @@ START_TEST(test_journal_window)
 	snprintf(e.window, sizeof(e.window), "2026-12-03T14");
 	ck_assert_int_eq(journal_append(jr, &e, err, sizeof(err)), 0);
 	again = entry("", "2026-12", "beta", 1, 0);
+	/* An hour of another month would make the line, and its file, unreadable: dropped. */
+	snprintf(again.window, sizeof(again.window), "2027-01-01T00");
 	ck_assert_int_eq(journal_append(jr, &again, err, sizeof(err)), 0);
+	ck_assert_str_eq(again.window, "");
 	snprintf(want, sizeof(want), "00000000000000b1 2026-12 acme crm 2 0 cancel 2026-12-03T14\n"
 		 "%s 2026-12 beta crm 1 0\n", again.id);
 	ck_assert_str_eq(journal_lines(folder), want);
@@ -1602,12 +1605,18 @@ START_TEST(test_inflight_window)
 	if (pid == 0) {
 		struct inflight *inf = inflight_open(folder, err, sizeof(err));
 
-		_exit(inf == NULL || inflight_begin(inf, &e) < 0 ? 2 : 0);	/* as killed */
+		struct journal_entry bad = entry("00000000000000c6", "2026-12", "gamma", 1, 0);
+
+		/* An hour not of its month: the cancel goes on without it. */
+		snprintf(bad.window, sizeof(bad.window), "2027-01-01T00");
+		_exit(inf == NULL || inflight_begin(inf, &e) < 0 || inflight_begin(inf, &bad) < 0
+		      ? 2 : 0);	/* as killed */
 	}
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert_int_eq(status, 0);
-	ck_assert_int_eq(inflight_recover(folder, jr, NULL, err, sizeof(err)), 1);
-	snprintf(want, sizeof(want), "00000000000000c7 2026-12 acme crm 2 0 cancel 2026-12-03T14\n");
+	ck_assert_int_eq(inflight_recover(folder, jr, NULL, err, sizeof(err)), 2);
+	snprintf(want, sizeof(want), "00000000000000c7 2026-12 acme crm 2 0 cancel 2026-12-03T14\n"
+		 "00000000000000c6 2026-12 gamma crm 1 0 cancel\n");
 	ck_assert_str_eq(journal_lines(folder), want);
 
 	/*
@@ -1640,6 +1649,7 @@ START_TEST(test_inflight_window)
 	}
 	ck_assert_int_eq(inflight_recover(folder, jr, NULL, err, sizeof(err)), 1);
 	snprintf(want, sizeof(want), "00000000000000c7 2026-12 acme crm 2 0 cancel 2026-12-03T14\n"
+		 "00000000000000c6 2026-12 gamma crm 1 0 cancel\n"
 		 "00000000000000c8 2026-12 beta crm 3 1 cancel\n");
 	ck_assert_str_eq(journal_lines(folder), want);
 	ck_assert_int_eq(access(path, F_OK), -1);
