@@ -139,7 +139,7 @@ usage(void)
 	       "  top [YYYY-MM] [-n N] [--by monthly|daily|hourly]\n"
 	       "                            the N accounts (default %d) with the highest total\n"
 	       "                            of the month, or of today or this hour\n"
-	       "  plans                     the plans of the configuration\n"
+	       "  plans                     the plans of the configuration and their caps\n"
 	       "  set-plan ACCOUNT PLAN     put the account on a plan of the configuration\n"
 	       "  set-limit ACCOUNT [--daily|--hourly] N|unlimited|plan\n"
 	       "                            override the plan's monthly limit (N from 0),\n"
@@ -550,15 +550,15 @@ cmd_export(struct ctl *ctl, const struct ctl_job *job)
 	return export_run(ctl, job->month);
 }
 
-/* cmd_plans - the plans of the conf, in file order */
+/* cmd_plans - the plans of the conf, in file order, with their caps */
 static int
 cmd_plans(struct ctl *ctl, const struct ctl_job *job)
 {
-	static const char *const heads[] = {"PLAN", "MONTHLY", "DEFAULT"};
-	static const bool right[] = {false, true, false};
+	static const char *const heads[] = {"PLAN", "MONTHLY", "DAILY", "HOURLY", "DEFAULT"};
+	static const bool right[] = {false, true, true, true, false};
 	const struct qm_conf *conf = ctl->conf;
 	struct table *t;
-	char	num[32];
+	char	num[3][32];
 
 	(void) job;
 	if (ctl->json) {
@@ -570,22 +570,22 @@ cmd_plans(struct ctl *ctl, const struct ctl_job *job)
 
 			fputs(i ? ",{\"name\":" : "{\"name\":", stdout);
 			json_cstr(stdout, p->name);
-			printf(",\"monthly\":%lld,\"default\":%s}", p->monthly,
+			printf(",\"monthly\":%lld,\"daily\":%lld,\"hourly\":%lld,\"default\":%s}",
+			       p->monthly, p->daily, p->hourly,
 			       conf->default_plan && strcmp(conf->default_plan, p->name) == 0
 			       ? "true" : "false");
 		}
 		fputs("]}\n", stdout);
 		return 0;
 	}
-	t = table_create(3, heads, right);
+	t = table_create(5, heads, right);
 	for (size_t i = 0; i < conf->plan_count; i++) {
 		const struct qm_plan *p = &conf->plans[i];
 
-		if (p->monthly == QM_UNLIMITED)
-			snprintf(num, sizeof(num), "unlimited");
-		else
-			snprintf(num, sizeof(num), "%lld", p->monthly);
-		table_add(t, (const char *[]) {p->name, num,
+		table_add(t, (const char *[]) {p->name,
+			  limit_text(true, p->monthly, num[0], sizeof(num[0])),
+			  limit_text(true, p->daily, num[1], sizeof(num[1])),
+			  limit_text(true, p->hourly, num[2], sizeof(num[2])),
 			  conf->default_plan && strcmp(conf->default_plan, p->name) == 0 ? "yes" : ""});
 	}
 	table_print(t, stdout);

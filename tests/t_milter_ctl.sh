@@ -69,14 +69,14 @@ check "quota-milter -h prints its options" grep -q -- "usage: quota-milter \[-c 
 
 # 2. plans: the conf's table, in file order.
 ctl_ok "plans" plans
-has "plans: head" "^PLAN +MONTHLY +DEFAULT$"
-has "plans: free is the default" "^free +0 +yes$"
-has "plans: enterprise is unlimited" "^enterprise +unlimited$"
+has "plans: head" "^PLAN +MONTHLY +DAILY +HOURLY +DEFAULT$"
+has "plans: free is the default" "^free +0 +unlimited +unlimited +yes$"
+has "plans: enterprise is unlimited" "^enterprise +unlimited +unlimited +unlimited$"
 check_eq "plans: six, in conf order" "free trial basic standard professional enterprise" \
 	"$(awk 'NR > 1 {print $1}' <<<"$OUT" | paste -sd' ')"
 ctl_ok "plans --json" --json plans
 jq_eq "plans --json: default and plans" '[.default_plan, (.plans | length), .plans[5]]' \
-	'["free",6,{"name":"enterprise","monthly":-1,"default":false}]'
+	'["free",6,{"name":"enterprise","monthly":-1,"daily":-1,"hourly":-1,"default":false}]'
 
 # 3. What the ctl sets is what redis-cli reads.
 ctl_ok "set-plan" set-plan acme basic
@@ -306,6 +306,10 @@ rcli HSET 'qm:account:{capd}' plan capped limit_hourly 3 >/dev/null
 rcli HSET "qm:usage:{capd}:$month" total 40 messages 10 crm 40 >/dev/null
 rcli HSET "qm:usage:{capd}:$day" total 40 messages 10 crm 40 limit 50 >/dev/null
 rcli HSET "qm:usage:{capd}:$hour" total 3 messages 1 crm 3 would_refuse 2 limit 3 cap 1 >/dev/null
+ctl_ok "plans with caps" -c "$T/caps.conf" plans
+has "plans: a plan's caps" "^capped +1000 +50 +5$"
+ctl_ok "plans --json with caps" -c "$T/caps.conf" --json plans
+jq_eq "plans --json: a plan's caps" '.plans[6]' '{"name":"capped","monthly":1000,"daily":50,"hourly":5,"default":false}'
 ctl_ok "usage of a capped account" -c "$T/caps.conf" usage capd
 for line in "used +40" "remaining +960" "status +hourly_cap" \
 	"daily window +$day, reopens $nextday" "daily used +40" "daily cap +50 \(plan\)" "daily remaining +10" \
