@@ -32,6 +32,26 @@
 #define CTL_BATCH	500		/* accounts per pipelined round trip */
 #define CTL_SCAN_COUNT	"1000"		/* SCAN's COUNT hint */
 
+/*
+ * The two capped windows, indexed by enum month_window: the name usage's
+ * JSON, top --by and set-limit's flag (--daily, --hourly) give a kind,
+ * and the account hash field of its override.
+ */
+struct ctl_kind {
+	const char *name;		/* "daily", "hourly" */
+	const char *field;		/* "limit_daily", "limit_hourly" */
+};
+extern const struct ctl_kind ctl_kinds[2];
+
+/* ctl_kind_find - the kind of that name ("daily", "hourly"), or false */
+bool	ctl_kind_find(const char *name, enum month_window *kind);
+
+/* One window of now: its name and the instant the next one opens. */
+struct ctl_now {
+	char	name[MONTH_WINDOW_LEN];	/* "2026-12-03", "2026-12-03T14" */
+	time_t	end;
+};
+
 /* One run of the program. */
 struct ctl {
 	struct qm_conf *conf;
@@ -39,6 +59,30 @@ struct ctl {
 	struct month_table *months;	/* the conf's time zone */
 	bool	json;			/* --json */
 	char	events[KEYS_MAX];	/* PREFIXevents */
+	char	month_now[MONTH_KEY_LEN];	/* this month, this day, this hour: */
+	struct ctl_now now[2];		/* read once (ctl_clock()), by month_window */
+};
+
+/* ctl_clock - set ctl's month and windows of now; false outside 1970-2199 */
+bool	ctl_clock(struct ctl *ctl);
+
+/* ctl_usage_key - keys_usage() of a month "YYYY-MM", else keys_usage_window() */
+size_t	ctl_usage_key(struct ctl *ctl, char *buf, const char *account, const char *period);
+
+/*
+ * A window's use and cap, for a row of the current month. The cap
+ * follows quota.lua as the limit does: the account's override
+ * (limit_daily, limit_hourly) when it holds an integer >= -1, else the
+ * plan's daily or hourly (QM_UNLIMITED: no cap).
+ */
+struct ctl_window {
+	bool	has_cap;		/* cap is known */
+	long long cap;			/* QM_UNLIMITED or >= 0, if has_cap */
+	bool	override;		/* cap comes from the account's override */
+	long long used;			/* the window hash's total; 0 when absent */
+	long long messages;
+	long long would_refuse;
+	bool	exists;			/* the window hash had any of those fields */
 };
 
 /*
@@ -62,6 +106,9 @@ struct ctl_row {
 	long long would_refuse;
 	long long *cats;		/* conf->category_count, in conf order */
 	bool	exists;			/* the usage hash had any field */
+	bool	windows;		/* the month is this one: win[] filled */
+	struct ctl_window win[2];	/* this day, this hour (enum month_window) */
+	long long rank;			/* what top sorts by */
 };
 
 /* ctl_fail - print "quota-milter-ctl: ..." on stderr and exit with status */
@@ -77,8 +124,10 @@ bool	ctl_int(const char *s, size_t len, long long *out);
 /*
  * row_init - an empty row for account; row_free releases what it holds.
  * row_fill - the row of month from the replies of HMGET account plan
- * limit suspended (acct) and HMGET usage total messages refused
- * would_refuse CATEGORY... plan limit (usage). For a month other than
+ * limit suspended limit_daily limit_hourly (acct) and HMGET usage total
+ * messages refused would_refuse CATEGORY... plan limit (usage), and for
+ * the current month HMGET of this day's and this hour's hashes total
+ * messages would_refuse (win[], NULL for another month). For a month other than
  * the current one, the plan and limit are those its usage recorded (of
  * its last charge or refusal: what it was counted under), if any; for
  * the current month, the account's now (what the next message meets).
@@ -88,19 +137,25 @@ bool	ctl_int(const char *s, size_t len, long long *out);
 void	row_init(struct ctl *ctl, struct ctl_row *row, const char *account);
 void	row_free(struct ctl_row *row);
 bool	row_fill(struct ctl *ctl, struct ctl_row *row, const char *month,
-		const redisReply *acct, const redisReply *usage, char *err, size_t errlen);
+		const redisReply *acct, const redisReply *usage, redisReply *const *win,
+		char *err, size_t errlen);
 
 /*
- * row_commands - the two commands row_fill() wants, into cmds[0..1].
- * The argv arrays live in store, which must outlive the commands.
+ * row_commands - the commands row_fill() wants, into cmds[0..ROW_CMDS-1]:
+ * the account, the month, and for the current month its day and hour.
+ * Returns how many (2 or 4), 0 when a key cannot be built. The argv
+ * arrays live in store, which must outlive the commands.
  */
+#define ROW_CMDS	4
 struct row_store {
 	char	akey[KEYS_MAX];
 	char	ukey[KEYS_MAX];
-	const char *aargv[5];
+	char	wkey[2][KEYS_MAX];
+	const char *aargv[7];
+	const char *wargv[2][5];
 	const char **uargv;		/* malloc'd: 8 + categories */
 };
-bool	row_commands(struct ctl *ctl, const char *account, const char *month,
+size_t	row_commands(struct ctl *ctl, const char *account, const char *month,
 		struct row_store *store, struct redis_cmd *cmds);
 void	row_store_free(struct row_store *store);
 
@@ -119,8 +174,14 @@ typedef int (*scan_fn) (struct ctl *ctl, char **accounts, size_t count, void *ar
 int	scan_usage(struct ctl *ctl, const char *month, scan_fn fn, void *arg,
 		char *err, size_t errlen);
 
-/* top_run - the n accounts with the highest total in month */
-int	top_run(struct ctl *ctl, const char *month, size_t n);
+/*
+ * What top ranks by: the month's total, or this day's or this hour's
+ * (CTL_BY_DAY and CTL_BY_HOUR are the month_window values).
+ */
+enum ctl_by { CTL_BY_DAY = MONTH_WINDOW_DAY, CTL_BY_HOUR = MONTH_WINDOW_HOUR, CTL_BY_MONTH };
+
+/* top_run - the n accounts with the highest total in month, or in now's window */
+int	top_run(struct ctl *ctl, const char *month, enum ctl_by by, size_t n);
 
 /* export_run - every account with usage in month, as CSV (or JSON) */
 int	export_run(struct ctl *ctl, const char *month);
@@ -137,7 +198,15 @@ void	json_cstr(FILE *fp, const char *s);
 void	csv_field(FILE *fp, const char *s);
 char   *text_clean(const char *s, size_t len);
 
-/* row_limit_text etc. - a row's cells for people */
+/*
+ * limit_left - limit - used, at least 0; -1 when unlimited; false when
+ * the limit is not known. limit_text, left_text - the limit and that for
+ * people: "10000", "unlimited" or "-" (unknown), into buf when a number.
+ * row_limit_text etc. - a row's cells.
+ */
+bool	limit_left(bool known, long long limit, long long used, long long *out);
+const char *limit_text(bool known, long long limit, char *buf, size_t len);
+const char *left_text(bool known, long long limit, long long used, char *buf, size_t len);
 const char *row_limit_text(const struct ctl_row *row, char *buf, size_t len);
 const char *row_remaining_text(const struct ctl_row *row, char *buf, size_t len);
 const char *row_percent_text(const struct ctl_row *row, char *buf, size_t len);
@@ -145,8 +214,15 @@ bool	row_remaining(const struct ctl_row *row, long long *out);
 bool	row_percent(const struct ctl_row *row, long long *out);
 
 /*
+ * limit_source - where a limit or cap comes from, for people and JSON:
+ * "override", "plan", or NULL when not known
+ */
+const char *limit_source(bool override, bool known);
+
+/*
  * row_json - the row as a JSON object left open (the caller adds "}"):
- * month if not NULL; full adds messages, categories, refused, would_refuse.
+ * month if not NULL; then "daily" and "hourly" (null but for the current
+ * month); full adds messages, categories, refused, would_refuse.
  */
 void	row_json(struct ctl *ctl, const struct ctl_row *row, const char *month, bool full, FILE *fp);
 

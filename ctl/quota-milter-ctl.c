@@ -10,6 +10,7 @@
  *	set-plan A P		HSET PREFIXaccount:{A} plan P
  *	set-limit A N		HSET PREFIXaccount:{A} limit N (unlimited: -1)
  *	set-limit A plan	HDEL PREFIXaccount:{A} limit
+ *	set-limit A --daily N	HSET PREFIXaccount:{A} limit_daily N (--hourly: limit_hourly)
  *	suspend A		HSET PREFIXaccount:{A} suspended 1
  *	resume A		HDEL PREFIXaccount:{A} suspended
  *
@@ -39,6 +40,8 @@ struct ctl_args {
 	const char *conf;		/* -c */
 	bool	json;			/* --json */
 	const char *n;			/* -n, NULL if not given */
+	const char *window;		/* --daily or --hourly, NULL if not given */
+	const char *by;			/* --by, NULL if not given */
 	const char *cmd;
 	const char **arg;		/* the command's arguments */
 	int	argc;
@@ -50,6 +53,10 @@ struct ctl_job {
 	char	month[MONTH_KEY_LEN];	/* given, or this month */
 	size_t	n;			/* -n */
 	const char *value;		/* set-plan's plan, set-limit's value */
+	const char *field;		/* set-limit's account field: limit, limit_daily... */
+	const char *what;		/* and its name for people: "limit", "daily limit"... */
+	long long limit;		/* set-limit's N, QM_UNLIMITED; value "plan": none */
+	enum ctl_by by;			/* top --by */
 };
 
 typedef int (*ctl_cmd_fn) (struct ctl *, const struct ctl_job *);
@@ -78,10 +85,10 @@ static const struct ctl_command {
 	ctl_cmd_fn fn;
 } ctl_commands[] = {
 	{"usage", "ACCOUNT [YYYY-MM]", true, 1, 2, true, false, 0, 0, cmd_usage},
-	{"top", "[YYYY-MM] [-n N]", false, 0, 1, true, false, CTL_TOP_DEFAULT, CTL_TOP_MAX, cmd_top},
+	{"top", "[YYYY-MM] [-n N] [--by monthly|daily|hourly]", false, 0, 1, true, false, CTL_TOP_DEFAULT, CTL_TOP_MAX, cmd_top},
 	{"plans", "", false, 0, 0, false, false, 0, 0, cmd_plans},
 	{"set-plan", "ACCOUNT PLAN", true, 2, 2, false, false, 0, 0, cmd_set_plan},
-	{"set-limit", "ACCOUNT N|unlimited|plan", true, 2, 2, false, false, 0, 0, cmd_set_limit},
+	{"set-limit", "ACCOUNT [--daily|--hourly] N|unlimited|plan", true, 2, 2, false, false, 0, 0, cmd_set_limit},
 	{"suspend", "ACCOUNT", true, 1, 1, false, false, 0, 0, cmd_suspend},
 	{"resume", "ACCOUNT", true, 1, 1, false, false, 0, 0, cmd_resume},
 	{"reset", "ACCOUNT [YYYY-MM]", true, 1, 2, true, false, 0, 0, cmd_reset},
@@ -129,12 +136,15 @@ usage(void)
 	       "\n"
 	       "Commands:\n"
 	       "  usage ACCOUNT [YYYY-MM]   plan, limit and usage of an account in a month\n"
-	       "  top [YYYY-MM] [-n N]      the N accounts (default %d) with the highest total\n"
-	       "  plans                     the plans of the configuration\n"
+	       "  top [YYYY-MM] [-n N] [--by monthly|daily|hourly]\n"
+	       "                            the N accounts (default %d) with the highest total\n"
+	       "                            of the month, or of today or this hour\n"
+	       "  plans                     the plans of the configuration and their caps\n"
 	       "  set-plan ACCOUNT PLAN     put the account on a plan of the configuration\n"
-	       "  set-limit ACCOUNT N|unlimited|plan\n"
+	       "  set-limit ACCOUNT [--daily|--hourly] N|unlimited|plan\n"
 	       "                            override the plan's monthly limit (N from 0),\n"
-	       "                            lift it (unlimited) or drop the override (plan)\n"
+	       "                            lift it (unlimited) or drop the override (plan);\n"
+	       "                            --daily, --hourly: the cap of a day or an hour\n"
 	       "  suspend ACCOUNT           refuse the account's counted mail\n"
 	       "  resume ACCOUNT            lift a suspension\n"
 	       "  reset ACCOUNT [YYYY-MM]   delete the month's usage; thresholds are announced again\n"
@@ -198,6 +208,16 @@ args_parse(int argc, char **argv, struct ctl_args *a)
 				a->conf = s + 2;
 			else
 				a->n = s + 2;
+		} else if (options && (strcmp(s, "--daily") == 0 || strcmp(s, "--hourly") == 0)) {
+			if (a->window != NULL && strcmp(a->window, s) != 0)
+				ctl_fail(CTL_EXIT_USAGE, "--daily and --hourly exclude each other");
+			a->window = s;
+		} else if (options && strcmp(s, "--by") == 0) {
+			if (i + 1 >= argc)
+				ctl_fail(CTL_EXIT_USAGE, "option %s needs a value", s);
+			a->by = argv[++i];
+		} else if (options && strncmp(s, "--by=", 5) == 0) {
+			a->by = s + 5;
 		} else if (options && s[0] == '-' && s[1] != 0
 			   && strspn(s + 1, "0123456789") != strlen(s + 1)) {
 			/* Not a negative number: those are arguments, which set-limit refuses. */
@@ -256,6 +276,42 @@ command_find(const char *name)
 		 " suspend, resume, reset, events, export)", shown(name));
 }
 
+/* job_options - set-limit's --daily, --hourly and value, top's --by */
+static void
+job_options(const struct ctl_command *c, const struct ctl_args *a, struct ctl_job *job)
+{
+	enum month_window kind;
+	static char what[32];
+
+	if (a->window != NULL && c->fn != cmd_set_limit)
+		ctl_fail(CTL_EXIT_USAGE, "%s takes no %s", c->name, a->window);
+	if (a->by != NULL && c->fn != cmd_top)
+		ctl_fail(CTL_EXIT_USAGE, "%s takes no --by", c->name);
+	job->by = CTL_BY_MONTH;
+	if (a->by != NULL && strcmp(a->by, "monthly") != 0) {
+		if (!ctl_kind_find(a->by, &kind))
+			ctl_fail(CTL_EXIT_USAGE, "bad --by \"%s\": expected monthly, daily or hourly",
+				 shown(a->by));
+		if (job->month[0] != 0)
+			ctl_fail(CTL_EXIT_USAGE, "top --by %s takes no month: it ranks the current %s",
+				 a->by, kind == MONTH_WINDOW_DAY ? "day" : "hour");
+		job->by = (enum ctl_by) kind;
+	}
+	if (c->fn != cmd_set_limit)
+		return;
+	job->field = "limit";
+	job->what = "limit";
+	if (a->window != NULL && ctl_kind_find(a->window + 2, &kind)) {
+		job->field = ctl_kinds[kind].field;
+		snprintf(what, sizeof(what), "%s limit", ctl_kinds[kind].name);
+		job->what = what;
+	}
+	if (strcmp(job->value, "unlimited") == 0)
+		job->limit = QM_UNLIMITED;
+	else if (strcmp(job->value, "plan") != 0)
+		job->limit = check_count(job->what, job->value, 0, QM_COUNT_MAX, ", unlimited or plan");
+}
+
 /* job_make - check every argument that needs no conf; month stays "" if not given */
 static void
 job_make(const struct ctl_command *c, const struct ctl_args *a, struct ctl_job *job)
@@ -277,10 +333,7 @@ job_make(const struct ctl_command *c, const struct ctl_args *a, struct ctl_job *
 		check_month(a->arg[a->argc - 1], job->month);
 	if (c->account && c->max == 2 && !c->month_last)
 		job->value = a->arg[1];
-	if (c->fn == cmd_set_limit && strcmp(job->value, "plan") != 0
-	    && strcmp(job->value, "unlimited") != 0)
-		(void) check_count("limit", job->value, 0, QM_COUNT_MAX,
-				      ", unlimited or plan");
+	job_options(c, a, job);
 }
 
 /* ctl_command - one command that must succeed: its reply, or exit 1 */
@@ -363,6 +416,38 @@ usage_json(struct ctl *ctl, const struct ctl_row *row, const char *month, const 
 	fputs("}}\n", stdout);
 }
 
+/* source_note - " (override)", " (plan)"... after a limit or a cap for people */
+static const char *
+source_note(bool override, bool known, const char *plan)
+{
+	return override ? " (override)" : known ? " (plan)"
+	    : plan ? " (plan not in the configuration)" : "";
+}
+
+/* usage_window - "daily window", "daily used", "daily cap", "daily remaining" lines */
+static void
+usage_window(struct ctl *ctl, const struct ctl_row *row, enum month_window kind, struct table *t)
+{
+	const struct ctl_window *w = &row->win[kind];
+	const char *name = ctl_kinds[kind].name;
+	char	k[32], v[128], when[64], buf[32];
+
+	snprintf(k, sizeof(k), "%s window", name);
+	if (!month_clock(ctl->months, ctl->now[kind].end, kind == MONTH_WINDOW_DAY, when, sizeof(when)))
+		snprintf(when, sizeof(when), "?");
+	snprintf(v, sizeof(v), "%s, reopens %s", ctl->now[kind].name, when);
+	table_add(t, (const char *[]) {k, v});
+	snprintf(k, sizeof(k), "%s used", name);
+	snprintf(v, sizeof(v), "%lld", w->used);
+	table_add(t, (const char *[]) {k, v});
+	snprintf(k, sizeof(k), "%s cap", name);
+	snprintf(v, sizeof(v), "%s%s", limit_text(w->has_cap, w->cap, buf, sizeof(buf)),
+		 source_note(w->override, w->has_cap, row->plan));
+	table_add(t, (const char *[]) {k, v});
+	snprintf(k, sizeof(k), "%s remaining", name);
+	table_add(t, (const char *[]) {k, left_text(w->has_cap, w->cap, w->used, buf, sizeof(buf))});
+}
+
 /* usage_text - the row and the other fields of the usage hash, one per line */
 static void
 usage_text(struct ctl *ctl, const struct ctl_row *row, const char *month, const redisReply *all)
@@ -380,14 +465,15 @@ usage_text(struct ctl *ctl, const struct ctl_row *row, const char *month, const 
 		 row->plan_default ? " (default_plan)" : row->plan ? "" : " (no default_plan)");
 	ADD("plan", plan);
 	snprintf(lim, sizeof(lim), "%s%s", row_limit_text(row, buf, sizeof(buf)),
-		 row->override ? " (override)" : row->has_limit ? " (plan)"
-		 : row->plan ? " (plan not in the configuration)" : "");
+		 source_note(row->override, row->has_limit, row->plan));
 	ADD("limit", lim);
 	ADDNUM("used", row->used);
 	ADD("remaining", row_remaining_text(row, buf, sizeof(buf)));
 	ADD("percent", row_percent_text(row, buf, sizeof(buf)));
 	ADD("status", counters_status_name(row->status));
 	ADD("suspended", row->suspended ? "yes" : "no");
+	for (int k = MONTH_WINDOW_DAY; row->windows && k <= MONTH_WINDOW_HOUR; k++)
+		usage_window(ctl, row, (enum month_window) k, t);
 	ADDNUM(USAGE_MESSAGES, row->messages);
 	for (size_t i = 0; i < conf->category_count; i++)
 		ADDNUM(conf->categories[i].name, row->cats[i]);
@@ -413,36 +499,38 @@ usage_text(struct ctl *ctl, const struct ctl_row *row, const char *month, const 
 	table_free(t);
 }
 
-/* cmd_usage - one account's plan, limit and usage in a month */
+/* cmd_usage - one account's plan, limit and usage in a month (and now's windows) */
 static int
 cmd_usage(struct ctl *ctl, const struct ctl_job *job)
 {
 	struct row_store store;
-	struct redis_cmd cmds[3];
+	struct redis_cmd cmds[ROW_CMDS + 1];
 	const char *all[2];
-	redisReply *replies[3];
+	redisReply *replies[ROW_CMDS + 1];
 	struct ctl_row row;
 	char	err[CTL_ERR_MAX];
+	size_t	n;
 	bool	ok;
 
 	row_init(ctl, &row, job->account);
-	if (!row_commands(ctl, job->account, job->month, &store, cmds))
+	if ((n = row_commands(ctl, job->account, job->month, &store, cmds)) == 0)
 		ctl_fail(CTL_EXIT_RUNTIME, "cannot build the keys of account %s", job->account);
 	all[0] = "HGETALL";
 	all[1] = store.ukey;
-	cmds[2] = (struct redis_cmd) {2, all, NULL};
-	if (redis_pool_run(ctl->pool, cmds, 3, replies, err, sizeof(err)) < 0)
+	cmds[n] = (struct redis_cmd) {2, all, NULL};
+	if (redis_pool_run(ctl->pool, cmds, n + 1, replies, err, sizeof(err)) < 0)
 		ctl_fail(CTL_EXIT_RUNTIME, "%s", err);
-	ok = row_fill(ctl, &row, job->month, replies[0], replies[1], err, sizeof(err))
-	    && replies[2]->type == REDIS_REPLY_ARRAY;
+	ok = row_fill(ctl, &row, job->month, replies[0], replies[1], n > 2 ? replies + 2 : NULL,
+		      err, sizeof(err))
+	    && replies[n]->type == REDIS_REPLY_ARRAY;
 	row_store_free(&store);
 	if (!ok)
 		ctl_fail(CTL_EXIT_RUNTIME, "%s", err);
 	if (ctl->json)
-		usage_json(ctl, &row, job->month, replies[2]);
+		usage_json(ctl, &row, job->month, replies[n]);
 	else
-		usage_text(ctl, &row, job->month, replies[2]);
-	for (int i = 0; i < 3; i++)
+		usage_text(ctl, &row, job->month, replies[n]);
+	for (size_t i = 0; i <= n; i++)
 		freeReplyObject(replies[i]);
 	row_free(&row);
 	return 0;
@@ -452,7 +540,7 @@ cmd_usage(struct ctl *ctl, const struct ctl_job *job)
 static int
 cmd_top(struct ctl *ctl, const struct ctl_job *job)
 {
-	return top_run(ctl, job->month, job->n);
+	return top_run(ctl, job->month, job->by, job->n);
 }
 
 /* cmd_export - every account of a month, for billing */
@@ -462,15 +550,15 @@ cmd_export(struct ctl *ctl, const struct ctl_job *job)
 	return export_run(ctl, job->month);
 }
 
-/* cmd_plans - the plans of the conf, in file order */
+/* cmd_plans - the plans of the conf, in file order, with their caps */
 static int
 cmd_plans(struct ctl *ctl, const struct ctl_job *job)
 {
-	static const char *const heads[] = {"PLAN", "MONTHLY", "DEFAULT"};
-	static const bool right[] = {false, true, false};
+	static const char *const heads[] = {"PLAN", "MONTHLY", "DAILY", "HOURLY", "DEFAULT"};
+	static const bool right[] = {false, true, true, true, false};
 	const struct qm_conf *conf = ctl->conf;
 	struct table *t;
-	char	num[32];
+	char	num[3][32];
 
 	(void) job;
 	if (ctl->json) {
@@ -482,22 +570,22 @@ cmd_plans(struct ctl *ctl, const struct ctl_job *job)
 
 			fputs(i ? ",{\"name\":" : "{\"name\":", stdout);
 			json_cstr(stdout, p->name);
-			printf(",\"monthly\":%lld,\"default\":%s}", p->monthly,
+			printf(",\"monthly\":%lld,\"daily\":%lld,\"hourly\":%lld,\"default\":%s}",
+			       p->monthly, p->daily, p->hourly,
 			       conf->default_plan && strcmp(conf->default_plan, p->name) == 0
 			       ? "true" : "false");
 		}
 		fputs("]}\n", stdout);
 		return 0;
 	}
-	t = table_create(3, heads, right);
+	t = table_create(5, heads, right);
 	for (size_t i = 0; i < conf->plan_count; i++) {
 		const struct qm_plan *p = &conf->plans[i];
 
-		if (p->monthly == QM_UNLIMITED)
-			snprintf(num, sizeof(num), "unlimited");
-		else
-			snprintf(num, sizeof(num), "%lld", p->monthly);
-		table_add(t, (const char *[]) {p->name, num,
+		table_add(t, (const char *[]) {p->name,
+			  limit_text(true, p->monthly, num[0], sizeof(num[0])),
+			  limit_text(true, p->daily, num[1], sizeof(num[1])),
+			  limit_text(true, p->hourly, num[2], sizeof(num[2])),
 			  conf->default_plan && strcmp(conf->default_plan, p->name) == 0 ? "yes" : ""});
 	}
 	table_print(t, stdout);
@@ -543,31 +631,31 @@ cmd_set_plan(struct ctl *ctl, const struct ctl_job *job)
 	return 0;
 }
 
-/* cmd_set_limit - HSET account limit N (-1 unlimited), or HDEL it (plan) */
+/*
+ * cmd_set_limit - HSET account FIELD N (-1 unlimited), or HDEL it (plan);
+ * FIELD limit, or limit_daily, limit_hourly; N checked by job_options()
+ */
 static int
 cmd_set_limit(struct ctl *ctl, const struct ctl_job *job)
 {
 	char	key[KEYS_MAX], num[32], what[96], rest[96];
-	const char *argv[4] = {"HSET", key, "limit", num};
+	const char *argv[4] = {"HSET", key, job->field, num};
 
 	account_key(ctl, job->account, key);
 	if (strcmp(job->value, "plan") == 0) {
 		argv[0] = "HDEL";
 		freeReplyObject(ctl_command(ctl, 3, argv));
-		change_print(ctl, job->account, "limit override removed, the plan's limit applies",
-			     "\"command\":\"set-limit\",\"limit\":null");
+		snprintf(what, sizeof(what), "%s override removed, the plan's %s applies",
+			 job->what, job->what);
+		snprintf(rest, sizeof(rest), "\"command\":\"set-limit\",\"%s\":null", job->field);
+		change_print(ctl, job->account, what, rest);
 		return 0;
 	}
-	if (strcmp(job->value, "unlimited") == 0) {
-		snprintf(num, sizeof(num), "%lld", QM_UNLIMITED);
-		snprintf(what, sizeof(what), "limit set to unlimited");
-	} else {
-		snprintf(num, sizeof(num), "%lld", check_count("limit", job->value, 0, QM_COUNT_MAX,
-				      ", unlimited or plan"));
-		snprintf(what, sizeof(what), "limit set to %s", num);
-	}
+	snprintf(num, sizeof(num), "%lld", job->limit);
 	freeReplyObject(ctl_command(ctl, 4, argv));
-	snprintf(rest, sizeof(rest), "\"command\":\"set-limit\",\"limit\":%s", num);
+	snprintf(what, sizeof(what), "%s set to %s", job->what,
+		 job->limit == QM_UNLIMITED ? "unlimited" : num);
+	snprintf(rest, sizeof(rest), "\"command\":\"set-limit\",\"%s\":%s", job->field, num);
 	change_print(ctl, job->account, what, rest);
 	return 0;
 }
@@ -819,8 +907,10 @@ main(int argc, char **argv)
 		ctl_fail(CTL_EXIT_RUNTIME, "%s", err);
 	if ((ctl.months = month_table_create(ctl.conf->timezone, err, sizeof(err))) == NULL)
 		ctl_fail(CTL_EXIT_RUNTIME, "%s: %s", ctl.conf->path, err);
-	if (job.month[0] == 0 && !month_of(ctl.months, time(NULL), job.month))
+	if (!ctl_clock(&ctl))
 		ctl_fail(CTL_EXIT_RUNTIME, "the clock is outside 1970-2199");
+	if (job.month[0] == 0)
+		memcpy(job.month, ctl.month_now, MONTH_KEY_LEN);
 	if (keys_events(ctl.events, ctl.conf->redis.prefix) == 0)
 		ctl_fail(CTL_EXIT_RUNTIME, "%s: bad Redis prefix \"%s\"", ctl.conf->path,
 			 shown(ctl.conf->redis.prefix));

@@ -8,6 +8,9 @@
  * rebuilt with keys_usage() and compared, so the key layout stays in
  * counters/keys.c alone.
  *
+ * top --by daily|hourly scans the same way for the keys of today's or
+ * this hour's window (ctl_usage_key() builds both kinds).
+ *
  * top keeps only the best N in memory: a min-heap whose root is the
  * weakest of the N, with a small hash set of its accounts (SCAN may
  * return a key twice). export needs every account sorted, so it keeps
@@ -36,7 +39,7 @@ glob_escape(const char *s, size_t len, char *out)
 	out[o] = 0;
 }
 
-/* scan_account - the account of a usage key of month, or false */
+/* scan_account - the account of a usage key of month (or window), or false */
 static bool
 scan_account(struct ctl *ctl, const char *key, size_t keylen, const char *month,
 	     size_t headlen, size_t taillen, char *account)
@@ -51,11 +54,11 @@ scan_account(struct ctl *ctl, const char *key, size_t keylen, const char *month,
 	account[len] = 0;
 	if (!account_valid(account, NULL))
 		return false;
-	return keys_usage(rebuilt, ctl->conf->redis.prefix, account, month) == keylen
+	return ctl_usage_key(ctl, rebuilt, account, month) == keylen
 	    && memcmp(rebuilt, key, keylen) == 0;
 }
 
-/* scan_usage - SCAN for the month's usage keys, batch by batch */
+/* scan_usage - SCAN for the month's (or window's) usage keys, batch by batch */
 int
 scan_usage(struct ctl *ctl, const char *month, scan_fn fn, void *arg, char *err, size_t errlen)
 {
@@ -68,7 +71,7 @@ scan_usage(struct ctl *ctl, const char *month, scan_fn fn, void *arg, char *err,
 	size_t	cap = 0;
 	int	rc = 0;
 
-	if (keys_usage(sample, ctl->conf->redis.prefix, SCAN_PLACEHOLDER, month) == 0
+	if (ctl_usage_key(ctl, sample, SCAN_PLACEHOLDER, month) == 0
 	    || (hole = strstr(sample, "{" SCAN_PLACEHOLDER "}")) == NULL) {
 		snprintf(err, errlen, "cannot build the usage keys of %s", month);
 		return -1;
@@ -130,7 +133,7 @@ struct top_entry {
 };
 
 struct top {
-	const char *month;
+	const char *month;		/* or window */
 	size_t	n;			/* how many to keep */
 	size_t	count;			/* in the heap now */
 	struct top_entry *heap;		/* min-heap: heap[0] is the weakest */
@@ -269,7 +272,7 @@ top_batch(struct ctl *ctl, char **accounts, size_t count, void *arg, char *err, 
 	if (cmds == NULL || keys == NULL || argv == NULL || replies == NULL)
 		ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
 	for (size_t i = 0; i < count; i++) {
-		keys_usage(keys[i], ctl->conf->redis.prefix, accounts[i], top->month);
+		ctl_usage_key(ctl, keys[i], accounts[i], top->month);
 		argv[i][0] = "HGET";
 		argv[i][1] = keys[i];
 		argv[i][2] = USAGE_TOTAL;
@@ -302,30 +305,37 @@ top_batch(struct ctl *ctl, char **accounts, size_t count, void *arg, char *err, 
 	return rc;
 }
 
-/* row_cmp - sort rows: most used first, then by account */
+/* row_cmp - sort rows: highest rank (used) first, then by account */
 static int
 row_cmp(const void *a, const void *b)
 {
 	const struct ctl_row *x = a, *y = b;
 
-	if (x->used != y->used)
-		return x->used > y->used ? -1 : 1;
+	if (x->rank != y->rank)
+		return x->rank > y->rank ? -1 : 1;
 	return strcmp(x->account, y->account);
 }
 
 /* top_print - the rows as a table or JSON */
 static void
-top_print(struct ctl *ctl, const char *month, struct ctl_row *rows, size_t count)
+top_print(struct ctl *ctl, const char *month, enum ctl_by by, struct ctl_row *rows, size_t count)
 {
 	static const char *const heads[] = {"ACCOUNT", "PLAN", "USED", "LIMIT", "REMAINING",
 		"PERCENT", "STATUS"};
+	static const char *const wheads[] = {"ACCOUNT", "PLAN", "WINDOW", "USED", "CAP",
+		"REMAINING", "STATUS"};
 	static const bool right[] = {false, false, true, true, true, true, false};
+	static const bool wright[] = {false, false, false, true, true, true, false};
 	char	used[32], limit[32], remaining[32], percent[32];
 	struct table *t;
 
 	if (ctl->json) {
 		fputs("{\"month\":", stdout);
 		json_cstr(stdout, month);
+		fputs(",\"by\":", stdout);
+		json_cstr(stdout, by == CTL_BY_MONTH ? "monthly" : ctl_kinds[by].name);
+		fputs(",\"window\":", stdout);
+		json_cstr(stdout, by == CTL_BY_MONTH ? NULL : ctl->now[by].name);
 		fputs(",\"accounts\":[", stdout);
 		for (size_t i = 0; i < count; i++) {
 			if (i > 0)
@@ -336,41 +346,56 @@ top_print(struct ctl *ctl, const char *month, struct ctl_row *rows, size_t count
 		fputs("]}\n", stdout);
 		return;
 	}
-	t = table_create(7, heads, right);
+	t = by == CTL_BY_MONTH ? table_create(7, heads, right) : table_create(7, wheads, wright);
 	for (size_t i = 0; i < count; i++) {
+		const struct ctl_row *r = &rows[i];
 		const char *cells[7];
 
-		snprintf(used, sizeof(used), "%lld", rows[i].used);
-		cells[0] = rows[i].account;
-		cells[1] = rows[i].plan ? rows[i].plan : "-";
-		cells[2] = used;
-		cells[3] = row_limit_text(&rows[i], limit, sizeof(limit));
-		cells[4] = row_remaining_text(&rows[i], remaining, sizeof(remaining));
-		cells[5] = row_percent_text(&rows[i], percent, sizeof(percent));
-		cells[6] = counters_status_name(rows[i].status);
+		snprintf(used, sizeof(used), "%lld", r->rank);
+		cells[0] = r->account;
+		cells[1] = r->plan ? r->plan : "-";
+		cells[6] = counters_status_name(r->status);
+		if (by == CTL_BY_MONTH) {
+			cells[2] = used;
+			cells[3] = row_limit_text(r, limit, sizeof(limit));
+			cells[4] = row_remaining_text(r, remaining, sizeof(remaining));
+			cells[5] = row_percent_text(r, percent, sizeof(percent));
+		} else {
+			const struct ctl_window *w = &r->win[by];
+
+			cells[2] = ctl->now[by].name;
+			cells[3] = used;
+			cells[4] = limit_text(w->has_cap, w->cap, limit, sizeof(limit));
+			cells[5] = left_text(w->has_cap, w->cap, w->used, remaining, sizeof(remaining));
+		}
 		table_add(t, cells);
 	}
 	table_print(t, stdout);
 	table_free(t);
 }
 
-/* top_run - the n accounts with the highest total in month */
+/*
+ * top_run - the n accounts with the highest total in month, or (by a
+ * window) in this day or this hour, whose month is the current one
+ */
 int
-top_run(struct ctl *ctl, const char *month, size_t n)
+top_run(struct ctl *ctl, const char *month, enum ctl_by by, size_t n)
 {
-	struct top top = {month, n, 0, NULL, NULL, 0};
+	struct top top = {by == CTL_BY_MONTH ? month : ctl->now[by].name, n, 0, NULL, NULL, 0};
 	struct ctl_row *rows;
 	char	err[CTL_ERR_MAX];
 	size_t	setsize = 16, kept = 0;
 	int	rc;
 
+	if (by != CTL_BY_MONTH)
+		month = ctl->month_now;
 	while (setsize < 2 * n + 1)
 		setsize *= 2;
 	top.mask = setsize - 1;
 	if ((top.heap = calloc(n, sizeof(*top.heap))) == NULL
 	    || (top.set = calloc(setsize, sizeof(char *))) == NULL)
 		ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
-	rc = scan_usage(ctl, month, top_batch, &top, err, sizeof(err));
+	rc = scan_usage(ctl, top.month, top_batch, &top, err, sizeof(err));
 
 	if ((rows = calloc(top.count + 1, sizeof(*rows))) == NULL)
 		ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
@@ -384,13 +409,17 @@ top_run(struct ctl *ctl, const char *month, size_t n)
 	/* Fresh rows for the winners; drop a hash that went away meanwhile. */
 	if (rc == 0 && (rc = rows_fetch(ctl, rows, top.count, month, err, sizeof(err))) == 0) {
 		for (size_t i = 0; i < top.count; i++) {
-			if (rows[i].exists)
-				rows[kept++] = rows[i];
-			else
-				row_free(&rows[i]);
+			struct ctl_row *r = &rows[i];
+
+			if (by == CTL_BY_MONTH ? r->exists : r->windows && r->win[by].exists) {
+				r->rank = by == CTL_BY_MONTH ? r->used : r->win[by].used;
+				rows[kept++] = *r;
+			} else {
+				row_free(r);
+			}
 		}
 		qsort(rows, kept, sizeof(*rows), row_cmp);
-		top_print(ctl, month, rows, kept);
+		top_print(ctl, month, by, rows, kept);
 	} else {
 		kept = top.count;
 	}

@@ -69,14 +69,14 @@ check "quota-milter -h prints its options" grep -q -- "usage: quota-milter \[-c 
 
 # 2. plans: the conf's table, in file order.
 ctl_ok "plans" plans
-has "plans: head" "^PLAN +MONTHLY +DEFAULT$"
-has "plans: free is the default" "^free +0 +yes$"
-has "plans: enterprise is unlimited" "^enterprise +unlimited$"
+has "plans: head" "^PLAN +MONTHLY +DAILY +HOURLY +DEFAULT$"
+has "plans: free is the default" "^free +0 +unlimited +unlimited +yes$"
+has "plans: enterprise is unlimited" "^enterprise +unlimited +unlimited +unlimited$"
 check_eq "plans: six, in conf order" "free trial basic standard professional enterprise" \
 	"$(awk 'NR > 1 {print $1}' <<<"$OUT" | paste -sd' ')"
 ctl_ok "plans --json" --json plans
 jq_eq "plans --json: default and plans" '[.default_plan, (.plans | length), .plans[5]]' \
-	'["free",6,{"name":"enterprise","monthly":-1,"default":false}]'
+	'["free",6,{"name":"enterprise","monthly":-1,"daily":-1,"hourly":-1,"default":false}]'
 
 # 3. What the ctl sets is what redis-cli reads.
 ctl_ok "set-plan" set-plan acme basic
@@ -92,6 +92,25 @@ has "usage: unlimited shown as such" "^limit +unlimited \(override\)$"
 has "usage: remaining unlimited" "^remaining +unlimited$"
 ctl_ok "set-limit plan" set-limit acme plan
 check_eq "set-limit plan is HDEL limit" 0 "$(rcli HEXISTS 'qm:account:{acme}' limit)"
+# The caps of a day and an hour: limit_daily, limit_hourly, the monthly limit untouched.
+ctl_ok "set-limit --daily N" set-limit acme --daily 50
+check_eq "set-limit --daily says so" "account acme: daily limit set to 50" "$OUT"
+check_eq "set-limit --daily N is HSET limit_daily N" 50 "$(rcli HGET 'qm:account:{acme}' limit_daily)"
+ctl_ok "set-limit --hourly unlimited" --json set-limit --hourly acme unlimited
+check_eq "set-limit --hourly unlimited is HSET limit_hourly -1" -1 "$(rcli HGET 'qm:account:{acme}' limit_hourly)"
+jq_eq "set-limit --hourly --json" . '{"account":"acme","command":"set-limit","limit_hourly":-1}'
+ctl_ok "set-limit --hourly 007" set-limit acme --hourly 007
+check_eq "set-limit --hourly writes the number, 7" 7 "$(rcli HGET 'qm:account:{acme}' limit_hourly)"
+ctl_ok "set-limit --hourly 0" set-limit acme --hourly 0
+check_eq "set-limit --hourly 0: a cap of 0" 0 "$(rcli HGET 'qm:account:{acme}' limit_hourly)"
+check_eq "set-limit --daily/--hourly leave the monthly limit alone" 0 "$(rcli HEXISTS 'qm:account:{acme}' limit)"
+ctl_ok "set-limit --daily plan" --json set-limit acme --daily plan
+check_eq "set-limit --daily plan is HDEL limit_daily" 0 "$(rcli HEXISTS 'qm:account:{acme}' limit_daily)"
+jq_eq "set-limit --daily plan --json" . '{"account":"acme","command":"set-limit","limit_daily":null}'
+ctl_ok "set-limit --hourly plan" set-limit acme plan --hourly
+check_eq "set-limit --hourly plan says so" \
+	"account acme: hourly limit override removed, the plan's hourly limit applies" "$OUT"
+check_eq "set-limit --hourly plan is HDEL limit_hourly" 0 "$(rcli HEXISTS 'qm:account:{acme}' limit_hourly)"
 ctl_ok "suspend" suspend acme
 check_eq "suspend is HSET suspended 1" 1 "$(rcli HGET 'qm:account:{acme}' suspended)"
 ctl_ok "usage of a suspended account" --json usage acme
@@ -161,7 +180,21 @@ done <<EOF
 2;bad limit "-5": expected a count from 0 to 999999999999999, unlimited or plan;set-limit acme -5
 2;bad limit "1.5";set-limit acme 1.5
 2;bad limit "1000000000000000";set-limit acme 1000000000000000
-2;usage: quota-milter-ctl set-limit ACCOUNT N\|unlimited\|plan;set-limit acme
+2;usage: quota-milter-ctl set-limit ACCOUNT \[--daily\|--hourly\] N\|unlimited\|plan;set-limit acme
+2;usage: quota-milter-ctl set-limit;set-limit acme --daily
+2;bad daily limit "-5": expected a count from 0 to 999999999999999, unlimited or plan;set-limit acme --daily -5
+2;bad hourly limit "x": expected a count;set-limit acme --hourly x
+2;bad hourly limit "1000000000000000";set-limit --hourly acme 1000000000000000
+2;bad daily limit "";set-limit acme --daily ''
+2;--daily and --hourly exclude each other;set-limit acme --daily --hourly 5
+2;usage takes no --daily;usage acme --daily
+2;top takes no --hourly;top --hourly
+2;bad --by "weekly": expected monthly, daily or hourly;top --by weekly
+2;bad --by "month";top --by=month
+2;bad --by "";top --by=
+2;option --by needs a value;top --by
+2;top --by hourly takes no month: it ranks the current hour;top --by hourly 2026-01
+2;usage takes no --by;usage acme --by daily
 2;usage: quota-milter-ctl export YYYY-MM;export
 2;usage: quota-milter-ctl plans;plans extra
 2;usage: quota-milter-ctl usage ACCOUNT \[YYYY-MM\];usage a b c d
@@ -171,6 +204,8 @@ done <<EOF
 EOF
 check_eq "a refused plan never reached Redis" basic "$(rcli HGET 'qm:account:{acme}' plan)"
 check_eq "a refused limit never reached Redis" 0 "$(rcli HEXISTS 'qm:account:{acme}' limit)"
+check_eq "a refused cap never reached Redis" 00 \
+	"$(rcli HEXISTS 'qm:account:{acme}' limit_daily)$(rcli HEXISTS 'qm:account:{acme}' limit_hourly)"
 
 printf 'redis {\n\taddress = "127.0.0.1:%s"\n}\nmode = "sideways"\n' "$REDIS_PORT" > "$T/bad.conf"
 ctl -c "$T/bad.conf" plans
@@ -251,6 +286,135 @@ jq_eq "top --json" '[.month, [.accounts[] | [.account, .used, .limit, .remaining
 	"[\"$m\",[[\"m.x@y+z_1-2\",900,-1,-1,null],[\"zeta\",900,100000,99100,0],[\"alpha\",20,20,0,100]]]"
 ctl_ok "top of an empty month" top 2001-01
 check_eq "top of an empty month: the head only" "ACCOUNT  PLAN  USED  LIMIT  REMAINING  PERCENT  STATUS" "$OUT"
+
+# 5b. Caps: usage shows this day's and this hour's use and caps, top ranks by them.
+# The windows are those of now (UTC in the test conf): hour_guard waits (at most
+# a minute) when the hour ends within the next minute, so a block's hour stays one.
+hour_guard() {
+	[ "$(date -u +%M)" != 59 ] || sleep $((61 - 10#$(date -u +%S)))
+}
+hour_guard
+day=$(date -u +%Y-%m-%d)
+hour=$(date -u +%Y-%m-%dT%H)
+hstart=$(date -u -d "$day $(date -u +%H):00" +%s)
+nextday="$(date -u -d "$day + 1 day" +%Y-%m-%d) 00:00 UTC"
+nextday_utc="$(date -u -d "$day + 1 day" +%Y-%m-%d)T00:00:00Z"
+nexthour="$(date -u -d "@$((hstart + 3600))" +%H):00 UTC"
+nexthour_utc=$(date -u -d "@$((hstart + 3600))" +%Y-%m-%dT%H:00:00Z)
+write_conf "$T/caps.conf" "$msock" 'plan capped { monthly = 1000  daily = 50  hourly = 5 }'
+rcli HSET 'qm:account:{capd}' plan capped limit_hourly 3 >/dev/null
+rcli HSET "qm:usage:{capd}:$month" total 40 messages 10 crm 40 >/dev/null
+rcli HSET "qm:usage:{capd}:$day" total 40 messages 10 crm 40 limit 50 >/dev/null
+rcli HSET "qm:usage:{capd}:$hour" total 3 messages 1 crm 3 would_refuse 2 limit 3 cap 1 >/dev/null
+ctl_ok "plans with caps" -c "$T/caps.conf" plans
+has "plans: a plan's caps" "^capped +1000 +50 +5$"
+ctl_ok "plans --json with caps" -c "$T/caps.conf" --json plans
+jq_eq "plans --json: a plan's caps" '.plans[6]' '{"name":"capped","monthly":1000,"daily":50,"hourly":5,"default":false}'
+ctl_ok "usage of a capped account" -c "$T/caps.conf" usage capd
+for line in "used +40" "remaining +960" "status +hourly_cap" \
+	"daily window +$day, reopens $nextday" "daily used +40" "daily cap +50 \(plan\)" "daily remaining +10" \
+	"hourly window +$hour, reopens $nexthour" "hourly used +3" "hourly cap +3 \(override\)" \
+	"hourly remaining +0"; do
+	has "usage of a capped account shows '$line'" "^$line$"
+done
+ctl_ok "usage --json of a capped account" -c "$T/caps.conf" --json usage capd
+check "usage --json: the windows, as python's json reads them" python3 -c '
+import json, sys
+d = json.loads(sys.argv[1])
+assert d["status"] == "hourly_cap", d["status"]
+assert d["daily"] == {"window": sys.argv[2], "used": 40, "cap": 50, "cap_source": "plan",
+	"remaining": 10, "reopens": sys.argv[4], "reopens_utc": sys.argv[7], "messages": 10,
+	"would_refuse": 0}, d["daily"]
+assert d["hourly"] == {"window": sys.argv[3], "used": 3, "cap": 3, "cap_source": "override",
+	"remaining": 0, "reopens": sys.argv[5], "reopens_utc": sys.argv[6], "messages": 1,
+	"would_refuse": 2}, d["hourly"]
+'  "$OUT" "$day" "$hour" "$nextday" "$nexthour" "$nexthour_utc" "$nextday_utc"
+ctl_ok "usage of a capped account in another month" -c "$T/caps.conf" --json usage capd 2025-03
+jq_eq "usage of another month: no windows" '[.daily, .hourly]' '[null,null]'
+ctl_ok "usage text of another month" -c "$T/caps.conf" usage capd 2025-03
+check "usage text of another month: no window lines" test -z "$(grep -E '^(daily|hourly) ' <<<"$OUT")"
+
+# No window hash (no use this hour, or no cap), a plan without caps, one the conf lacks.
+ctl_ok "usage of an account without caps" -c "$T/caps.conf" --json usage bill
+jq_eq "usage --json: no cap is -1, nothing used" '[.daily | .window, .used, .cap, .cap_source, .remaining]' \
+	"[\"$day\",0,-1,\"plan\",-1]"
+ctl_ok "usage text of an account without caps" -c "$T/caps.conf" usage bill
+has "usage: no cap reads unlimited (plan)" "^hourly cap +unlimited \(plan\)$"
+rcli HSET 'qm:account:{ghost}' limit_daily 7 >/dev/null
+ctl_ok "usage of an account on a plan the conf lacks" -c "$T/caps.conf" --json usage ghost
+jq_eq "usage --json: unknown plan: hourly cap unknown, the daily override known" \
+	'[.hourly.cap, .hourly.cap_source, .hourly.remaining, .daily.cap, .daily.cap_source]' '[null,null,null,7,"override"]'
+ctl_ok "usage text of an account on a plan the conf lacks" -c "$T/caps.conf" usage ghost
+has "usage: unknown hourly cap reads -" "^hourly cap +- \(plan not in the configuration\)$"
+# The day before the hour, the month before both (quota.lua's order).
+rcli HSET 'qm:account:{dayfull}' plan capped >/dev/null
+rcli HSET "qm:usage:{dayfull}:$day" total 50 >/dev/null
+rcli HSET "qm:usage:{dayfull}:$hour" total 5 >/dev/null
+ctl_ok "usage of an account at its daily cap" -c "$T/caps.conf" --json usage dayfull
+jq_eq "usage --json: daily_cap before hourly_cap" '[.status, .daily.remaining, .hourly.remaining]' '["daily_cap",0,0]'
+rcli HSET 'qm:account:{dayfull}' limit 0 >/dev/null
+ctl_ok "usage of an account at its monthly limit and caps" -c "$T/caps.conf" --json usage dayfull
+jq_eq "usage --json: exhausted before the caps" .status '"exhausted"'
+rcli HSET 'qm:account:{zerocap}' plan capped limit_hourly 0 >/dev/null
+ctl_ok "usage of an account with a cap of 0" -c "$T/caps.conf" --json usage zerocap
+jq_eq "usage --json: a cap of 0 is reached with nothing used" '[.status, .hourly.used, .hourly.cap]' '["hourly_cap",0,0]'
+
+# Hostile contents: overrides quota.lua ignores, fields that are not counts.
+rcli HSET 'qm:account:{hostile}' plan capped limit_daily 1e3 limit_hourly 9999999999999999 >/dev/null
+rcli HSET "qm:usage:{hostile}:$day" total 99999999999999999999 messages "$(printf '1\033[31m')" >/dev/null
+rcli HSET "qm:usage:{hostile}:$hour" total -4 would_refuse "$(printf '\001')" >/dev/null
+ctl -c "$T/caps.conf" --json usage hostile
+check "usage of hostile windows: exit 0" test "$RC" = 0
+jq_eq "usage of hostile windows: bad overrides give the plan's caps, bad counts 0" \
+	'[.daily.cap, .daily.cap_source, .daily.used, .daily.messages, .hourly.cap, .hourly.used, .hourly.would_refuse]' \
+	'[50,"plan",0,0,5,0,0]'
+check "usage of hostile windows: each bad count warned" test "$(grep -c "^quota-milter-ctl: warning: usage of account hostile: field .* of $day is not a count" <<<"$ERR")" = 2 \
+	-a "$(grep -c "field .* of $hour is not a count" <<<"$ERR")" = 2
+check "usage of hostile windows: no escape byte on stderr" test -z "$(grep -P '[\x01\x1b]' "$T/err")"
+ctl -c "$T/caps.conf" usage hostile
+check "usage text of hostile windows: no escape byte reaches the terminal" test -z "$(grep -P '[\x01\x1b]' "$T/out")"
+rcli SET "qm:usage:{wrongtype}:$hour" oops >/dev/null
+ctl -c "$T/caps.conf" usage wrongtype
+check "a window key of the wrong type: exit 1 with Redis's error" \
+	test "$RC" = 1 -a -n "$(grep -E '^quota-milter-ctl: account wrongtype: Redis: WRONGTYPE' <<<"$ERR")"
+rcli DEL "qm:usage:{wrongtype}:$hour" >/dev/null
+
+# top --by hourly|daily: SCAN for the window's keys, ranked by the window's total.
+prevhour=$(date -u -d "@$((hstart - 3600))" +%Y-%m-%dT%H)
+rcli HSET "qm:usage:{h1}:$hour" total 4 >/dev/null
+rcli HSET "qm:usage:{h1}:$day" total 4 >/dev/null
+rcli HSET "qm:usage:{h2}:$hour" total 9 >/dev/null
+rcli HSET "qm:usage:{h2}:$day" total 9 >/dev/null
+rcli HSET "qm:usage:{h3}:$day" total 45 >/dev/null		# today, not this hour
+rcli HSET "qm:usage:{old}:$prevhour" total 500 >/dev/null	# another hour
+rcli HSET "qm:usage:{monthonly}:$month" total 800 >/dev/null	# the month only
+rcli HSET "qm:usage:{bad id}:$hour" total 700 >/dev/null	# no account id: skipped
+rcli HSET "qm:usage:{h9}:$hour" total oops >/dev/null		# not a count: warned, skipped
+rcli CONFIG RESETSTAT >/dev/null
+ctl -c "$T/caps.conf" top --by hourly
+check "top --by hourly: exit 0" test "$RC" = 0
+check_eq "top --by hourly: head and order (this hour's total, then account)" \
+	"ACCOUNT PLAN WINDOW USED CAP REMAINING STATUS|h2 free $hour 9 unlimited unlimited no_mail|dayfull capped $hour 5 5 0 exhausted|h1 free $hour 4 unlimited unlimited no_mail|capd capped $hour 3 3 0 hourly_cap|hostile capped $hour 0 5 5 ok" \
+	"$(sed -E 's/  +/ /g' <<<"$OUT" | paste -sd'|')"
+check "top --by hourly: a window total that is not a count is warned" grep -q "h9.*not a count, account skipped" <<<"$ERR"
+stats=$(rcli INFO commandstats)
+check "top --by hourly used SCAN" grep -q '^cmdstat_scan:calls=' <<<"$stats"
+check "top --by hourly never used KEYS" test -z "$(grep '^cmdstat_keys:' <<<"$stats")"
+ctl -c "$T/caps.conf" --json top --by=daily -n 3
+check "top --by=daily -n 3 --json: exit 0, the huge total warned" \
+	test "$RC" = 0 -a -n "$(grep 'hostile.*not a count, account skipped' <<<"$ERR")"
+jq_eq "top --by daily --json: by, window, order, the day's numbers" \
+	'[.by, .window, .month, [.accounts[] | [.account, .daily.used, .daily.cap]]]' \
+	"[\"daily\",\"$day\",\"$month\",[[\"dayfull\",50,50],[\"h3\",45,-1],[\"capd\",40,50]]]"
+ctl_ok "top --by monthly --json" -c "$T/caps.conf" --json top --by monthly -n 1
+jq_eq "top --by monthly: the month's ranking, as without --by" '[.by, .window, .accounts[0].account]' \
+	'["monthly",null,"monthonly"]'
+ctl -c "$T/caps.conf" --json top -n 2 --by hourly
+check "top --by hourly --json -n 2: exit 0" test "$RC" = 0
+jq_eq "top --by hourly --json: the first two, the hour's numbers" \
+	'[.by, .window, [.accounts[] | [.account, .hourly.used, .hourly.window]]]' \
+	"[\"hourly\",\"$hour\",[[\"h2\",9,\"$hour\"],[\"dayfull\",5,\"$hour\"]]]"
+rcli DEL "qm:usage:{hostile}:$day" "qm:usage:{hostile}:$hour" "qm:usage:{h9}:$hour" >/dev/null
 
 # 6. top over 20 000 accounts: SCAN (never KEYS), fast, Redis never blocked.
 big=2024-01
@@ -355,6 +519,23 @@ ctl_ok "e2e: reset" reset e2e
 send "after reset, counted from zero" 2 accept
 ctl_ok "e2e: usage after reset" --json usage e2e
 jq_eq "e2e: usage after reset is the one message since" '[.used,.messages,.refused,.limit]' '[2,1,0,10000]'
+# Caps through real charges: an hourly cap of 2 set by the ctl, obeyed and shown.
+hour_guard
+hour=$(date -u +%Y-%m-%dT%H)
+ctl_ok "e2e: set-limit --hourly 2" set-limit e2e --hourly 2
+send "2 recipients within the hourly cap" 2 accept
+ctl_ok "e2e: usage at the hourly cap" --json usage e2e
+jq_eq "e2e: the ctl shows the hour the milter counted" \
+	'[.used, .hourly.window, .hourly.used, .hourly.cap, .hourly.cap_source, .hourly.remaining, .status]' \
+	"[4,\"$hour\",2,2,\"override\",0,\"hourly_cap\"]"
+check_eq "e2e: and so does redis-cli" 2 "$(rcli HGET "qm:usage:{e2e}:$hour" total)"
+mt "$msock" message -D account=e2e -D label="over the hourly cap: 451 4.7.1" -D rcpts=1 \
+	-D code=451 -D xcode=4.7.1 -D expect="Hourly sending limit of 2 emails reached for account e2e, try again after"
+ctl_ok "e2e: top --by hourly" --json top --by hourly
+jq_eq "e2e: top --by hourly ranks what the milter counted" \
+	'[.accounts[] | select(.account == "e2e") | .hourly.used]' '[2]'
+ctl_ok "e2e: set-limit --hourly plan" set-limit e2e --hourly plan
+send "after set-limit --hourly plan (no cap in plan basic), accepted" 1 accept
 check "e2e: the daemon stops cleanly" milter_stop "$mpid" milter
 
 # 10. No sanitizer report from any ctl run; valgrind on a few (normal build).
@@ -362,7 +543,7 @@ check "no sanitizer report from the ctl" test -z "$(grep -E 'ERROR: (Address|Lea
 if ldd "$ctlbin" 2>/dev/null | grep -q libasan; then
 	: # LeakSanitizer checked every run above
 elif command -v valgrind >/dev/null; then
-	for args in "--json usage bill" "top $m" "export $m" "events" "reset acme $m" "set-plan acme gold"; do
+	for args in "--json usage bill" "-c $T/caps.conf usage capd" "-c $T/caps.conf --json top --by hourly" "top $m" "export $m" "events" "reset acme $m" "set-plan acme gold"; do
 		# shellcheck disable=SC2086
 		valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=99 \
 			"$ctlbin" -c "$T/qm.conf" $args >/dev/null 2>"$T/vg.log"
@@ -401,7 +582,7 @@ if command -v groff >/dev/null; then
 	for o in $(grep -oE 'CFG_[A-Z_]+\("[a-z_]+"' conf/conf.c | sed -E 's/.*"(.*)"/\1/' | sort -u); do
 		check "quota-milter.conf.5 documents $o" grep -qw -- "$o" <(text man/quota-milter.conf.5)
 	done
-	for r in exhausted no_mail suspended no_account bad_account untrusted conflict no_plan unknown_plan race unavailable; do
+	for r in exhausted no_mail suspended no_account bad_account untrusted conflict no_plan unknown_plan hourly_cap daily_cap race unavailable; do
 		check "quota-milter.conf.5 documents reply $r" grep -qw -- "$r" <(text man/quota-milter.conf.5)
 	done
 	for o in -c -f -t -V SIGUSR1 SIGHUP SIGTERM; do

@@ -1,7 +1,8 @@
 -- message.lua - one counted message (category crm) for an account, to show
 -- that the milter obeys what quota-milter-ctl set or a reload changed.
 -- Globals from miltertest -D: account, rcpts (how many recipients, default
--- 1), expect ("accept" or the 550 reply text), label (names the case).
+-- 1), expect ("accept" or the reply text), code and xcode of that reply
+-- (default 550 5.7.1), label (names the case).
 dofile(lib)
 
 run {
@@ -16,7 +17,7 @@ run {
 	if expect == "accept" then
 		check(accepted(r), label .. ": accepted")
 	else
-		check(refused(conn, r, "550", "5.7.1", expect),
+		check(refused(conn, r, code or "550", xcode or "5.7.1", expect),
 			label .. ": refused with " .. expect)
 	end
 	mt.disconnect(conn)
