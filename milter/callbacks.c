@@ -139,30 +139,56 @@ decision_log(SMFICTX *ctx, const struct conn_ctx *cc, long long units,
 }
 
 /*
- * reply - set the SMTP reply of a conf reply and return the matching
- * milter status: SMFIS_TEMPFAIL for 4xx, SMFIS_REJECT for 5xx.
+ * reply_status - set the SMTP reply of a conf reply, its variables those
+ * of quota status st (policy_quota_vars(): a cap's window and when it
+ * reopens), and return the matching milter status: SMFIS_TEMPFAIL for
+ * 4xx, SMFIS_REJECT for 5xx.
  */
 static sfsistat
-reply(SMFICTX *ctx, const struct conn_ctx *cc, enum qm_reply_id id, const char *reason)
+reply_status(SMFICTX *ctx, const struct conn_ctx *cc, enum qm_reply_id id, enum qm_status st,
+	     const char *reason)
 {
 	const struct qm_conf *conf = cc->rt->conf;
 	const struct qm_reply *r = &conf->replies[id];
 	const struct msg_ctx *m = &cc->msg;
 	struct policy_vars v = {
 		.account = m->account[0] ? m->account : NULL,
-		.plan = m->quota.plan[0] ? m->quota.plan : NULL,
 		.category = category_name(conf, m->category),
 		.header = conf->account.header,
 		.reason = reason,
-		.limit = m->quota.limit,
-		.used = m->quota.used,
 	};
+	char	clock[64];
 	char	text[512];
 
+	policy_quota_vars(&v, &m->quota, st, cc->rt->months, clock, sizeof(clock));
 	policy_format_reply(text, sizeof(text), r->text, &v);
 	if (smfi_setreply(ctx, (char *) r->code, (char *) r->xcode, text) != MI_SUCCESS)
 		msg_warn("%s: smfi_setreply %s %s failed", queue_id(ctx), r->code, r->xcode);
 	return r->code[0] == '4' ? SMFIS_TEMPFAIL : SMFIS_REJECT;
+}
+
+/* reply - reply_status() for a reply that is not about a cap: the month's numbers */
+static sfsistat
+reply(SMFICTX *ctx, const struct conn_ctx *cc, enum qm_reply_id id, const char *reason)
+{
+	return reply_status(ctx, cc, id, QM_STATUS_OK, reason);
+}
+
+/*
+ * status_detail - a quota status for the decision's log line; a cap's
+ * names its window and the window's use, "hourly_cap window=2026-12-03T14
+ * used=3/3"
+ */
+static const char *
+status_detail(char *buf, size_t len, const struct qm_quota *q, enum qm_status st)
+{
+	const struct qm_window *w = policy_status_window(q, st);
+
+	if (w == NULL)
+		return counters_status_name(st);
+	snprintf(buf, len, "%s window=%s used=%lld/%lld", counters_status_name(st),
+		 w->name[0] ? w->name : "-", w->used, w->cap);
+	return buf;
 }
 
 /* reply_final - is the conf's reply a permanent (5xx) refusal? */
@@ -557,22 +583,25 @@ rcpt_quota(struct conn_ctx *cc, long long units, char *err, size_t errlen)
 }
 
 /*
- * rcpt_refuse - refuse a recipient the quota has no room for; a final
+ * rcpt_refuse - refuse a recipient the quota has no room for, with the
+ * reply of what binds (policy_room(): the month 550, a cap 451); a final
  * refusal (5xx) is recorded, once a message for unit messages
  */
 static sfsistat
 rcpt_refuse(SMFICTX *ctx, struct conn_ctx *cc, long long units)
 {
 	struct msg_ctx *m = &cc->msg;
-	enum qm_status st = m->quota.status == QM_STATUS_OK ? QM_STATUS_EXHAUSTED
-	    : m->quota.status;
+	enum qm_status st = m->quota.status == QM_STATUS_OK
+	    ? policy_room(&m->quota, m->reserved).beyond : m->quota.status;
 	enum qm_reply_id id = policy_status_reply(st, false);
+	char	detail[128];
 
 	if (reply_final(cc, id))
 		refusal_add(cc, cc->rt->conf->unit == QM_UNIT_RECIPIENTS ? units
 			    : (m->refused == 0 && m->rcpt_ok == 0), m->quota.month);
-	decision_log(ctx, cc, units, "refuse-rcpt", counters_status_name(st));
-	return reply(ctx, cc, id, counters_status_name(st));
+	decision_log(ctx, cc, units, "refuse-rcpt",
+		     status_detail(detail, sizeof(detail), &m->quota, st));
+	return reply_status(ctx, cc, id, st, counters_status_name(st));
 }
 
 /*
@@ -748,6 +777,7 @@ charge_verdict(SMFICTX *ctx, struct conn_ctx *cc, long long units)
 	struct msg_ctx *m = &cc->msg;
 	const char *status = counters_status_name(m->quota.status);
 	enum qm_reply_id id;
+	char	detail[128];
 	sfsistat rc;
 
 	if (m->quota.status == QM_STATUS_OK || m->quota.status == QM_STATUS_OVER) {
@@ -757,9 +787,10 @@ charge_verdict(SMFICTX *ctx, struct conn_ctx *cc, long long units)
 		return SMFIS_CONTINUE;
 	}
 	id = policy_status_reply(m->quota.status, m->quota_from_peek || m->quota_from_cache);
-	decision_log(ctx, cc, units, reply_final(cc, id) ? "refuse" : "tempfail", status);
-	rc = reply(ctx, cc, id, status);
-	/* A 451 (race, unknown plan) is retried: only a 5xx is recorded. */
+	decision_log(ctx, cc, units, reply_final(cc, id) ? "refuse" : "tempfail",
+		     status_detail(detail, sizeof(detail), &m->quota, m->quota.status));
+	rc = reply_status(ctx, cc, id, m->quota.status, status);
+	/* A 451 (race, unknown plan, a cap) is retried: only a 5xx is recorded. */
 	if (reply_final(cc, id)) {
 		refusal_add(cc, units, m->quota.month);
 		refusals_record(cc);
