@@ -1,7 +1,8 @@
 /*
  * counters.c - one run of quota.lua per call (see its header), with keys
  * and arguments built here and the reply checked strictly: anything but
- * {status, plan, limit, used} with sane values is an error.
+ * {status, plan, limit, used, day_cap, day_used, hour_cap, hour_used}
+ * with sane values is an error.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,9 +20,11 @@
 #include "redis.h"
 #include "quota_lua.h"
 
-#define COUNTERS_KEYS	5		/* KEYS[] of quota.lua */
-#define COUNTERS_ARGS	9		/* ARGV[] that change from call to call */
+#define COUNTERS_KEYS	7		/* KEYS[] of quota.lua, the windows' included */
+#define COUNTERS_MONTH_KEYS 5		/* KEYS[] of a call without windows */
+#define COUNTERS_ARGS	13		/* ARGV[] that change from call to call */
 #define COUNTERS_NUM	24		/* room for a long long in text */
+#define COUNTERS_WINDOW_KEEP 3600	/* a window's hash outlives it by this (s) */
 
 struct counters {
 	const struct qm_conf *conf;
@@ -77,16 +80,16 @@ counters_num(char *buf, long long n)
 /*
  * counters_tail - encode the script's last arguments, which only the conf
  * decides: default plan, warn percents ("80,100"), the plan table (name,
- * monthly). -1 when out of memory.
+ * monthly, daily, hourly). -1 when out of memory.
  */
 static int
 counters_tail(struct counters *ctr, const struct qm_conf *conf)
 {
-	size_t	argc = 2 + 2 * conf->plan_count;
+	size_t	argc = 2 + 4 * conf->plan_count;
 	size_t	len = 1 + conf->warn_count * 12;
 	const char **argv = calloc(argc, sizeof(*argv));
 	char   *warn = malloc(len);
-	char   *nums = calloc(conf->plan_count + 1, COUNTERS_NUM);
+	char   *nums = calloc(3 * conf->plan_count + 1, COUNTERS_NUM);
 	int	rc = -1;
 
 	if (argv != NULL && warn != NULL && nums != NULL) {
@@ -97,8 +100,12 @@ counters_tail(struct counters *ctr, const struct qm_conf *conf)
 		argv[0] = conf->default_plan ? conf->default_plan : "";
 		argv[1] = warn;
 		for (size_t i = 0; i < conf->plan_count; i++) {
-			argv[2 + 2 * i] = conf->plans[i].name;
-			argv[3 + 2 * i] = counters_num(nums + i * COUNTERS_NUM, conf->plans[i].monthly);
+			char   *num = nums + 3 * i * COUNTERS_NUM;
+
+			argv[2 + 4 * i] = conf->plans[i].name;
+			argv[3 + 4 * i] = counters_num(num, conf->plans[i].monthly);
+			argv[4 + 4 * i] = counters_num(num + COUNTERS_NUM, conf->plans[i].daily);
+			argv[5 + 4 * i] = counters_num(num + 2 * COUNTERS_NUM, conf->plans[i].hourly);
 		}
 		rc = redis_args_make(&ctr->tail, (int) argc, argv);
 	}
@@ -186,16 +193,16 @@ counters_reply(const redisReply *r, struct qm_quota *out, char *err, size_t errl
 	int     status;
 	size_t  len;
 
-	if (r->type != REDIS_REPLY_ARRAY || r->elements != 4
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 8
 	    || r->element[0]->type != REDIS_REPLY_STRING
 	    || r->element[1]->type != REDIS_REPLY_STRING
-	    || r->element[2]->type != REDIS_REPLY_INTEGER
-	    || r->element[3]->type != REDIS_REPLY_INTEGER
-	    || (status = counters_status_parse(r->element[0])) < 0
-	    || r->element[2]->integer < QM_UNLIMITED || r->element[3]->integer < 0) {
-		snprintf(err, errlen, "Redis: unexpected reply from the quota script");
-		return -1;
-	}
+	    || (status = counters_status_parse(r->element[0])) < 0)
+		goto bad;
+	/* limit, used, day_cap, day_used, hour_cap, hour_used */
+	for (size_t i = 2; i < 8; i++)
+		if (r->element[i]->type != REDIS_REPLY_INTEGER
+		    || r->element[i]->integer < (i % 2 == 0 ? QM_UNLIMITED : 0))
+			goto bad;
 	out->status = (enum qm_status) status;
 	/* A plan name longer than any in the conf is unknown: shortened, for logs. */
 	len = r->element[1]->len;
@@ -205,7 +212,15 @@ counters_reply(const redisReply *r, struct qm_quota *out, char *err, size_t errl
 	out->plan[len] = 0;
 	out->limit = r->element[2]->integer;
 	out->used = r->element[3]->integer;
+	out->day.cap = r->element[4]->integer;
+	out->day.used = r->element[5]->integer;
+	out->hour.cap = r->element[6]->integer;
+	out->hour.used = r->element[7]->integer;
 	return 0;
+
+bad:
+	snprintf(err, errlen, "Redis: unexpected reply from the quota script");
+	return -1;
 }
 
 /* A call of the script: what varies from one to the next. */
@@ -220,6 +235,8 @@ struct counters_args {
 	time_t	now;
 	const char *id;			/* refused, replay, cancel: its id; else "" */
 	const char *charge_id;		/* charge: its id, NULL for a fresh one */
+	const char *hour;		/* replay, cancel: the charge's hour window, ""
+					 * none; the other ops: NULL */
 };
 
 /* The code that starts every error quota.lua raises itself. */
@@ -279,22 +296,100 @@ counters_charge_id(const struct counters_args *a, char *buf)
 	return buf;
 }
 
+/*
+ * counters_window_end - when the window of a name ("YYYY-MM-DD" or
+ * "YYYY-MM-DDTHH") ends: the instant its clock time would have with no
+ * offset change since its month began, then each half hour on either
+ * side up to 6 hours (offset changes, DST) until month_window_of() names
+ * it. False when no instant has that name (an hour the clock skips).
+ */
+static bool
+counters_window_end(const struct counters *ctr, const char *name, enum month_window kind,
+		    time_t *end)
+{
+	char	month[MONTH_KEY_LEN], got[MONTH_WINDOW_LEN];
+	time_t	guess;
+	int	day = (name[8] - '0') * 10 + (name[9] - '0');
+	int	hour = kind == MONTH_WINDOW_HOUR ? (name[11] - '0') * 10 + (name[12] - '0') : 0;
+
+	memcpy(month, name, MONTH_KEY_LEN - 1);
+	month[MONTH_KEY_LEN - 1] = 0;
+	if ((guess = month_start(ctr->months, month, 0)) == (time_t) -1)
+		return false;
+	guess += ((time_t) (day - 1) * 24 + hour) * 3600;
+	for (int k = 0; k <= 24; k++) {
+		time_t	t = guess + (k % 2 ? -1 : 1) * (time_t) ((k + 1) / 2) * 1800;
+
+		if (month_window_of(ctr->months, t, kind, got, end) && strcmp(got, name) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * counters_windows - the day and hour a call counts in, into out->day and
+ * out->hour (name, end): those of `now` for a peek or a charge; for a
+ * replay or a cancel, the journaled charge's hour (in the entry's month)
+ * and its day, the hour's first 10 characters. The other ops and entries
+ * of older versions have none. A window gone (its hash expired) gets no
+ * name in the script's ARGV: *live tells which. 1 windows, 0 none, or
+ * COUNTERS_REJECTED with err.
+ */
+static int
+counters_windows(const struct counters *ctr, const struct counters_args *a,
+		 struct qm_quota *out, bool live[2], char *err, size_t errlen)
+{
+	enum month_window kind;
+	time_t	wall = time(NULL);
+
+	live[0] = live[1] = true;
+	if (a->hour == NULL && (strcmp(a->op, "peek") == 0 || strcmp(a->op, "charge") == 0)) {
+		if (!month_window_of(ctr->months, a->now, MONTH_WINDOW_DAY, out->day.name,
+				     &out->day.end)
+		    || !month_window_of(ctr->months, a->now, MONTH_WINDOW_HOUR, out->hour.name,
+					&out->hour.end))
+			return counters_fail(err, errlen, "time %lld outside the months 1970-2199",
+					     (long long) a->now);
+		return 1;
+	}
+	if (a->hour == NULL || a->hour[0] == 0)
+		return 0;
+	if (!month_window_valid(a->hour, &kind) || kind != MONTH_WINDOW_HOUR
+	    || strncmp(a->hour, out->month, MONTH_KEY_LEN - 1) != 0)
+		return counters_fail(err, errlen, "invalid hour \"%.16s\" of month %s", a->hour,
+				     out->month);
+	snprintf(out->hour.name, sizeof(out->hour.name), "%s", a->hour);
+	snprintf(out->day.name, sizeof(out->day.name), "%.10s", a->hour);
+	if (!counters_window_end(ctr, out->day.name, MONTH_WINDOW_DAY, &out->day.end)
+	    || !counters_window_end(ctr, out->hour.name, MONTH_WINDOW_HOUR, &out->hour.end))
+		return counters_fail(err, errlen, "hour %s: not a time of this time zone",
+				     a->hour);
+	live[0] = out->day.end + COUNTERS_WINDOW_KEEP > wall;
+	live[1] = out->hour.end + COUNTERS_WINDOW_KEEP > wall;
+	return 1;
+}
+
 /* counters_call - one run of the quota script */
 static int
 counters_call(struct counters *ctr, const struct counters_args *a, struct qm_quota *out,
 	      char *err, size_t errlen)
 {
 	char    kaccount[KEYS_MAX], kusage[KEYS_MAX], kwarned[KEYS_MAX], kcharge[KEYS_MAX];
+	char    kday[KEYS_MAX], khour[KEYS_MAX];
 	char    charge_id[KEYS_CHARGE_ID_LEN + 1];
 	char    units_text[COUNTERS_NUM], expire_text[COUNTERS_NUM], refused_text[COUNTERS_NUM];
+	char    day_expire[COUNTERS_NUM], hour_expire[COUNTERS_NUM];
 	const char *why, *id, *category = a->category ? a->category : "";
 	const char *argv[COUNTERS_KEYS + COUNTERS_ARGS];
+	const char **arg;
 	redisReply *reply;
 	time_t  expireat;
-	int     rc;
+	bool	live[2];
+	int     rc, nkeys, windows;
 
 	memset(out, 0, sizeof(*out));
 	out->status = QM_STATUS_UNAVAILABLE;
+	out->day.cap = out->hour.cap = QM_UNLIMITED;
 	if (!account_valid(a->account, &why))
 		return counters_fail(err, errlen, "invalid account: %s", why);
 	if (*category != 0 && (keys_reserved_field(category) || !conf_name_valid(category)))
@@ -315,34 +410,52 @@ counters_call(struct counters *ctr, const struct counters_args *a, struct qm_quo
 	    == (time_t) -1)
 		return counters_fail(err, errlen, "month %s plus keep_months outside 1970-2199",
 				     out->month);
+	if ((windows = counters_windows(ctr, a, out, live, err, errlen)) < 0)
+		return windows;
 	if (keys_account(kaccount, ctr->conf->redis.prefix, a->account) == 0
 	    || keys_usage(kusage, ctr->conf->redis.prefix, a->account, out->month) == 0
 	    || keys_warned(kwarned, ctr->conf->redis.prefix, a->account, out->month) == 0
 	    || keys_charge(kcharge, ctr->conf->redis.prefix, a->account,
-			   (id = counters_charge_id(a, charge_id))) == 0)
+			   (id = counters_charge_id(a, charge_id))) == 0
+	    || (windows
+		&& (keys_usage_window(kday, ctr->conf->redis.prefix, a->account,
+				      out->day.name) == 0
+		    || keys_usage_window(khour, ctr->conf->redis.prefix, a->account,
+					 out->hour.name) == 0)))
 		return counters_fail(err, errlen, "cannot build the Redis keys of account %s",
 				     a->account);
 	if (strcmp(a->op, "charge") == 0)
 		snprintf(out->charge_id, sizeof(out->charge_id), "%s", id);
 
-	argv[0] = kaccount;
-	argv[1] = kusage;
-	argv[2] = kwarned;
-	argv[3] = ctr->events;
-	argv[4] = kcharge;
-	argv[5] = a->op;
-	argv[6] = counters_num(units_text, a->units);
-	argv[7] = category;
-	argv[8] = a->mode == COUNTERS_MONITOR_RCPT ? "2" : a->mode == COUNTERS_MONITOR ? "1" : "0";
-	argv[9] = counters_num(expire_text, (long long) expireat);
-	argv[10] = out->month;
-	argv[11] = a->account;
-	argv[12] = counters_num(refused_text, a->refused);
-	argv[13] = a->id;
+	arg = argv;
+	*arg++ = kaccount;
+	*arg++ = kusage;
+	*arg++ = kwarned;
+	*arg++ = ctr->events;
+	*arg++ = kcharge;
+	if (windows) {
+		*arg++ = kday;
+		*arg++ = khour;
+	}
+	nkeys = (int) (arg - argv);
+	*arg++ = a->op;
+	*arg++ = counters_num(units_text, a->units);
+	*arg++ = category;
+	*arg++ = a->mode == COUNTERS_MONITOR_RCPT ? "2" : a->mode == COUNTERS_MONITOR ? "1" : "0";
+	*arg++ = counters_num(expire_text, (long long) expireat);
+	*arg++ = out->month;
+	*arg++ = a->account;
+	*arg++ = counters_num(refused_text, a->refused);
+	*arg++ = a->id;
+	*arg++ = windows && live[0] ? out->day.name : "";
+	*arg++ = counters_num(day_expire, windows ? (long long) out->day.end + COUNTERS_WINDOW_KEEP
+			      : 0);
+	*arg++ = windows && live[1] ? out->hour.name : "";
+	*arg++ = counters_num(hour_expire, windows ? (long long) out->hour.end + COUNTERS_WINDOW_KEEP
+			      : 0);
 
-	reply = redis_pool_eval(ctr->pool, &ctr->script, COUNTERS_KEYS,
-				COUNTERS_KEYS + COUNTERS_ARGS, argv, NULL, &ctr->tail, &out->may_have_run,
-				err, errlen);
+	reply = redis_pool_eval(ctr->pool, &ctr->script, nkeys, (int) (arg - argv), argv, NULL,
+				&ctr->tail, &out->may_have_run, err, errlen);
 	if (reply == NULL)
 		return strncmp(err, COUNTERS_SCRIPT_ERROR, strlen(COUNTERS_SCRIPT_ERROR)) == 0
 		    ? COUNTERS_REJECTED : -1;
@@ -384,7 +497,8 @@ int
 counters_peek(struct counters *ctr, const char *account, time_t now,
 	      struct qm_quota *out, char *err, size_t errlen)
 {
-	struct counters_args a = {"peek", account, "", 0, 0, COUNTERS_ENFORCE, NULL, now, "", NULL};
+	struct counters_args a = {"peek", account, "", 0, 0, COUNTERS_ENFORCE, NULL, now, "", NULL,
+		NULL};
 
 	return counters_remember(ctr, account, out, counters_call(ctr, &a, out, err, errlen));
 }
@@ -396,7 +510,7 @@ counters_charge(struct counters *ctr, const char *charge_id, const char *account
 		time_t now, struct qm_quota *out, char *err, size_t errlen)
 {
 	struct counters_args a = {"charge", account, category, units, 0, mode, NULL,
-		now, "", charge_id};
+		now, "", charge_id, NULL};
 
 	return counters_remember(ctr, account, out, counters_call(ctr, &a, out, err, errlen));
 }
@@ -407,7 +521,7 @@ counters_refused(struct counters *ctr, const char *id, const char *account,
 		 const char *month, long long units, time_t now, char *err, size_t errlen)
 {
 	struct counters_args a = {"refused", account, "", units, 0, COUNTERS_ENFORCE, month,
-		now, id, NULL};
+		now, id, NULL, NULL};
 	struct qm_quota out;
 
 	if (!keys_charge_id_valid(id))
@@ -421,7 +535,7 @@ counters_reset(struct counters *ctr, const char *account, const char *month,
 	       bool *deleted, char *err, size_t errlen)
 {
 	struct counters_args a = {"reset", account, "", 0, 0, COUNTERS_ENFORCE, month,
-		0, "", NULL};
+		0, "", NULL, NULL};
 	struct qm_quota out;
 	int	rc = counters_call(ctr, &a, &out, err, errlen);
 
@@ -446,7 +560,7 @@ counters_replay(struct counters *ctr, const struct journal_entry *entry,
 {
 	struct counters_args a = {entry->cancel ? "cancel" : "replay", entry->account,
 		entry->category, entry->units, entry->refused, COUNTERS_MONITOR, entry->month, 0,
-		entry->id, NULL};
+		entry->id, NULL, entry->window};
 	struct qm_quota out;
 	time_t  expireat;
 

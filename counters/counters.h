@@ -31,7 +31,10 @@ enum qm_status {
 /*
  * A window with a cap: the calendar day or hour (month.h) a call counted
  * in, the account's cap there and its use. No cap (QM_UNLIMITED): no key
- * in Redis, used 0.
+ * in Redis, used 0. The cap is the account's limit_daily / limit_hourly
+ * when valid (-1 lifts the plan's), else its plan's daily / hourly.
+ * Filled by peek and charge (name and end also when the call failed);
+ * the other calls leave cap QM_UNLIMITED and used 0.
  */
 struct qm_window {
 	char	name[MONTH_WINDOW_LEN];	/* "2026-12-03" or "2026-12-03T14" */
@@ -83,9 +86,12 @@ struct counters *counters_create(const struct qm_conf *conf, const struct month_
 void	counters_free(struct counters *ctr);
 
 /*
- * counters_peek - read plan, limit, suspension and this month's total of
- * an account, writing nothing. Returns 0 with the result in out, or -1
- * (out->status QM_STATUS_UNAVAILABLE) when Redis failed; err says why.
+ * counters_peek - read plan, limit, suspension, this month's total, and
+ * the caps and totals of this day and hour of an account, writing
+ * nothing. Its status is the first reason not to take one more unit:
+ * suspended, ..., exhausted (the month), daily_cap, hourly_cap; else ok.
+ * Returns 0 with the result in out, or -1 (out->status
+ * QM_STATUS_UNAVAILABLE) when Redis failed; err says why.
  */
 int	counters_peek(struct counters *ctr, const char *account, time_t now,
 		struct qm_quota *out, char *err, size_t errlen);
@@ -93,23 +99,33 @@ int	counters_peek(struct counters *ctr, const char *account, time_t now,
 /*
  * counters_recent - what the last peek or charge of this process said of
  * an account, if under a second old (counters/cache.h): true with it in
- * out. What may stand in for a peek where the account is far from its
- * limit (policy_far_from_limit()).
+ * out, the day and hour windows included. What may stand in for a peek
+ * where the account is far from its limit and from every cap of its
+ * windows (policy_far_from_limit() must look at out->day and out->hour
+ * too; a window that has ended since only had more room).
  */
 bool	counters_recent(struct counters *ctr, const char *account, struct qm_quota *out);
 
 /*
  * counters_charge - under charge_id (see keys_charge_id_valid(); the
  * caller names it before sending, see inflight.h; NULL: a fresh one),
- * atomically: if `units` more fit the account's limit
- * (or in a monitor mode), add them to total and to the category field,
- * add one to messages, keep the plan and limit in force in the month's
- * usage, and announce every threshold the month's total has reached, each
- * at most once per account and month. If they do not fit (enforce),
- * nothing of the message is written but the month's one "exhausted"
- * event: the caller records its units with counters_refused() once it
- * knows the refusal is final (a 5xx), so that a 451 and the retry that
- * follows are not recorded twice. Returns as counters_peek().
+ * atomically: if `units` more fit the account's limit and the caps of
+ * this day and hour (or in a monitor mode), add them to total and to the
+ * category field, add one to messages, in the month and in each capped
+ * window, keep the plan and limit in force in the month's usage (the cap
+ * in the window's), and announce every threshold the month's total has
+ * reached, each at most once per account and month, and each cap reached,
+ * once per account and window. If they do not fit (enforce), nothing of
+ * the message is written but the month's one "exhausted" event or the
+ * window's one "cap" event; the status says what refused, in the order
+ * month (QM_STATUS_EXHAUSTED), day, hour. The caller records refused
+ * units with counters_refused() once it knows the refusal is final (a
+ * 5xx: never a cap's 451), so that a 451 and the retry that follows are
+ * not recorded twice. In monitor mode would_refuse gets what enforce
+ * would have refused, in the month and in each window it did not fit.
+ * out->hour.name names the charge's hour: journal and in-flight entries
+ * carry it (journal_entry.window), so that its cancel takes it back from
+ * the same windows. Returns as counters_peek().
  */
 int	counters_charge(struct counters *ctr, const char *charge_id, const char *account,
 		const char *category, long long units, enum counters_mode mode,
@@ -146,12 +162,15 @@ struct journal_entry;
 
 /*
  * counters_replay - apply a journal entry once, however often replayed.
- * A count (a message accepted while Redis was away) goes to its month as
- * a monitor charge, unless it names a failed charge that did run and
- * count, which then counts nothing should it run later. A cancel settles
- * a charge whose message was not accepted and that failed in doubt
- * (may_have_run): taken back if it ran, never run if not. A refusal is
- * counters_refused() under its id.
+ * A count (a message accepted while Redis was away) goes to its month,
+ * and to the capped windows of its hour (entry->window) that have not
+ * expired, as a monitor charge, unless it names a failed charge that did
+ * run and count, which then counts nothing should it run later. A cancel
+ * settles a charge whose message was not accepted and that failed in
+ * doubt (may_have_run): taken back if it ran, from the month and from
+ * each window it counted in, never run if not. An entry without a window
+ * (older versions) touches no window. A refusal is counters_refused()
+ * under its id, in its month only.
  * Returns 0, -1 or COUNTERS_REJECTED (never applicable) with err.
  */
 int	counters_replay(struct counters *ctr, const struct journal_entry *entry,

@@ -18,6 +18,7 @@
 #include <stddef.h>
 
 #include "../conf/conf.h"
+#include "month.h"
 
 struct journal_entry {
 	char	id[64];			/* unique: 64 random bits per process, sequence */
@@ -28,6 +29,8 @@ struct journal_entry {
 	long long refused;		/* units refused at RCPT stage */
 	bool	cancel;			/* settle a charge in doubt, see counters.h */
 	bool	refusal;		/* record `refused` units refused for good */
+	char	window[MONTH_WINDOW_LEN];	/* the charge's hour "YYYY-MM-DDTHH" in
+					 * month, "" none (entries of older versions) */
 };
 
 struct journal;

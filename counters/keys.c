@@ -183,7 +183,7 @@ keys_reserved_field(const char *name)
 {
 	static const char *const reserved[] = {
 		USAGE_TOTAL, USAGE_MESSAGES, USAGE_REFUSED, USAGE_WOULD_REFUSE,
-		USAGE_PLAN, USAGE_LIMIT,
+		USAGE_PLAN, USAGE_LIMIT, USAGE_CAP,
 	};
 
 	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)

@@ -6,12 +6,16 @@
  *
  *	PREFIXaccount:{ACCOUNT}		hash: plan, limit, suspended
  *	PREFIXusage:{ACCOUNT}:YYYY-MM	hash: total, messages, CATEGORY..., refused, would_refuse
- *	PREFIXusage:{ACCOUNT}:YYYY-MM-DD	hash: the same, for a day with a cap
+ *	PREFIXusage:{ACCOUNT}:YYYY-MM-DD	hash: a day with a cap: total, messages,
+ *					CATEGORY..., would_refuse, limit (its cap at
+ *					the last write), cap (its "cap" event sent)
  *	PREFIXusage:{ACCOUNT}:YYYY-MM-DDTHH	hash: the same, for an hour with a cap
+ *					(no window key for an account without the cap;
+ *					each goes an hour after its window ends)
  *	PREFIXwarned:{ACCOUNT}:YYYY-MM	hash: thresholds already announced (internal)
  *	PREFIXcharge:{ACCOUNT}:ID	string: outcome of one charge, kept 10 minutes
  *					(internal: a resent charge is not counted twice)
- *	PREFIXevents			stream: threshold and exhausted events
+ *	PREFIXevents			stream: threshold, exhausted and cap events
  *
  * Every builder refuses an invalid account id or month, so nothing that
  * failed validation can become a key.
@@ -65,6 +69,7 @@ bool	keys_charge_id_valid(const char *id);
 #define USAGE_WOULD_REFUSE	"would_refuse"
 #define USAGE_PLAN		"plan"		/* of the month's last write */
 #define USAGE_LIMIT		"limit"		/* of the month's last write */
+#define USAGE_CAP		"cap"		/* window hashes: its cap event was sent */
 
 /*
  * keys_reserved_field - is the name one of the fixed usage fields, in any

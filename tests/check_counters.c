@@ -44,6 +44,8 @@ static redisContext *direct;		/* our own connection to it, for set-up and checks
 static struct qm_conf conf;		/* built by hand for each test */
 static time_t now;			/* the instant every call of a test uses */
 static char month[MONTH_KEY_LEN];	/* now's month in UTC, by gmtime() */
+static char day[MONTH_WINDOW_LEN];	/* now's day in UTC, "YYYY-MM-DD" */
+static char hour[MONTH_WINDOW_LEN];	/* now's hour in UTC, "YYYY-MM-DDTHH" */
 static long slack_ms;			/* margin on time bounds */
 
 static struct qm_plan plans[] = {
@@ -54,6 +56,10 @@ static struct qm_plan plans[] = {
 	{"tiny", 5, QM_UNLIMITED, QM_UNLIMITED},
 	{"hundred", 100, QM_UNLIMITED, QM_UNLIMITED},
 	{"enterprise", -1, QM_UNLIMITED, QM_UNLIMITED},
+	{"hourly3", 1000, QM_UNLIMITED, 3},
+	{"daily5", 1000, 5, QM_UNLIMITED},
+	{"capped", 10, 6, 4},
+	{"nohour", 1000, QM_UNLIMITED, 0},
 };
 static int warn[] = {80, 100};
 
@@ -94,6 +100,8 @@ setup(void)
 	now = time(NULL);
 	gmtime_r(&now, &tm);
 	strftime(month, sizeof(month), "%Y-%m", &tm);
+	strftime(day, sizeof(day), "%Y-%m-%d", &tm);
+	strftime(hour, sizeof(hour), "%Y-%m-%dT%H", &tm);
 }
 
 /* teardown - stop this test's Redis */
@@ -163,11 +171,21 @@ usage_key(const char *account)
 	return key;
 }
 
-/* usage - a field of the account's usage hash this month; -1 if absent */
-static long long
-usage(const char *account, const char *field)
+/* window_key - qm:usage:{ACCOUNT}:WINDOW (a month, day or hour), written out here */
+static const char *
+window_key(const char *account, const char *window)
 {
-	redisReply *r = cmd("HGET %s %s", usage_key(account), field);
+	static char key[KEYS_MAX];
+
+	snprintf(key, sizeof(key), "qm:usage:{%s}:%s", account, window);
+	return key;
+}
+
+/* wusage - a field of the account's usage hash of a window; -1 if absent */
+static long long
+wusage(const char *account, const char *window, const char *field)
+{
+	redisReply *r = cmd("HGET %s %s", window_key(account, window), field);
 	long long v = -1;
 
 	if (r->type == REDIS_REPLY_STRING)
@@ -176,6 +194,13 @@ usage(const char *account, const char *field)
 		ck_assert_int_eq(r->type, REDIS_REPLY_NIL);
 	freeReplyObject(r);
 	return v;
+}
+
+/* usage - a field of the account's usage hash this month; -1 if absent */
+static long long
+usage(const char *account, const char *field)
+{
+	return wusage(account, month, field);
 }
 
 /* months - the month table of the conf's zone (the tests run one thread here) */
@@ -679,6 +704,165 @@ START_TEST(test_monitor_rcpt)
 }
 END_TEST
 
+/* expect_windows_at - the day's and the hour's cap and use of a result */
+static void
+expect_windows_at(int line, struct qm_quota q, long long day_cap, long long day_used,
+		  long long hour_cap, long long hour_used)
+{
+	ck_assert_msg(q.day.cap == day_cap && q.day.used == day_used && q.hour.cap == hour_cap
+		      && q.hour.used == hour_used,
+		      "line %d: got day %lld/%lld hour %lld/%lld, want day %lld/%lld hour %lld/%lld",
+		      line, q.day.used, q.day.cap, q.hour.used, q.hour.cap, day_used, day_cap,
+		      hour_used, hour_cap);
+}
+
+#define expect_windows(q, dc, du, hc, hu) \
+	expect_windows_at(__LINE__, (q), (dc), (du), (hc), (hu))
+
+/* Caps: the hour's and the day's, after the month, nothing written on a refusal */
+START_TEST(test_caps)
+{
+	struct counters *ctr;
+	struct qm_quota q;
+	char	err[256];
+	time_t	next;
+
+	cmd_ok("HSET qm:account:{h3} plan hourly3");
+	ctr = make();
+	for (int i = 1; i <= 3; i++) {
+		q = charge(ctr, "h3", "crm", 1, false);
+		expect(q, QM_STATUS_OK, "hourly3", 1000, i);
+		expect_windows(q, -1, 0, 3, i);
+	}
+	ck_assert_str_eq(q.hour.name, hour);
+	ck_assert_str_eq(q.day.name, day);
+	ck_assert(q.hour.end > now && q.hour.end <= now + 3600 && q.hour.end % 3600 == 0);
+	ck_assert(q.day.end > now && q.day.end <= now + 86400 && q.day.end % 86400 == 0);
+	/* The 4th: refused by the hour, nothing written. */
+	q = charge(ctr, "h3", "crm", 1, false);
+	expect(q, QM_STATUS_HOURLY_CAP, "hourly3", 1000, 3);
+	expect_windows(q, -1, 0, 3, 3);
+	ck_assert_int_eq(usage("h3", "total"), 3);
+	ck_assert_int_eq(usage("h3", "messages"), 3);
+	ck_assert_int_eq(wusage("h3", hour, "total"), 3);
+	ck_assert_int_eq(wusage("h3", hour, "messages"), 3);
+	ck_assert_int_eq(wusage("h3", hour, "crm"), 3);
+	ck_assert_int_eq(wusage("h3", hour, "limit"), 3);
+	expect(peek(ctr, "h3"), QM_STATUS_HOURLY_CAP, "hourly3", 1000, 3);
+	/* No day key without a daily cap; the hour's goes an hour after the hour. */
+	ck_assert_int_eq(cmd_int("EXISTS %s", window_key("h3", day)), 0);
+	ck_assert_int_eq(cmd_int("EXPIRETIME %s", window_key("h3", hour)), q.hour.end + 3600);
+	/* The next hour: accepted again, in a hash of its own. */
+	next = q.hour.end;
+	ck_assert_int_eq(counters_charge(ctr, NULL, "h3", "crm", 1, COUNTERS_ENFORCE, next, &q,
+					 err, sizeof(err)), 0);
+	ck_assert_int_eq(q.status, QM_STATUS_OK);
+	ck_assert_int_eq(q.hour.used, 1);
+	ck_assert_str_ne(q.hour.name, hour);
+	ck_assert_int_eq(wusage("h3", q.hour.name, "total"), 1);
+	ck_assert_int_eq(wusage("h3", hour, "total"), 3);
+
+	/* A daily cap of 5: 5 go, the 6th is refused; the hour is not capped. */
+	cmd_ok("HSET qm:account:{d5} plan daily5");
+	expect_windows(charge(ctr, "d5", "crm", 4, false), 5, 4, -1, 0);
+	expect_windows(charge(ctr, "d5", "crm", 1, false), 5, 5, -1, 0);
+	q = charge(ctr, "d5", "crm", 1, false);
+	expect(q, QM_STATUS_DAILY_CAP, "daily5", 1000, 5);
+	expect_windows(q, 5, 5, -1, 0);
+	ck_assert_int_eq(cmd_int("EXISTS %s", window_key("d5", hour)), 0);
+	ck_assert_int_eq(cmd_int("EXPIRETIME %s", window_key("d5", day)), q.day.end + 3600);
+
+	/* The month first (550), though the windows have room; then the day, then the hour. */
+	cmd_ok("HSET qm:account:{mfirst} plan capped");
+	cmd_ok("HSET %s total 9", usage_key("mfirst"));
+	expect(charge(ctr, "mfirst", "crm", 2, false), QM_STATUS_EXHAUSTED, "capped", 10, 9);
+	ck_assert_int_eq(cmd_int("EXISTS %s", window_key("mfirst", day)), 0);
+	cmd_ok("HSET qm:account:{dfirst} plan capped");
+	cmd_ok("HSET %s total 6 limit 6", window_key("dfirst", day));
+	cmd_ok("HSET %s total 4 limit 4", window_key("dfirst", hour));
+	q = charge(ctr, "dfirst", "crm", 1, false);
+	expect(q, QM_STATUS_DAILY_CAP, "capped", 10, 0);
+	expect_windows(q, 6, 6, 4, 4);
+	cmd_ok("HSET %s total 5", window_key("dfirst", day));
+	expect(charge(ctr, "dfirst", "crm", 1, false), QM_STATUS_HOURLY_CAP, "capped", 10, 0);
+	cmd_ok("HSET %s total 3", window_key("dfirst", hour));
+	/* Fits all three: both windows written; 2 would not fit the day. */
+	expect(charge(ctr, "dfirst", "crm", 2, false), QM_STATUS_DAILY_CAP, "capped", 10, 0);
+	q = charge(ctr, "dfirst", "crm", 1, false);
+	expect(q, QM_STATUS_OK, "capped", 10, 1);
+	expect_windows(q, 6, 6, 4, 4);
+	ck_assert_int_eq(wusage("dfirst", day, "total"), 6);
+	ck_assert_int_eq(wusage("dfirst", hour, "total"), 4);
+
+	/* A cap of 0 sends nothing in that window. */
+	cmd_ok("HSET qm:account:{zero} plan nohour");
+	q = charge(ctr, "zero", "crm", 1, false);
+	expect(q, QM_STATUS_HOURLY_CAP, "nohour", 1000, 0);
+	expect_windows(q, -1, 0, 0, 0);
+	ck_assert_int_eq(usage("zero", "total"), -1);
+	ck_assert_int_eq(wusage("zero", hour, "total"), -1);
+	ck_assert_int_eq(cmd_int("TTL %s", window_key("zero", hour)) > 0, 1);
+	counters_free(ctr);
+}
+END_TEST
+
+/* An account's limit_daily and limit_hourly override its plan's caps; bad ones are ignored */
+START_TEST(test_caps_overrides)
+{
+	static const struct {
+		const char *account;
+		const char *plan, *field, *value;
+		long long day_cap, hour_cap;
+	} cases[] = {
+		{"o1", "basic", "limit_hourly", "2", -1, 2},
+		{"o2", "basic", "limit_daily", "7", 7, -1},
+		{"o3", "hourly3", "limit_hourly", "-1", -1, -1},	/* -1 lifts the plan's */
+		{"o4", "hourly3", "limit_hourly", "0", -1, 0},
+		{"o5", "hourly3", "limit_hourly", "abc", -1, 3},
+		{"o6", "hourly3", "limit_hourly", "-5", -1, 3},
+		{"o7", "hourly3", "limit_hourly", "1.5", -1, 3},
+		{"o8", "hourly3", "limit_hourly", "", -1, 3},
+		{"o9", "hourly3", "limit_hourly", "1000000000000000", -1, 3},	/* 16 digits */
+		{"o10", "capped", "limit_daily", "-1", -1, 4},
+		{"o11", "hourly3", "limit_daily", "2", 2, 3},
+	};
+	struct counters *ctr = make();
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct qm_quota q;
+
+		cmd_ok("HSET qm:account:{%s} plan %s %s %s", cases[i].account, cases[i].plan,
+		       cases[i].field, cases[i].value);
+		q = peek(ctr, cases[i].account);
+		ck_assert_msg(q.day.cap == cases[i].day_cap && q.hour.cap == cases[i].hour_cap,
+			      "case %zu: day %lld hour %lld", i, q.day.cap, q.hour.cap);
+		(void) charge(ctr, cases[i].account, "crm", 1, false);
+		/* A window is written only when capped (and the charge fitted it). */
+		ck_assert_int_eq(cmd_int("EXISTS %s", window_key(cases[i].account, day)),
+				 cases[i].day_cap > 0);
+		ck_assert_msg(cmd_int("EXISTS %s", window_key(cases[i].account, hour))
+			      == (cases[i].hour_cap >= 0), "case %zu: hour key", i);
+	}
+	counters_free(ctr);
+}
+END_TEST
+
+/* An account without caps makes no window key, whatever it sends */
+START_TEST(test_caps_none)
+{
+	struct counters *ctr = make();
+
+	cmd_ok("HSET qm:account:{plain} plan basic");
+	expect_windows(charge(ctr, "plain", "crm", 5, false), -1, 0, -1, 0);
+	expect_windows(charge(ctr, "plain", "crm", 5, true), -1, 0, -1, 0);
+	refused(ctr, "00000000000000a9", "plain", NULL, 1);
+	ck_assert_int_eq(cmd_int("EXISTS %s %s", window_key("plain", day),
+				 window_key("plain", hour)), 0);
+	ck_assert_int_eq(usage("plain", "total"), 10);
+	counters_free(ctr);
+}
+END_TEST
+
 /* The usage of a month keeps the plan and limit of its last write */
 START_TEST(test_usage_plan)
 {
@@ -702,6 +886,7 @@ START_TEST(test_usage_plan)
 	(void) peek(ctr, "acme");
 	ck_assert_str_eq(hget(usage_key("acme"), "plan"), "tiny");
 	ck_assert(keys_reserved_field("plan") && keys_reserved_field("Limit"));
+	ck_assert(keys_reserved_field("Cap"));	/* the cap event's mark in window hashes */
 	counters_free(ctr);
 }
 END_TEST
@@ -1630,10 +1815,13 @@ raw_charge(const char *account, const char *id, long long units, bool monitor)
 	snprintf(kwarn, sizeof(kwarn), "qm:warned:{%s}:%s", account, month);
 	snprintf(kcharge, sizeof(kcharge), "qm:charge:{%s}:%s", account, id);
 	snprintf(units_text, sizeof(units_text), "%lld", units);
-	r = cmd("EVAL %s 5 %s %s %s qm:events %s charge %s crm %s %lld %s %s 0 %s free 80,100 "
-		"tiny 5 hundred 100", quota_lua, kacct, usage_key(account), kwarn, kcharge,
-		units_text, monitor ? "1" : "0", (long long) now + 86400 * 400, month, account, "");
-	ck_assert_msg(r->type == REDIS_REPLY_ARRAY && r->elements == 4
+	r = cmd("EVAL %s 7 %s %s %s qm:events %s qm:usage:{%s}:%s qm:usage:{%s}:%s "
+		"charge %s crm %s %lld %s %s 0 %s %s %lld %s %lld free 80,100 "
+		"tiny 5 -1 -1 hundred 100 -1 -1 hourly3 1000 -1 3", quota_lua, kacct,
+		usage_key(account), kwarn, kcharge, account, day, account, hour,
+		units_text, monitor ? "1" : "0", (long long) now + 86400 * 400, month, account, "",
+		day, (long long) now + 2 * 86400, hour, (long long) now + 7200);
+	ck_assert_msg(r->type == REDIS_REPLY_ARRAY && r->elements == 8
 		      && r->element[0]->type == REDIS_REPLY_STRING, "charge reply type %d: %s",
 		      r->type, r->type == REDIS_REPLY_ERROR ? r->str : "");
 	snprintf(status, sizeof(status), "%s", r->element[0]->str);
@@ -2241,29 +2429,34 @@ fake_start(struct fake *f, const char *reply)
 START_TEST(test_unexpected_replies)
 {
 #define SHA	"$40\r\n0123456789abcdef0123456789abcdef01234567\r\n"
+#define W	":-1\r\n:0\r\n:3\r\n:1\r\n"	/* no daily cap, hourly 3 with 1 used */
 	static const struct {
 		const char *reply;
 		int	rc;
 	} cases[] = {
-		{SHA "*4\r\n$2\r\nok\r\n$5\r\nbasic\r\n:10\r\n:5\r\n", 0},	/* control */
-		{SHA "*4\r\n$4\r\nover\r\n$0\r\n\r\n:-1\r\n:0\r\n", 0},	/* control */
+		{SHA "*8\r\n$2\r\nok\r\n$5\r\nbasic\r\n:10\r\n:5\r\n" W, 0},	/* control */
+		{SHA "*8\r\n$4\r\nover\r\n$0\r\n\r\n:-1\r\n:0\r\n" W, 0},	/* control */
 		{SHA ":1\r\n", -1},
 		{SHA "$-1\r\n", -1},
 		{SHA "*-1\r\n", -1},
 		{SHA "*0\r\n", -1},
-		{SHA "*3\r\n$2\r\nok\r\n$5\r\nbasic\r\n:10\r\n", -1},
-		{SHA "*5\r\n$2\r\nok\r\n$5\r\nbasic\r\n:10\r\n:5\r\n:5\r\n", -1},
-		{SHA "*4\r\n$2\r\nok\r\n$5\r\nbasic\r\n:10\r\n$1\r\n5\r\n", -1},
-		{SHA "*4\r\n$5\r\nweird\r\n$5\r\nbasic\r\n:10\r\n:5\r\n", -1},
-		{SHA "*4\r\n$11\r\nunavailable\r\n$5\r\nbasic\r\n:10\r\n:5\r\n", -1},
-		{SHA "*4\r\n$3\r\nok!\r\n$5\r\nbasic\r\n:10\r\n:5\r\n", -1},
-		{SHA "*4\r\n$2\r\nok\r\n$5\r\nbasic\r\n:-2\r\n:5\r\n", -1},
-		{SHA "*4\r\n$2\r\nok\r\n$5\r\nbasic\r\n:10\r\n:-1\r\n", -1},
-		{SHA "*4\r\n$2\r\nok\r\n:1\r\n:10\r\n:5\r\n", -1},
-		{SHA "*4\r\n+ok\r\n$5\r\nbasic\r\n:10\r\n:5\r\n", -1},
-		{SHA "*4\r\n$2\r\nok\r\n$-1\r\n:10\r\n:5\r\n", -1},
+		{SHA "*7\r\n$2\r\nok\r\n$5\r\nbasic\r\n:10\r\n:5\r\n" ":-1\r\n:0\r\n:-1\r\n", -1},
+		{SHA "*9\r\n$2\r\nok\r\n$5\r\nbasic\r\n:10\r\n:5\r\n" W ":5\r\n", -1},
+		{SHA "*8\r\n$2\r\nok\r\n$5\r\nbasic\r\n:10\r\n$1\r\n5\r\n" W, -1},
+		{SHA "*8\r\n$5\r\nweird\r\n$5\r\nbasic\r\n:10\r\n:5\r\n" W, -1},
+		{SHA "*8\r\n$11\r\nunavailable\r\n$5\r\nbasic\r\n:10\r\n:5\r\n" W, -1},
+		{SHA "*8\r\n$3\r\nok!\r\n$5\r\nbasic\r\n:10\r\n:5\r\n" W, -1},
+		{SHA "*8\r\n$2\r\nok\r\n$5\r\nbasic\r\n:-2\r\n:5\r\n" W, -1},
+		{SHA "*8\r\n$2\r\nok\r\n$5\r\nbasic\r\n:10\r\n:-1\r\n" W, -1},
+		/* The windows: a cap below -1, a use below 0, a string. */
+		{SHA "*8\r\n$2\r\nok\r\n$5\r\nbasic\r\n:10\r\n:5\r\n:-2\r\n:0\r\n:3\r\n:1\r\n", -1},
+		{SHA "*8\r\n$2\r\nok\r\n$5\r\nbasic\r\n:10\r\n:5\r\n:-1\r\n:0\r\n:3\r\n:-1\r\n", -1},
+		{SHA "*8\r\n$2\r\nok\r\n$5\r\nbasic\r\n:10\r\n:5\r\n:-1\r\n:0\r\n$1\r\n3\r\n:1\r\n", -1},
+		{SHA "*8\r\n$2\r\nok\r\n:1\r\n:10\r\n:5\r\n" W, -1},
+		{SHA "*8\r\n+ok\r\n$5\r\nbasic\r\n:10\r\n:5\r\n" W, -1},
+		{SHA "*8\r\n$2\r\nok\r\n$-1\r\n:10\r\n:5\r\n" W, -1},
 		{SHA "-ERR boom\r\n", -1},
-		{"-ERR no script load\r\n*4\r\n$2\r\nok\r\n$5\r\nbasic\r\n:10\r\n:5\r\n", 0},
+		{"-ERR no script load\r\n*8\r\n$2\r\nok\r\n$5\r\nbasic\r\n:10\r\n:5\r\n" W, 0},
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -2285,9 +2478,13 @@ START_TEST(test_unexpected_replies)
 		if (rc < 0) {
 			ck_assert_int_eq(q.status, QM_STATUS_UNAVAILABLE);
 			ck_assert_msg(err[0] != 0, "case %zu: no reason", i);
+		} else {
+			ck_assert(q.day.cap == -1 && q.day.used == 0);
+			ck_assert(q.hour.cap == 3 && q.hour.used == 1);
 		}
 	}
 #undef SHA
+#undef W
 }
 END_TEST
 
@@ -2451,6 +2648,9 @@ counters_suite(void)
 	tcase_add_test(tc, test_refused);
 	tcase_add_test(tc, test_thresholds_lowered);
 	tcase_add_test(tc, test_monitor_rcpt);
+	tcase_add_test(tc, test_caps);
+	tcase_add_test(tc, test_caps_overrides);
+	tcase_add_test(tc, test_caps_none);
 	tcase_add_test(tc, test_usage_plan);
 	tcase_add_test(tc, test_events);
 	tcase_add_test(tc, test_events_largest_limit);
