@@ -1,9 +1,13 @@
 /*
  * cache.h - the latest quota this process learned of each busy account
  *
- * Peeks and charges leave their answers here; a fresh one that leaves the
- * account far from its limit (policy_far_from_limit()) stands in for a
- * peek. Only "it fits" is decided from here. One account per slot, by hash.
+ * Peeks and charges leave their answers here, whole: the month and the
+ * day and hour windows (struct qm_quota .day, .hour). A fresh one that
+ * leaves the account far from its limit and from each cap of its windows
+ * (policy_far_from_limit() must look at both) stands in for a peek. Only
+ * "it fits" is decided from here: an answer of a window that has ended
+ * since had less room than the window now open, so it never decides
+ * wrongly that more fits. One account per slot, by hash.
  */
 #ifndef QM_CACHE_H
 #define QM_CACHE_H

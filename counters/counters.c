@@ -550,6 +550,13 @@ counters_month(struct counters *ctr, time_t t, char *buf)
 	return month_of(ctr->months, t, buf) ? 0 : -1;
 }
 
+/* counters_hour - the hour window of an instant in the conf's time zone */
+int
+counters_hour(struct counters *ctr, time_t t, char *buf)
+{
+	return month_window_of(ctr->months, t, MONTH_WINDOW_HOUR, buf, NULL) ? 0 : -1;
+}
+
 /*
  * counters_replay - apply a journaled count once, to its own month, or
  * settle a journaled charge in doubt

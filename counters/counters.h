@@ -33,8 +33,9 @@ enum qm_status {
  * in, the account's cap there and its use. No cap (QM_UNLIMITED): no key
  * in Redis, used 0. The cap is the account's limit_daily / limit_hourly
  * when valid (-1 lifts the plan's), else its plan's daily / hourly.
- * Filled by peek and charge (name and end also when the call failed);
- * the other calls leave cap QM_UNLIMITED and used 0.
+ * Filled by peek and charge (name and end also when Redis failed: the
+ * cancel of a charge in doubt names its hour); the other calls leave cap
+ * QM_UNLIMITED and used 0.
  */
 struct qm_window {
 	char	name[MONTH_WINDOW_LEN];	/* "2026-12-03" or "2026-12-03T14" */
@@ -157,6 +158,14 @@ int	counters_reset(struct counters *ctr, const char *account, const char *month,
  * into buf (8 bytes). Returns 0, or -1 when t is outside 1970-2199.
  */
 int	counters_month(struct counters *ctr, time_t t, char *buf);
+
+/*
+ * counters_hour - the hour window "YYYY-MM-DDTHH" of instant t in the
+ * conf's time zone, into buf (MONTH_WINDOW_LEN bytes): what a journal or
+ * in-flight entry of a charge made at t carries (journal_entry.window;
+ * with the month of the same t). Returns 0, or -1 outside 1970-2199.
+ */
+int	counters_hour(struct counters *ctr, time_t t, char *buf);
 
 struct journal_entry;
 

@@ -3,6 +3,8 @@
  * leaves them (see inflight.h)
  */
 #include <dirent.h>
+#include <stdalign.h>
+#include <stddef.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -32,7 +34,11 @@ struct inflight_slot {
 	struct journal_entry entry;
 };
 
-/* The file: this header, then the slots. Native layout: read by the same build. */
+/*
+ * The file: this header, then the slots. Native layout: read by the same
+ * build, and by the next: a slot of a build before journal_entry.window
+ * (its last field) is a prefix of today's, read with no window.
+ */
 struct inflight_file {
 	char	magic[8];
 	uint32_t slot_size;		/* sizeof(struct inflight_slot) */
@@ -50,11 +56,17 @@ struct inflight {
 	size_t	free_count;
 };
 
-/* file_size - the size of a file of n slots */
+#define ROUND_UP(n, a)	(((n) + (a) - 1) / (a) * (a))
+#define LEGACY_SLOT_SIZE \
+	ROUND_UP(offsetof(struct inflight_slot, entry) \
+		 + ROUND_UP(offsetof(struct journal_entry, window), alignof(struct journal_entry)), \
+		 alignof(struct inflight_slot))
+
+/* file_size - the size of a file of n slots of slot_size bytes */
 static size_t
-file_size(size_t n)
+file_size(size_t n, size_t slot_size)
 {
-	return sizeof(struct inflight_file) + n * sizeof(struct inflight_slot);
+	return sizeof(struct inflight_file) + n * slot_size;
 }
 
 /* is_inflight_file - "inflight.*.map" */
@@ -93,7 +105,7 @@ inflight_open(const char *folder, char *err, size_t errlen)
 	 */
 	snprintf(tmp, sizeof(tmp), "%s/.inflight.%016llx.new", folder, rnd);
 	snprintf(inf->path, sizeof(inf->path), "%s/inflight.%016llx.map", folder, rnd);
-	inf->size = file_size(INFLIGHT_SLOTS);
+	inf->size = file_size(INFLIGHT_SLOTS, sizeof(struct inflight_slot));
 	if ((inf->fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640)) < 0
 	    || flock(inf->fd, LOCK_EX | LOCK_NB) < 0
 	    || ftruncate(inf->fd, (off_t) inf->size) < 0
@@ -175,6 +187,7 @@ recover_file(const char *path, struct journal *jr, journal_warn_fn warn,
 	const struct inflight_file *map;
 	struct journal_entry e;
 	struct stat st;
+	size_t	slot_size = 0;
 	long	count = 0;
 	int	fd;
 
@@ -188,24 +201,36 @@ recover_file(const char *path, struct journal *jr, journal_warn_fn warn,
 		close(fd);			/* removed meanwhile */
 		return 0;
 	}
-	if ((size_t) st.st_size != file_size(INFLIGHT_SLOTS)
+	if ((size_t) st.st_size == file_size(INFLIGHT_SLOTS, sizeof(struct inflight_slot)))
+		slot_size = sizeof(struct inflight_slot);
+	else if ((size_t) st.st_size == file_size(INFLIGHT_SLOTS, LEGACY_SLOT_SIZE))
+		slot_size = LEGACY_SLOT_SIZE;
+	if (slot_size == 0
 	    || (map = mmap(NULL, (size_t) st.st_size, PROT_READ, MAP_SHARED, fd, 0)) == MAP_FAILED) {
 		close(fd);
 		journal_set_aside("inflight", path, "not a file of this quota-milter", warn);
 		return 0;
 	}
 	if (memcmp(map->magic, INFLIGHT_MAGIC, sizeof(map->magic)) != 0
-	    || map->slot_size != sizeof(struct inflight_slot) || map->slots != INFLIGHT_SLOTS) {
+	    || map->slot_size != slot_size || map->slots != INFLIGHT_SLOTS) {
 		munmap((void *) map, (size_t) st.st_size);
 		close(fd);
 		journal_set_aside("inflight", path, "not a file of this quota-milter", warn);
 		return 0;
 	}
 	for (size_t i = 0; i < INFLIGHT_SLOTS && count >= 0; i++) {
-		if (atomic_load_explicit(&map->slot[i].state, memory_order_acquire) != SLOT_CHARGE)
+		const struct inflight_slot *s =
+		    (const void *) ((const char *) map->slot + i * slot_size);
+
+		if (atomic_load_explicit(&s->state, memory_order_acquire) != SLOT_CHARGE)
 			continue;
-		memcpy(&e, &map->slot[i].entry, sizeof(e));
+		memset(&e, 0, sizeof(e));
+		memcpy(&e, &s->entry, slot_size == sizeof(*s) ? sizeof(e)
+		       : offsetof(struct journal_entry, window));
 		e.cancel = true;
+		/* A bad hour costs the windows, not the month's cancel. */
+		if (!journal_entry_valid(&e))
+			memset(e.window, 0, sizeof(e.window));
 		if (!journal_entry_valid(&e)) {
 			if (warn != NULL)
 				warn("inflight: a slot that is not a valid charge, skipped");

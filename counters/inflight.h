@@ -6,7 +6,9 @@
  * (FOLDER/inflight.RANDOM.map, flocked for the process's life) before it
  * is sent, and frees it just before its verdict goes back: a store into
  * shared memory, no system call. At start, each charge left in the file of
- * a dead milter becomes a journal cancel, and the file is removed.
+ * a dead milter becomes a journal cancel, and the file is removed. Files
+ * of the version before caps (slots without the hour) are read too: their
+ * cancels touch no window.
  */
 #ifndef QM_INFLIGHT_H
 #define QM_INFLIGHT_H
@@ -28,7 +30,8 @@ void	inflight_close(struct inflight *inf);
 
 /*
  * inflight_begin - keep a copy of the charge (its id, month, account,
- * category, units, RCPT-stage refusals) until inflight_end(). Returns the
+ * category, units, RCPT-stage refusals, and its hour window: its cancel
+ * takes it back from that day and hour) until inflight_end(). Returns the
  * slot, or -1 when every slot is taken (the charge then goes unprotected).
  * Thread-safe; inf may be NULL (returns -1).
  */

@@ -210,9 +210,10 @@ write_all(int fd, const char *buf, size_t len)
 static int
 format_entry(char *line, size_t size, const struct journal_entry *e)
 {
-	int	len = snprintf(line, size, "%s %s %s %s %lld %lld%s\n", e->id, e->month,
+	int	len = snprintf(line, size, "%s %s %s %s %lld %lld%s%s%s\n", e->id, e->month,
 			       e->account, e->category[0] ? e->category : "-", e->units,
-			       e->refused, e->cancel ? " cancel" : e->refusal ? " refused" : "");
+			       e->refused, e->cancel ? " cancel" : e->refusal ? " refused" : "",
+			       e->window[0] ? " " : "", e->window);
 
 	return len < 0 || (size_t) len >= size ? -1 : len;
 }
@@ -228,13 +229,13 @@ journal_entry_valid(const struct journal_entry *e)
 	char	line[512];
 
 	if (!terminated(e->id) || !terminated(e->month) || !terminated(e->account)
-	    || !terminated(e->category) || format_entry(line, sizeof(line), e) < 0
-	    || !journal_parse_line(line, &again))
+	    || !terminated(e->category) || !terminated(e->window)
+	    || format_entry(line, sizeof(line), e) < 0 || !journal_parse_line(line, &again))
 		return false;
 	return strcmp(again.id, e->id) == 0 && strcmp(again.month, e->month) == 0
 	    && strcmp(again.account, e->account) == 0 && strcmp(again.category, e->category) == 0
 	    && again.units == e->units && again.refused == e->refused && again.cancel == e->cancel
-	    && again.refusal == e->refusal;
+	    && again.refusal == e->refusal && strcmp(again.window, e->window) == 0;
 }
 
 /*
@@ -268,6 +269,16 @@ open_file(struct journal *jr, char *err, size_t errlen)
 	return -1;
 }
 
+/* hour_of_month - is the text an hour window "YYYY-MM-DDTHH" of the month? */
+static bool
+hour_of_month(const char *hour, const char *month)
+{
+	enum month_window kind;
+
+	return month_window_valid(hour, &kind) && kind == MONTH_WINDOW_HOUR
+	    && strncmp(hour, month, MONTH_KEY_LEN - 1) == 0;
+}
+
 /* journal_append - give the entry an id and write it durably */
 int
 journal_append(struct journal *jr, struct journal_entry *e, char *err, size_t errlen)
@@ -280,6 +291,10 @@ journal_append(struct journal *jr, struct journal_entry *e, char *err, size_t er
 		snprintf(err, errlen, "journal: bad entry");
 		return -1;
 	}
+	/* A line the replay would refuse would set its whole file aside. */
+	if (e->window[0] != 0 && (memchr(e->window, 0, sizeof(e->window)) == NULL
+				  || !hour_of_month(e->window, e->month)))
+		e->window[0] = 0;
 	pthread_mutex_lock(&jr->lock);
 	if (jr->fd < 0 && open_file(jr, err, errlen) < 0)
 		goto out;
@@ -348,9 +363,11 @@ copy_field(char *dst, size_t size, const char *src)
 /*
  * journal_parse_line - parse one journal line; false if malformed. A line
  * is six fields separated by single spaces, ID MONTH ACCOUNT CATEGORY
- * UNITS REFUSED, then for a cancel entry a seventh, the word "cancel",
- * and ends in a newline (or its end). A field too long for its place is
- * an error, never cut down.
+ * UNITS REFUSED, then for a cancel or a refusal the word "cancel" or
+ * "refused", then (since caps) the charge's hour "YYYY-MM-DDTHH", which
+ * must lie in MONTH; lines of older versions, without it, read as they
+ * did. It ends in a newline (or its end). A field too long for its place
+ * is an error, never cut down.
  */
 bool
 journal_parse_line(const char *line, struct journal_entry *e)
@@ -375,12 +392,17 @@ journal_parse_line(const char *line, struct journal_entry *e)
 			return false;
 		field[n++] = tok;
 	}
-	if (n == 7 && strcmp(field[6], "cancel") == 0)
+	if (n > 6 && strcmp(field[6], "cancel") == 0)
 		e->cancel = true;
-	else if (n == 7 && strcmp(field[6], "refused") == 0)
+	else if (n > 6 && strcmp(field[6], "refused") == 0)
 		e->refusal = true;
-	else if (n != 6)
+	if (n - 6 - (e->cancel || e->refusal) == 1) {
+		if (!copy_field(e->window, sizeof(e->window), field[n - 1])
+		    || !hour_of_month(e->window, field[1]))
+			return false;
+	} else if (n - 6 - (e->cancel || e->refusal) != 0) {
 		return false;
+	}
 	if (!copy_field(e->id, sizeof(e->id), field[0])
 	    || !copy_field(e->month, sizeof(e->month), field[1])
 	    || !copy_field(e->account, sizeof(e->account), field[2])

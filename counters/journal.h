@@ -3,9 +3,13 @@
  * counts accepted while Redis was away (on_redis_error = accept), cancels
  * of charges in doubt whose message got a 451, and refusals not recorded.
  *
- * Line: ID MONTH ACCOUNT CATEGORY UNITS REFUSED [cancel|refused]; a cancel
- * or refusal's ID is a charge id (keys_charge_id_valid()). Each entry is
- * applied once however often it is replayed (quota.lua, op "replay").
+ * Line: ID MONTH ACCOUNT CATEGORY UNITS REFUSED [cancel|refused] [HOUR]; a
+ * cancel or refusal's ID is a charge id (keys_charge_id_valid()); HOUR, the
+ * charge's hour window "YYYY-MM-DDTHH" in MONTH, names the day and hour
+ * hashes a count or cancel applies to (absent in files of versions before
+ * caps, which stay readable; a version before caps sets a file with it
+ * aside as *.bad). Each entry is applied once however often it is
+ * replayed (quota.lua, op "replay").
  *
  * Files: FOLDER/journal.RANDOM.N.log, flocked by their writer; a replay
  * takes unlocked ones as replay.RANDOM.N.log and removes them when done;
@@ -47,7 +51,8 @@ void	journal_close(struct journal *jr);
 /*
  * journal_append - write the entry durably, under its own id when it has
  * one (a failed charge's charge_id), else a fresh one
- * (write, then fdatasync). Thread-safe. Returns 0, or -1 with err: then
+ * (write, then fdatasync). A window that is not an hour of the entry's
+ * month is dropped (the entry then touches no window), never written. Thread-safe. Returns 0, or -1 with err: then
  * the count is not kept and the caller must not accept the message.
  */
 int	journal_append(struct journal *jr, struct journal_entry *entry,

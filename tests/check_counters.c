@@ -17,6 +17,8 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -279,7 +281,8 @@ expect_at(int line, struct qm_quota q, enum qm_status status, const char *plan,
 START_TEST(test_cache)
 {
 	struct quota_cache *qc = quota_cache_create(1);
-	struct qm_quota q = { .status = QM_STATUS_OK, .plan = "basic", .limit = 10, .used = 3 };
+	struct qm_quota q = { .status = QM_STATUS_OK, .plan = "basic", .limit = 10, .used = 3,
+		.day = { .cap = QM_UNLIMITED }, .hour = { "2026-12-03T14", 4, 2, 0 } };
 	struct qm_quota got;
 	char	longid[QM_ACCOUNT_MAX + 2];
 
@@ -289,6 +292,8 @@ START_TEST(test_cache)
 	quota_cache_put(qc, "acme", &q, 5000);
 	ck_assert(quota_cache_get(qc, "acme", 5000, &got));
 	ck_assert(got.used == 3 && got.limit == 10 && strcmp(got.plan, "basic") == 0);
+	ck_assert(got.hour.cap == 4 && got.hour.used == 2 && strcmp(got.hour.name, "2026-12-03T14") == 0);
+	ck_assert(got.day.cap == QM_UNLIMITED);
 	ck_assert(quota_cache_get(qc, "acme", 5000 + QUOTA_CACHE_MS - 1, &got));
 	ck_assert(!quota_cache_get(qc, "acme", 5000 + QUOTA_CACHE_MS, &got));
 	ck_assert(!quota_cache_get(qc, "acme", 4999, &got));	/* a clock gone back */
@@ -329,6 +334,12 @@ START_TEST(test_recent)
 	(void) charge(ctr, "busy", "crm", 2, false);
 	ck_assert(counters_recent(ctr, "busy", &q));
 	expect(q, QM_STATUS_OK, "basic", 10000, 42);
+	/* With the windows: what policy_far_from_limit() needs of the caps. */
+	cmd_ok("HSET qm:account:{busy} limit_hourly 5");
+	(void) charge(ctr, "busy", "crm", 2, false);
+	ck_assert(counters_recent(ctr, "busy", &q));
+	ck_assert(q.hour.cap == 5 && q.hour.used == 2 && strcmp(q.hour.name, hour) == 0);
+	ck_assert(q.day.cap == QM_UNLIMITED && q.day.used == 0);
 
 	/* A refusal is kept too (and policy_far_from_limit() never decides on it). */
 	cmd_ok("HSET qm:account:{busy} suspended 1");
@@ -863,6 +874,303 @@ START_TEST(test_caps_none)
 }
 END_TEST
 
+static struct journal_entry entry(const char *id, const char *entry_month, const char *account,
+				  long long units, long long refused);
+
+/* Monitor mode over a cap: counted, would_refuse in the month and in the window that did not fit */
+START_TEST(test_caps_monitor)
+{
+	struct counters *ctr;
+	struct qm_quota q;
+
+	cmd_ok("HSET qm:account:{h3} plan hourly3");
+	ctr = make();
+	expect(charge(ctr, "h3", "crm", 2, true), QM_STATUS_OK, "hourly3", 1000, 2);
+	q = charge(ctr, "h3", "crm", 2, true);
+	expect(q, QM_STATUS_OVER, "hourly3", 1000, 4);
+	expect_windows(q, -1, 0, 3, 4);
+	ck_assert_int_eq(usage("h3", "would_refuse"), 2);
+	ck_assert_int_eq(wusage("h3", hour, "would_refuse"), 2);
+	ck_assert_int_eq(wusage("h3", hour, "total"), 4);
+	ck_assert_int_eq(wusage("h3", hour, "messages"), 2);
+
+	/*
+	 * Mode 2 (recipient by recipient): month 10, day 6, hour 4; 3 used.
+	 * 3 more: 1 fits the hour, the tightest: 2 would be refused, in the
+	 * month and in the hour; the day (3 + 3 = 6) fitted.
+	 */
+	cmd_ok("HSET qm:account:{c} plan capped");
+	expect(charge(ctr, "c", "crm", 3, false), QM_STATUS_OK, "capped", 10, 3);
+	q = charge_mode(ctr, "c", "crm", 3, COUNTERS_MONITOR_RCPT);
+	expect(q, QM_STATUS_OVER, "capped", 10, 6);
+	expect_windows(q, 6, 6, 4, 6);
+	ck_assert_int_eq(usage("c", "would_refuse"), 2);
+	ck_assert_int_eq(wusage("c", hour, "would_refuse"), 2);
+	ck_assert_int_eq(wusage("c", day, "would_refuse"), -1);
+	ck_assert_int_eq(wusage("c", day, "total"), 6);
+	/* Now the day binds too: 1 more, all refused, in all three. */
+	q = charge_mode(ctr, "c", "crm", 1, COUNTERS_MONITOR_RCPT);
+	ck_assert_int_eq(q.status, QM_STATUS_OVER);
+	ck_assert_int_eq(usage("c", "would_refuse"), 3);
+	ck_assert_int_eq(wusage("c", hour, "would_refuse"), 3);
+	ck_assert_int_eq(wusage("c", day, "would_refuse"), 1);
+	counters_free(ctr);
+}
+END_TEST
+
+/* The "cap" event: once per account and window, with what the SaaS needs */
+START_TEST(test_caps_events)
+{
+	struct counters *ctr;
+	redisReply *r;
+
+	conf.warn_count = 0;
+	cmd_ok("HSET qm:account:{h3} plan hourly3");
+	ctr = make();
+	charge(ctr, "h3", "crm", 2, false);
+	ck_assert_int_eq(cmd_int("XLEN qm:events"), 0);
+	charge(ctr, "h3", "crm", 1, false);		/* reaches 3: the event */
+	ck_assert_int_eq(cmd_int("XLEN qm:events"), 1);
+	ck_assert_str_eq(hget(window_key("h3", hour), "cap"), "1");
+	charge(ctr, "h3", "crm", 1, false);		/* refused: already sent */
+	charge(ctr, "h3", "crm", 1, true);
+	ck_assert_int_eq(cmd_int("XLEN qm:events"), 1);
+	r = cmd("XRANGE qm:events - +");
+	{
+		const char *want[] = {"type", "cap", "account", "h3", "month", month, "window", hour,
+			"kind", "hourly", "used", "3", "limit", "3", "plan", "hourly3"};
+		redisReply *f = r->element[0]->element[1];
+
+		ck_assert_uint_eq(f->elements, 16);
+		for (size_t i = 0; i < 16; i++)
+			ck_assert_str_eq(f->element[i]->str, want[i]);
+	}
+	freeReplyObject(r);
+
+	/* Refused by the day's cap before reaching it: sent by the refusal, kind daily. */
+	cmd_ok("HSET qm:account:{d5} plan daily5");
+	charge(ctr, "d5", "crm", 3, false);
+	charge(ctr, "d5", "crm", 3, false);
+	ck_assert_int_eq(cmd_int("XLEN qm:events"), 2);
+	r = cmd("XREVRANGE qm:events + - COUNT 1");
+	ck_assert_str_eq(r->element[0]->element[1]->element[7]->str, day);
+	ck_assert_str_eq(r->element[0]->element[1]->element[9]->str, "daily");
+	ck_assert_str_eq(r->element[0]->element[1]->element[11]->str, "3");
+	freeReplyObject(r);
+	/* The hash the refusal made expires with the day. */
+	ck_assert_int_gt(cmd_int("TTL %s", window_key("d5", day)), 0);
+	counters_free(ctr);
+}
+END_TEST
+
+/* charge_id - counters_charge under a chosen id; its result */
+static struct qm_quota
+charge_id(struct counters *ctr, const char *id, const char *account, long long units,
+	  enum counters_mode mode, time_t at)
+{
+	struct qm_quota q;
+	char	err[256] = "";
+
+	ck_assert_msg(counters_charge(ctr, id, account, "crm", units, mode, at, &q, err,
+				      sizeof(err)) == 0, "charge %s: %s", id, err);
+	return q;
+}
+
+/* journal_apply - a count or cancel entry of the charge's month and hour, applied */
+static int
+journal_apply(struct counters *ctr, const char *id, const char *in_month, const char *account,
+	      long long units, bool is_cancel, const char *window, char *err, size_t errlen)
+{
+	struct journal_entry e = entry(id, in_month, account, units, 0);
+
+	e.cancel = is_cancel;
+	snprintf(e.window, sizeof(e.window), "%s", window);
+	return counters_replay(ctr, &e, err, errlen);
+}
+
+/* Cancels take a charge back from the month and from the windows it counted in */
+START_TEST(test_caps_cancel)
+{
+	struct counters *ctr;
+	struct qm_quota q, before;
+	char	err[256] = "";
+
+	cmd_ok("HSET qm:account:{c} plan capped");
+	ctr = make();
+	q = charge_id(ctr, "00000000000000a1", "c", 2, COUNTERS_ENFORCE, now);
+	expect_windows(q, 6, 2, 4, 2);
+	ck_assert_int_eq(journal_apply(ctr, "00000000000000a1", month, "c", 2, true, hour, err,
+				       sizeof(err)), 0);
+	ck_assert_int_eq(usage("c", "total"), 0);
+	ck_assert_int_eq(wusage("c", day, "total"), 0);
+	ck_assert_int_eq(wusage("c", hour, "total"), 0);
+	ck_assert_int_eq(wusage("c", hour, "messages"), 0);
+	ck_assert_int_eq(wusage("c", hour, "crm"), 0);
+	/* Again: nothing more, never below zero. */
+	charge_id(ctr, "00000000000000a2", "c", 1, COUNTERS_ENFORCE, now);
+	ck_assert_int_eq(journal_apply(ctr, "00000000000000a1", month, "c", 2, true, hour, err,
+				       sizeof(err)), 0);
+	ck_assert_int_eq(wusage("c", hour, "total"), 1);
+
+	/* A monitor charge over the hour: its would_refuse comes back out of both. */
+	cmd_ok("HSET %s total 3", window_key("c", hour));
+	q = charge_id(ctr, "00000000000000a3", "c", 2, COUNTERS_MONITOR, now);
+	ck_assert_int_eq(q.status, QM_STATUS_OVER);
+	ck_assert_int_eq(wusage("c", hour, "would_refuse"), 2);
+	ck_assert_int_eq(wusage("c", day, "would_refuse"), -1);
+	ck_assert_int_eq(journal_apply(ctr, "00000000000000a3", month, "c", 2, true, hour, err,
+				       sizeof(err)), 0);
+	ck_assert_int_eq(wusage("c", hour, "would_refuse"), 0);
+	ck_assert_int_eq(wusage("c", hour, "total"), 3);
+	ck_assert_int_eq(usage("c", "would_refuse"), 0);
+	ck_assert_int_eq(usage("c", "total"), 1);
+
+	/* A charge refused by a cap counted nothing: its cancel takes nothing. */
+	q = charge_id(ctr, "00000000000000a4", "c", 2, COUNTERS_ENFORCE, now);
+	ck_assert_int_eq(q.status, QM_STATUS_HOURLY_CAP);
+	ck_assert_int_eq(journal_apply(ctr, "00000000000000a4", month, "c", 2, true, hour, err,
+				       sizeof(err)), 0);
+	ck_assert_int_eq(wusage("c", hour, "total"), 3);
+
+	/*
+	 * A charge of the previous hour, cancelled now: from that hour's hash,
+	 * not this one's (the entry names the charge's hour).
+	 */
+	cmd_ok("HSET qm:account:{late} plan capped");
+	q = charge_id(ctr, "00000000000000a5", "late", 2, COUNTERS_ENFORCE, now - 3600);
+	before = q;
+	charge_id(ctr, "00000000000000a6", "late", 1, COUNTERS_ENFORCE, now);
+	ck_assert_str_ne(before.hour.name, hour);
+	ck_assert_int_eq(journal_apply(ctr, "00000000000000a5", before.month, "late", 2, true,
+				       before.hour.name, err, sizeof(err)), 0);
+	ck_assert_int_eq(wusage("late", before.hour.name, "total"), 0);
+	ck_assert_int_eq(wusage("late", hour, "total"), 1);
+	ck_assert_int_eq(wusage("late", day, "total"), 1);	/* the same day or not */
+	ck_assert_int_eq(wusage("late", before.day.name, "total"),
+			 strcmp(before.day.name, day) == 0 ? 1 : 0);
+
+	/* An entry of an older version (no hour): the month only. */
+	cmd_ok("HSET qm:account:{old} plan capped");
+	charge_id(ctr, "00000000000000a7", "old", 2, COUNTERS_ENFORCE, now);
+	ck_assert_int_eq(journal_apply(ctr, "00000000000000a7", month, "old", 2, true, "", err,
+				       sizeof(err)), 0);
+	ck_assert_int_eq(usage("old", "total"), 0);
+	ck_assert_int_eq(wusage("old", hour, "total"), 2);
+	counters_free(ctr);
+}
+END_TEST
+
+/* Replays count in the month and in the capped windows of the entry's hour, over caps too */
+START_TEST(test_caps_replay)
+{
+	struct counters *ctr;
+	char	err[256] = "", old_month[MONTH_KEY_LEN], old_hour[MONTH_WINDOW_LEN];
+	long long keys;
+
+	cmd_ok("HSET qm:account:{h3} plan hourly3");
+	ctr = make();
+	charge(ctr, "h3", "crm", 2, false);
+	ck_assert_int_eq(journal_apply(ctr, "mta-1", month, "h3", 3, false, hour, err,
+				       sizeof(err)), 0);
+	ck_assert_int_eq(usage("h3", "total"), 5);
+	ck_assert_int_eq(wusage("h3", hour, "total"), 5);
+	ck_assert_int_eq(wusage("h3", hour, "would_refuse"), 3);
+	ck_assert_int_eq(usage("h3", "would_refuse"), 3);
+	ck_assert_int_eq(cmd_int("EXISTS %s", window_key("h3", day)), 0);
+	/* Once per entry. */
+	ck_assert_int_eq(journal_apply(ctr, "mta-1", month, "h3", 3, false, hour, err,
+				       sizeof(err)), 0);
+	ck_assert_int_eq(wusage("h3", hour, "total"), 5);
+
+	/* A replayed charge, then its cancel: out of the hour again. */
+	ck_assert_int_eq(journal_apply(ctr, "00000000000000b1", month, "h3", 1, false, hour, err,
+				       sizeof(err)), 0);
+	ck_assert_int_eq(wusage("h3", hour, "total"), 6);
+	ck_assert_int_eq(journal_apply(ctr, "00000000000000b1", month, "h3", 1, true, hour, err,
+				       sizeof(err)), 0);
+	ck_assert_int_eq(wusage("h3", hour, "total"), 5);
+	ck_assert_int_eq(usage("h3", "total"), 5);
+
+	/* A replay into a new hour's hash: made with the hour's expiry. */
+	cmd_ok("HSET qm:account:{fresh} plan hourly3");
+	ck_assert_int_eq(journal_apply(ctr, "mta-2", month, "fresh", 1, false, hour, err,
+				       sizeof(err)), 0);
+	ck_assert_int_eq(wusage("fresh", hour, "total"), 1);
+	{
+		struct qm_quota q = peek(ctr, "fresh");
+
+		ck_assert_int_eq(cmd_int("EXPIRETIME %s", window_key("fresh", hour)),
+				 q.hour.end + 3600);
+	}
+
+	/* An hour long gone: the month only, no window hash made again. */
+	{
+		time_t	then = now - 3 * 86400;
+
+		ck_assert(month_of(months(), then, old_month));
+		ck_assert(month_window_of(months(), then, MONTH_WINDOW_HOUR, old_hour, NULL));
+	}
+	keys = cmd_int("DBSIZE");
+	ck_assert_int_eq(journal_apply(ctr, "mta-3", old_month, "fresh", 1, false, old_hour, err,
+				       sizeof(err)), 0);
+	ck_assert_int_eq(wusage("fresh", old_month, "total"), strcmp(old_month, month) ? 1 : 2);
+	ck_assert_int_eq(cmd_int("EXISTS %s", window_key("fresh", old_hour)), 0);
+	ck_assert_int_le(cmd_int("DBSIZE"), keys + 2);	/* that month's usage and warned */
+
+	/* Hours that are not of the entry's month, or not hours: never applicable. */
+	ck_assert_int_eq(journal_apply(ctr, "mta-4", "2026-12", "fresh", 1, false, "2027-01-01T00",
+				       err, sizeof(err)), COUNTERS_REJECTED);
+	counters_free(ctr);
+}
+END_TEST
+
+/*
+ * A window key of another type: the charge fails before any write (its
+ * HMGET), the journal's ops with the code QUOTA (set aside); a window
+ * field that is not an integer: QUOTA for every op
+ */
+START_TEST(test_caps_bad_window)
+{
+	struct counters *ctr;
+	struct qm_quota q;
+	char	err[256] = "";
+
+	cmd_ok("HSET qm:account:{h3} plan hourly3");
+	cmd_ok("SET %s oops", window_key("h3", hour));
+	ctr = make();
+	ck_assert_int_eq(counters_charge(ctr, "00000000000000c1", "h3", "crm", 1, COUNTERS_ENFORCE,
+					 now, &q, err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, "WRONGTYPE") != NULL, "%s", err);
+	ck_assert_int_eq(usage("h3", "total"), -1);
+	ck_assert_int_eq(cmd_int("EXISTS qm:charge:{h3}:00000000000000c1"), 0);
+	ck_assert_int_eq(journal_apply(ctr, "mta-1", month, "h3", 1, false, hour, err,
+				       sizeof(err)), COUNTERS_REJECTED);
+	ck_assert_msg(strstr(err, "QUOTA") != NULL && strstr(err, "not a hash") != NULL, "%s", err);
+	ck_assert_int_eq(usage("h3", "total"), -1);
+	ck_assert_int_eq(cmd_int("EXISTS qm:warned:{h3}:%s", month), 0);
+	ck_assert_int_eq(journal_apply(ctr, "00000000000000c1", month, "h3", 1, true, hour, err,
+				       sizeof(err)), COUNTERS_REJECTED);
+	ck_assert_int_eq(cmd_int("EXISTS qm:charge:{h3}:00000000000000c1"), 0);
+
+	/* Not an integer in a window hash. */
+	cmd_ok("DEL %s", window_key("h3", hour));
+	cmd_ok("HSET %s total 1 crm x", window_key("h3", hour));
+	ck_assert_int_eq(counters_charge(ctr, NULL, "h3", "crm", 1, COUNTERS_ENFORCE, now, &q, err,
+					 sizeof(err)), COUNTERS_REJECTED);
+	ck_assert_msg(strstr(err, "not an integer") != NULL, "%s", err);
+	ck_assert_int_eq(usage("h3", "total"), -1);
+	ck_assert_int_eq(wusage("h3", hour, "total"), 1);
+
+	/* The day's key of another type, for an account without a daily cap: never read. */
+	cmd_ok("HSET qm:account:{free} plan hourly3");
+	cmd_ok("SET %s oops", window_key("free", day));
+	ck_assert_int_eq(counters_charge(ctr, NULL, "free", "crm", 1, COUNTERS_ENFORCE, now, &q,
+					 err, sizeof(err)), 0);
+	ck_assert_int_eq(q.status, QM_STATUS_OK);
+	counters_free(ctr);
+}
+END_TEST
+
 /* The usage of a month keeps the plan and limit of its last write */
 START_TEST(test_usage_plan)
 {
@@ -1011,6 +1319,13 @@ START_TEST(test_replay)
 	ck_assert_int_eq(counters_month(ctr, now, m), 0);
 	ck_assert_str_eq(m, month);
 	ck_assert_int_eq(counters_month(ctr, (time_t) 7258118400LL, m), -1);
+	{
+		char	h[MONTH_WINDOW_LEN];
+
+		ck_assert_int_eq(counters_hour(ctr, now, h), 0);
+		ck_assert_str_eq(h, hour);
+		ck_assert_int_eq(counters_hour(ctr, (time_t) 7258118400LL, h), -1);
+	}
 
 	e = entry("mta1-42-1700000000-1", month, "acme", 4, 1);
 	ck_assert_msg(counters_replay(ctr, &e, err, sizeof(err)) == 0, "%s", err);
@@ -1188,6 +1503,156 @@ START_TEST(test_inflight)
 	inflight_end(mine, a);
 	inflight_close(mine);
 	ck_assert_int_eq(files_named(folder, "inflight."), 0);
+	journal_close(jr);
+	snprintf(path, sizeof(path), "rm -rf %s", folder);
+	ck_assert_int_eq(system(path), 0);
+}
+END_TEST
+
+/* Journal lines with the charge's hour, and lines of older versions without it */
+START_TEST(test_journal_window)
+{
+	static const struct {
+		const char *line;
+		bool	ok, cancel, refusal;
+		const char *window;
+	} cases[] = {
+		/* Older versions' lines: read as before, no window. */
+		{"mta-1 2026-12 acme crm 3 0\n", true, false, false, ""},
+		{"00000000000000a1 2026-12 acme crm 3 1 cancel\n", true, true, false, ""},
+		{"00000000000000a1 2026-12 acme - 3 0 refused\n", true, false, true, ""},
+		/* With the hour. */
+		{"mta-1 2026-12 acme crm 3 0 2026-12-03T14\n", true, false, false, "2026-12-03T14"},
+		{"00000000000000a1 2026-12 acme crm 3 0 cancel 2026-12-31T23\n", true, true, false,
+		 "2026-12-31T23"},
+		{"00000000000000a1 2026-12 acme crm 3 0 refused 2026-12-01T00\n", true, false, true,
+		 "2026-12-01T00"},
+		/* Not an hour, not of the month, in the wrong place, or one field too many. */
+		{"mta-1 2026-12 acme crm 3 0 2026-12-03\n", false, false, false, ""},
+		{"mta-1 2026-12 acme crm 3 0 2026-11-30T23\n", false, false, false, ""},
+		{"mta-1 2026-12 acme crm 3 0 2026-12-03T24\n", false, false, false, ""},
+		{"mta-1 2026-12 acme crm 3 0 2026-12-32T01\n", false, false, false, ""},
+		{"mta-1 2026-12 acme crm 3 0 2026-12-03T1\n", false, false, false, ""},
+		{"mta-1 2026-12 acme crm 3 0 2026-12-03T14x\n", false, false, false, ""},
+		{"00000000000000a1 2026-12 acme crm 3 0 2026-12-03T14 cancel\n", false, false, false, ""},
+		{"00000000000000a1 2026-12 acme crm 3 0 cancel 2026-12-03T14 x\n", false, false, false, ""},
+		{"mta-1 2026-12 acme crm 3 0 2026-12-03T14 2026-12-03T15\n", false, false, false, ""},
+		{"mta-1 2026-12 acme crm 3 0 cancel\n", false, false, false, ""},	/* not a charge id */
+	};
+	char	folder[] = "/tmp/qm-jwindow.XXXXXX";
+	char	err[256], want[256], cmdline[PATH_MAX + 16];
+	struct journal_entry e, again;
+	struct journal *jr;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		bool	ok = journal_parse_line(cases[i].line, &e);
+
+		ck_assert_msg(ok == cases[i].ok, "case %zu: %s", i, cases[i].line);
+		if (!ok)
+			continue;
+		ck_assert_msg(e.cancel == cases[i].cancel && e.refusal == cases[i].refusal
+			      && strcmp(e.window, cases[i].window) == 0, "case %zu: read %s", i,
+			      e.window);
+		ck_assert(journal_entry_valid(&e));
+	}
+
+	/* An hour not of the entry's month, or unterminated: not valid. */
+	e = entry("mta-1", "2026-12", "acme", 1, 0);
+	snprintf(e.window, sizeof(e.window), "2027-01-01T00");
+	ck_assert(!journal_entry_valid(&e));
+	memset(e.window, '1', sizeof(e.window));
+	ck_assert(!journal_entry_valid(&e));
+
+	/* Written and read back through a file, with and without the hour. */
+	ck_assert_ptr_nonnull(mkdtemp(folder));
+	ck_assert_ptr_nonnull(jr = journal_open(folder, err, sizeof(err)));
+	e = entry("00000000000000b1", "2026-12", "acme", 2, 0);
+	e.cancel = true;
+	snprintf(e.window, sizeof(e.window), "2026-12-03T14");
+	ck_assert_int_eq(journal_append(jr, &e, err, sizeof(err)), 0);
+	again = entry("", "2026-12", "beta", 1, 0);
+	/* An hour of another month would make the line, and its file, unreadable: dropped. */
+	snprintf(again.window, sizeof(again.window), "2027-01-01T00");
+	ck_assert_int_eq(journal_append(jr, &again, err, sizeof(err)), 0);
+	ck_assert_str_eq(again.window, "");
+	snprintf(want, sizeof(want), "00000000000000b1 2026-12 acme crm 2 0 cancel 2026-12-03T14\n"
+		 "%s 2026-12 beta crm 1 0\n", again.id);
+	ck_assert_str_eq(journal_lines(folder), want);
+	journal_close(jr);
+	snprintf(cmdline, sizeof(cmdline), "rm -rf %s", folder);
+	ck_assert_int_eq(system(cmdline), 0);
+}
+END_TEST
+
+/*
+ * The hour of a charge in flight comes back in its cancel; a file of the
+ * version before caps (slots without it, so shorter) is still recovered.
+ */
+START_TEST(test_inflight_window)
+{
+	char	folder[] = "/tmp/qm-infwin.XXXXXX";
+	char	err[256], path[PATH_MAX + 32], want[256];
+	struct journal_entry e = entry("00000000000000c7", "2026-12", "acme", 2, 0);
+	struct journal *jr;
+	pid_t	pid;
+	int	status, fd;
+
+	ck_assert_ptr_nonnull(mkdtemp(folder));
+	ck_assert_ptr_nonnull(jr = journal_open(folder, err, sizeof(err)));
+	snprintf(e.window, sizeof(e.window), "2026-12-03T14");
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct inflight *inf = inflight_open(folder, err, sizeof(err));
+
+		struct journal_entry bad = entry("00000000000000c6", "2026-12", "gamma", 1, 0);
+
+		/* An hour not of its month: the cancel goes on without it. */
+		snprintf(bad.window, sizeof(bad.window), "2027-01-01T00");
+		_exit(inf == NULL || inflight_begin(inf, &e) < 0 || inflight_begin(inf, &bad) < 0
+		      ? 2 : 0);	/* as killed */
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_int_eq(status, 0);
+	ck_assert_int_eq(inflight_recover(folder, jr, NULL, err, sizeof(err)), 2);
+	snprintf(want, sizeof(want), "00000000000000c7 2026-12 acme crm 2 0 cancel 2026-12-03T14\n"
+		 "00000000000000c6 2026-12 gamma crm 1 0 cancel\n");
+	ck_assert_str_eq(journal_lines(folder), want);
+
+	/*
+	 * The older layout, written out here: magic, slot size, slot count,
+	 * then slots of {state, entry up to its window}, 4096 of them.
+	 */
+	{
+		size_t	entry_off = offsetof(struct { uint32_t s; struct journal_entry e; }, e);
+		size_t	old_entry = (offsetof(struct journal_entry, window) + 7) / 8 * 8;
+		size_t	old_slot = (entry_off + old_entry + 7) / 8 * 8;
+		size_t	head = 16, size = head + 4096 * old_slot;
+		char   *buf = calloc(1, size);
+		uint32_t one = 1, slot_size = (uint32_t) old_slot, slots = 4096;
+
+		ck_assert_uint_lt(old_slot, entry_off + sizeof(struct journal_entry));
+		ck_assert_ptr_nonnull(buf);
+		memcpy(buf, "qm-infl", 8);
+		memcpy(buf + 8, &slot_size, 4);
+		memcpy(buf + 12, &slots, 4);
+		e = entry("00000000000000c8", "2026-12", "beta", 3, 1);
+		/* The last slot: a charge; its window bytes would lie past the slot. */
+		memcpy(buf + head + 4095 * old_slot, &one, 4);
+		memcpy(buf + head + 4095 * old_slot + entry_off, &e,
+		       offsetof(struct journal_entry, window));
+		snprintf(path, sizeof(path), "%s/inflight.0123456789abcdef.map", folder);
+		ck_assert_int_ge(fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600), 0);
+		ck_assert_int_eq(write(fd, buf, size), (ssize_t) size);
+		close(fd);
+		free(buf);
+	}
+	ck_assert_int_eq(inflight_recover(folder, jr, NULL, err, sizeof(err)), 1);
+	snprintf(want, sizeof(want), "00000000000000c7 2026-12 acme crm 2 0 cancel 2026-12-03T14\n"
+		 "00000000000000c6 2026-12 gamma crm 1 0 cancel\n"
+		 "00000000000000c8 2026-12 beta crm 3 1 cancel\n");
+	ck_assert_str_eq(journal_lines(folder), want);
+	ck_assert_int_eq(access(path, F_OK), -1);
 	journal_close(jr);
 	snprintf(path, sizeof(path), "rm -rf %s", folder);
 	ck_assert_int_eq(system(path), 0);
@@ -1426,6 +1891,7 @@ struct race {
 	int	calls;
 	long long units;
 	int	ok, exhausted, failed;		/* results, written by the thread */
+	int	capped;				/* daily_cap or hourly_cap */
 };
 
 /* race_main - charge many times, counting outcomes */
@@ -1444,6 +1910,8 @@ race_main(void *arg)
 			r->ok++;
 		else if (q.status == QM_STATUS_EXHAUSTED)
 			r->exhausted++;
+		else if (q.status == QM_STATUS_HOURLY_CAP || q.status == QM_STATUS_DAILY_CAP)
+			r->capped++;
 		else
 			r->failed++;
 	}
@@ -1460,7 +1928,7 @@ run_race(struct counters *ctr, const char *account, int threads, int calls, stru
 	ck_assert_int_le(threads, 16);
 	memset(total, 0, sizeof(*total));
 	for (int i = 0; i < threads; i++) {
-		r[i] = (struct race) {ctr, account, calls, 1, 0, 0, 0};
+		r[i] = (struct race) {ctr, account, calls, 1, 0, 0, 0, 0};
 		ck_assert_int_eq(pthread_create(&tid[i], NULL, race_main, &r[i]), 0);
 	}
 	for (int i = 0; i < threads; i++) {
@@ -1800,6 +2268,47 @@ START_TEST(test_down_no_doubt)
 					 sizeof(err)), -1);
 	ck_assert_msg(!q.may_have_run, "refused connection left the charge in doubt: %s", err);
 	counters_free(ctr);
+}
+END_TEST
+
+/*
+ * The cap event: exactly once for the hour, though 8 threads of two
+ * milters (two counters objects, two pools) race past the cap
+ */
+START_TEST(test_race_cap_event)
+{
+	struct counters *ctr[2];
+	struct race r[8];
+	pthread_t tid[8];
+	redisReply *x;
+	int	ok = 0, capped = 0, failed = 0, caps = 0;
+
+	conf.redis.timeout_ms = 2000;
+	cmd_ok("HSET qm:account:{acme} plan hourly3");
+	ctr[0] = make();
+	ctr[1] = make();
+	for (int i = 0; i < 8; i++) {
+		r[i] = (struct race) {ctr[i % 2], "acme", 20, 1, 0, 0, 0, 0};
+		ck_assert_int_eq(pthread_create(&tid[i], NULL, race_main, &r[i]), 0);
+	}
+	for (int i = 0; i < 8; i++) {
+		pthread_join(tid[i], NULL);
+		ok += r[i].ok;
+		capped += r[i].capped;
+		failed += r[i].failed + r[i].exhausted;
+	}
+	ck_assert_int_eq(failed, 0);
+	ck_assert_int_eq(ok, 3);
+	ck_assert_int_eq(capped, 157);
+	ck_assert_int_eq(usage("acme", "total"), 3);
+	ck_assert_int_eq(wusage("acme", hour, "total"), 3);
+	x = cmd("XRANGE qm:events - +");
+	for (size_t e = 0; e < x->elements; e++)
+		caps += strcmp(x->element[e]->element[1]->element[1]->str, "cap") == 0;
+	freeReplyObject(x);
+	ck_assert_int_eq(caps, 1);
+	counters_free(ctr[0]);
+	counters_free(ctr[1]);
 }
 END_TEST
 
@@ -2651,6 +3160,11 @@ counters_suite(void)
 	tcase_add_test(tc, test_caps);
 	tcase_add_test(tc, test_caps_overrides);
 	tcase_add_test(tc, test_caps_none);
+	tcase_add_test(tc, test_caps_monitor);
+	tcase_add_test(tc, test_caps_events);
+	tcase_add_test(tc, test_caps_cancel);
+	tcase_add_test(tc, test_caps_replay);
+	tcase_add_test(tc, test_caps_bad_window);
 	tcase_add_test(tc, test_usage_plan);
 	tcase_add_test(tc, test_events);
 	tcase_add_test(tc, test_events_largest_limit);
@@ -2661,6 +3175,8 @@ counters_suite(void)
 	tcase_add_test(tc, test_replay_rejected);
 	tcase_add_test(tc, test_inflight);
 	tcase_add_test(tc, test_shared_journal);
+	tcase_add_test(tc, test_journal_window);
+	tcase_add_test(tc, test_inflight_window);
 	tcase_add_test(tc, test_expire);
 	tcase_add_test(tc, test_bad_data);
 	tcase_add_test(tc, test_bad_arguments);
@@ -2675,6 +3191,7 @@ counters_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_race_limit);
 	tcase_add_test(tc, test_race_events);
+	tcase_add_test(tc, test_race_cap_event);
 	tcase_add_test(tc, test_pool_bound);
 	suite_add_tcase(s, tc);
 

@@ -5,7 +5,9 @@
 # and a few client loops sending counted mail (header accounts, one
 # recipient, so one unit each) while the test breaks things:
 #
-#   1. Redis hangs (SIGSTOP ~2 s), dies (SIGKILL, restarted on its port),
+#   1. Redis hangs (SIGSTOP ~2 s; also for an account with hourly and daily
+#      caps, whose windows must end as exact as its month), dies (SIGKILL,
+#      restarted on its port),
 #      restarts (SHUTDOWN NOSAVE), drops every client (CLIENT KILL); then,
 #      timed on purpose, a CLIENT KILL or SHUTDOWN in the very event-loop
 #      turn in which Redis runs the milter's request
@@ -247,9 +249,12 @@ check_total() {
 
 REDIS_PORT=$(free_port)
 rstart redis "$REDIS_PORT" "${REDIS_ARGS[@]}" || { notok "redis-server started"; finish; }
-for a in fa-stop fa-kill fa-restart fa-ckill fb-mkill fc-reload fc-std; do
+for a in fa-stop fa-caps fa-kill fa-restart fa-ckill fb-mkill fc-reload fc-std; do
 	redis-cli -p "$REDIS_PORT" HSET "qm:account:{$a}" plan basic >/dev/null
 done
+# Caps far above the traffic: never reached, but every charge goes to the
+# day's and the hour's hashes too.
+redis-cli -p "$REDIS_PORT" HSET "qm:account:{fa-caps}" limit_daily 100000 limit_hourly 100000 >/dev/null
 redis-cli -p "$REDIS_PORT" HSET "qm:account:{fc-std}" plan standard >/dev/null
 
 mport=$(free_port)
@@ -283,6 +288,39 @@ check_outage "1a SIGSTOP" fa-stop "$down" "$gone" "$back" "$T451"
 check_total "1a SIGSTOP" fa-stop "$REDIS_PORT"
 check "1a SIGSTOP: charges left in doubt by the hang were cancelled ($(cancels fa-stop))" \
 	test "$(cancels fa-stop)" -ge 1
+
+# 1f. The same hang for an account with caps: the charges left in doubt
+# were counted in the month, the day and the hour at once; their cancels
+# (the journal entries carry the charge's hour) take them back from all
+# three. Each window's total, summed over the windows the traffic ran in
+# (it may cross an hour), must equal the messages that got 250.
+# window_total ACCOUNT PATTERN - the totals of the account's usage hashes
+# whose window matches the glob, summed
+window_total() {
+	local k sum=0 v
+	for k in $(redis-cli -p "$REDIS_PORT" --raw --scan --pattern "qm:usage:{$1}:$2"); do
+		v=$(redis-cli -p "$REDIS_PORT" --raw HGET "$k" total)
+		sum=$((sum + ${v:-0}))
+	done
+	echo "$sum"
+}
+traffic_start fa-caps
+sleep 1
+rkill redis STOP; down=$(now_us)
+sleep 2
+gone=$(now_us); rkill redis CONT; back=$(now_us)
+sleep 3
+traffic_stop
+check_common "1f SIGSTOP, caps" fa-caps "$T451"
+check_total "1f SIGSTOP, caps" fa-caps "$REDIS_PORT"
+check "1f SIGSTOP, caps: charges left in doubt by the hang were cancelled ($(cancels fa-caps))" \
+	test "$(cancels fa-caps)" -ge 1
+acc=$(tr_count fa-caps "$OK250")
+echo "# 1f SIGSTOP, caps: day total $(window_total fa-caps '????-??-??'), hour total $(window_total fa-caps '????-??-??T??'), messages that got 250: $acc"
+check_eq "1f SIGSTOP, caps: the day's usage = messages that got 250" "$acc" \
+	"$(window_total fa-caps '????-??-??')"
+check_eq "1f SIGSTOP, caps: the hour's usage = messages that got 250" "$acc" \
+	"$(window_total fa-caps '????-??-??T??')"
 
 # 1b. Redis dies (SIGKILL) and is restarted on its port 1.5 s later; the
 # append-only file brings its data back.
@@ -635,7 +673,7 @@ reaped "$MILTER_PID"
 
 postfix_wait_queue 30
 all_ok=0
-for a in fa-stop fa-kill fa-restart fa-ckill fe-ckill fe-shut fe-shut-acc fb-mkill fb-inflight fc-reload fd-sentinel; do
+for a in fa-stop fa-caps fa-kill fa-restart fa-ckill fe-ckill fe-shut fe-shut-acc fb-mkill fb-inflight fc-reload fd-sentinel; do
 	all_ok=$((all_ok + $(tr_count "$a" "$OK250")))
 done
 check_eq "smtp-sink got exactly the messages that got 250" "$all_ok 2" \

@@ -10,9 +10,10 @@
  *   valid, and then the key is PREFIX KIND ":{" ACCOUNT "}" [":" MONTH],
  *   printable ASCII without space, with one pair of braces around the
  *   account; when it refuses, buf holds "".
- * - journal_parse_line() accepts only the six fields journal_append()
- *   writes, each as it writes it, and what it accepts formats back (as
- *   journal_append() does) into a line that parses to the same entry.
+ * - journal_parse_line() accepts only the fields journal_append() writes
+ *   (six, the kind of a cancel or refusal, the charge's hour), each as it
+ *   writes it, and what it accepts formats back (as journal_append()
+ *   does) into a line that parses to the same entry.
  */
 #include <ctype.h>
 #include <stdbool.h>
@@ -139,9 +140,10 @@ check_keys(const char *account, const char *prefix, const char *month)
 static int
 format_line(char *line, size_t len, const struct journal_entry *e)
 {
-	return snprintf(line, len, "%s %s %s %s %lld %lld%s\n", e->id, e->month, e->account,
+	return snprintf(line, len, "%s %s %s %s %lld %lld%s%s%s\n", e->id, e->month, e->account,
 			e->category[0] ? e->category : "-", e->units, e->refused,
-			e->cancel ? " cancel" : "");
+			e->cancel ? " cancel" : e->refusal ? " refused" : "",
+			e->window[0] ? " " : "", e->window);
 }
 
 /* same_number - is the token the decimal spelling of n (sign, leading zeros allowed)? */
@@ -158,9 +160,9 @@ same_number(const char *tok, long long n)
 
 /*
  * check_tokens - the accepted line is exactly six whitespace-separated
- * fields, or seven of which the last is "cancel" for a cancel entry, and
- * each says what the entry holds. Catches a parser that splits one field
- * in two or glues two into one.
+ * fields, then "cancel" or "refused" for such an entry, then its hour
+ * when it has one, and each says what the entry holds. Catches a parser
+ * that splits one field in two or glues two into one.
  */
 static void
 check_tokens(const char *line, const struct journal_entry *e)
@@ -178,8 +180,13 @@ check_tokens(const char *line, const struct journal_entry *e)
 			tok[n++] = t;
 		else
 			n++;
-	FUZZ_CHECK(n == (e->cancel ? 7u : 6u), "accepted a line of %zu fields: \"%s\"", n, line);
+	FUZZ_CHECK(n == 6u + (e->cancel || e->refusal) + (e->window[0] != 0),
+		   "accepted a line of %zu fields: \"%s\"", n, line);
 	FUZZ_CHECK(!e->cancel || strcmp(tok[6], "cancel") == 0, "cancel read from \"%s\"", line);
+	FUZZ_CHECK(!e->refusal || strcmp(tok[6], "refused") == 0, "refusal read from \"%s\"",
+		   line);
+	FUZZ_CHECK(!e->window[0] || strcmp(tok[n - 1], e->window) == 0,
+		   "hour \"%s\" read as \"%s\"", tok[n - 1], e->window);
 	FUZZ_CHECK(strcmp(tok[0], e->id) == 0, "id \"%s\" read as \"%s\"", tok[0], e->id);
 	FUZZ_CHECK(strcmp(tok[1], e->month) == 0, "month \"%s\" read as \"%s\"", tok[1], e->month);
 	FUZZ_CHECK(strcmp(tok[2], e->account) == 0, "account \"%s\" read as \"%s\"", tok[2],
@@ -210,6 +217,10 @@ check_entry(const char *line, const struct journal_entry *e)
 		   && e->refused < 1000000000LL, "units %lld refused %lld", e->units, e->refused);
 	FUZZ_CHECK(!e->cancel || (strlen(e->id) == 16 && strspn(e->id, "0123456789abcdef") == 16),
 		   "cancel of id \"%s\"", e->id);
+	FUZZ_CHECK(!e->window[0] || (strlen(e->window) == 13
+				      && strncmp(e->window, e->month, 7) == 0
+				      && e->window[7] == '-' && e->window[10] == 'T'),
+		   "hour \"%s\" of month %s", e->window, e->month);
 	FUZZ_CHECK(journal_entry_valid(e), "parsed entry not valid: \"%s\"", e->id);
 	if (line != NULL)
 		check_tokens(line, e);
@@ -252,6 +263,9 @@ check_journal(const char *line, const char *account, const char *month, const ch
 	e.cancel = (h >> 48) & 1;
 	if (e.cancel)			/* a cancel names a charge: 16 hex digits */
 		snprintf(e.id, sizeof(e.id), "%016llx", (unsigned long long) h);
+	if ((h >> 49) & 1)		/* the charge's hour, in its month */
+		snprintf(e.window, sizeof(e.window), "%.7s-%02uT%02u", month,
+			 (unsigned) (1 + (h >> 50) % 28), (unsigned) ((h >> 55) % 24));
 	format_line(out, sizeof(out), &e);
 	FUZZ_CHECK(journal_parse_line(out, &e), "valid entry refused: \"%s\"", out);
 	check_entry(out, &e);
