@@ -208,16 +208,20 @@ copy_str(char *dst, size_t size, const char *src)
 	dst[len] = 0;
 }
 
-/* msg_entry - the message's charge as a journal entry (once per charge: no printf) */
+/*
+ * msg_entry - the message's charge as a journal entry (once per charge: no
+ * printf), in the month and hour window (counters_hour()) it was made in
+ */
 static void
-msg_entry(const struct conn_ctx *cc, const char *id, const char *month, long long units,
-	  struct journal_entry *e)
+msg_entry(const struct conn_ctx *cc, const char *id, const char *month, const char *hour,
+	  long long units, struct journal_entry *e)
 {
 	const struct msg_ctx *m = &cc->msg;
 
 	memset(e, 0, sizeof(*e));
 	copy_str(e->id, sizeof(e->id), id);
 	copy_str(e->month, sizeof(e->month), month);
+	copy_str(e->window, sizeof(e->window), hour);
 	copy_str(e->account, sizeof(e->account), m->account);
 	copy_str(e->category, sizeof(e->category), category_name(cc->rt->conf, m->category));
 	e->units = units;
@@ -236,7 +240,7 @@ charge_cancel(SMFICTX *ctx, struct conn_ctx *cc, struct journal *jr, long long u
 	struct journal_entry e;
 	char	jerr[256] = "no journal (see the journal setting)";
 
-	msg_entry(cc, m->quota.charge_id, m->quota.month, units, &e);
+	msg_entry(cc, m->quota.charge_id, m->quota.month, m->quota.hour.name, units, &e);
 	e.cancel = true;
 	if (jr != NULL && journal_append(jr, &e, jerr, sizeof(jerr)) == 0) {
 		msg_info("%s: account %s: charge %s in doubt, cancel journaled", queue_id(ctx),
@@ -245,6 +249,18 @@ charge_cancel(SMFICTX *ctx, struct conn_ctx *cc, struct journal *jr, long long u
 	}
 	msg_warn("%s: account %s: charge %s of %lld units may have been counted in Redis, "
 		 "and cannot be cancelled: %s", queue_id(ctx), m->account, e.id, units, jerr);
+}
+
+/* entry_now - a journal entry's month and hour: those of now; 0, or -1 */
+static int
+entry_now(const struct conn_ctx *cc, struct journal_entry *e)
+{
+	time_t	now = time(NULL);
+
+	if (counters_month(cc->rt->ctr, now, e->month) < 0
+	    || counters_hour(cc->rt->ctr, now, e->window) < 0)
+		return -1;
+	return 0;
 }
 
 /*
@@ -265,8 +281,8 @@ unavailable(SMFICTX *ctx, struct conn_ctx *cc, long long units, const char *err)
 		 * If the failed charge ran after all, its id keeps it from
 		 * counting twice; in the charge's month, which its cancel uses.
 		 */
-		msg_entry(cc, m->quota.charge_id, m->quota.month, units, &e);
-		if ((e.month[0] != 0 || counters_month(cc->rt->ctr, time(NULL), e.month) == 0)
+		msg_entry(cc, m->quota.charge_id, m->quota.month, m->quota.hour.name, units, &e);
+		if ((e.month[0] != 0 || entry_now(cc, &e) == 0)
 		    && journal_append(jr, &e, jerr, sizeof(jerr)) == 0) {
 			strip_headers(ctx, cc);
 			decision_log(ctx, cc, units, "accept-journaled", err);
@@ -760,10 +776,12 @@ inflight_charge(struct conn_ctx *cc, struct inflight *inf, const char *charge_id
 {
 	struct journal_entry e;
 	char	month[8];
+	char	hour[MONTH_WINDOW_LEN];
 
-	if (inf == NULL || counters_month(cc->rt->ctr, now, month) < 0)
+	if (inf == NULL || counters_month(cc->rt->ctr, now, month) < 0
+	    || counters_hour(cc->rt->ctr, now, hour) < 0)
 		return -1;
-	msg_entry(cc, charge_id, month, units, &e);
+	msg_entry(cc, charge_id, month, hour, units, &e);
 	return inflight_begin(inf, &e);
 }
 

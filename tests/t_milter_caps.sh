@@ -5,7 +5,8 @@
 # after their window, in Redis's real time): recipients beyond a cap
 # refused at RCPT, the next hour reopening, the month still refusing
 # first, overrides, a cap of 0, the cap event, replies at end of message
-# with the window and when it reopens, monitor mode. Also run against
+# with the window and when it reopens, monitor mode, a Redis hang during
+# a charge (cancelled from every window). Also run against
 # the ASan+UBSan build.
 set -u
 cd "$(dirname "$0")/.."
@@ -36,7 +37,7 @@ caps_milter() {
 	   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:verify_asan_link_order=0 \
 	   milter_up "milter-$name" "$T/$name.conf" "$sock"; then
 		mt "$sock" caps -D phase="$name" -D clock="$T/clock" -D day="$day" \
-			-D nextday="$nextday" -D fmonth="$fmonth"
+			-D nextday="$nextday" -D fmonth="$fmonth" -D rpid="$REDIS_PID"
 		check "milter-$name stops cleanly" milter_stop "$MILTER_PID" "milter-$name"
 	fi
 }
@@ -88,4 +89,13 @@ accounts <<EOA
 mon.example capped
 EOA
 caps_milter monitor monitor sender-domain 'category crm { sender = "@" }'
+
+# 4. Redis stops during a charge: the cancel the milter journals takes
+# the charge back from the month and from both windows.
+accounts <<EOA
+hang capped
+EOA
+caps_milter hang enforce header 'category crm { header = "X-Quota-Category" match = "^crm$" }'
+check "the charge in doubt had its cancel journaled" log_has hang \
+	'account hang: charge' 'in doubt, cancel journaled'
 finish

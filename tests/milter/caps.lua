@@ -4,7 +4,8 @@
 -- -D nextday the day after; the hours 13 and 14
 -- of it are the windows used. -D phase: rcpt (sender-domain accounts,
 -- decided at RCPT), eom (header accounts, decided at end of message),
--- monitor (sender-domain accounts, monitor mode).
+-- monitor (sender-domain accounts, monitor mode), hang (header accounts,
+-- Redis stopped during a charge: -D rpid its pid).
 dofile(lib)
 month = fmonth		-- the month of the fake clock, for usage() and uncounted()
 
@@ -184,6 +185,46 @@ cases.monitor = {
 		"monitor: the hour's would_refuse: the 2 beyond the cap")
 	check(usage("mon.example", "would_refuse") == "2", "monitor: the month's would_refuse too")
 	check(usage("mon.example", "refused") == "", "monitor: nothing refused")
+end },
+}
+
+cases.hang = {
+{ "a Redis hang during a charge leaves every window exact", function()
+	-- hang: hourly 3 (plan capped), header account.
+	local conn, e = one("127.0.0.1", { "<a@x.example>" }, crm("hang"))
+	check(accepted(e), "hang: the first message accepted")
+	mt.disconnect(conn)
+	os.execute("kill -STOP " .. rpid)
+	local good, err = pcall(function()
+		conn, e = one("127.0.0.1", { "<a@x.example>" }, crm("hang"))
+		check(refused(conn, e, "451", "4.3.0", "Quota service temporarily unavailable"),
+			"hang: Redis stopped during the charge: 451 4.3.0")
+		mt.disconnect(conn)
+	end)
+	os.execute("kill -CONT " .. rpid)
+	assert(good, err)
+	-- Redis now runs the charge it had in its buffers; the milter's
+	-- journal takes it back from the month and from both windows.
+	os.execute("sleep 3")
+	local total
+	for _ = 1, 100 do
+		total = win("hang", "13", "total")
+		if total == "1" then break end
+		os.execute("sleep 0.1")
+	end
+	check(total == "1", "hang: the hour counts 1 once the cancel is applied (" .. total .. ")")
+	check(win("hang", "day", "total") == "1", "hang: the day counts 1")
+	check(usage("hang", "total") == "1", "hang: the month counts 1")
+	-- The hour has exactly 2 left: the next 2 fit, the third meets the cap.
+	for i = 1, 3 do
+		conn, e = one("127.0.0.1", { "<a@x.example>" }, crm("hang"))
+		if i < 3 then
+			check(accepted(e), "hang: message " .. i .. " of the 2 left accepted")
+		else
+			check(e == SMFIR_REPLYCODE, "hang: then the cap")
+		end
+		mt.disconnect(conn)
+	end
 end },
 }
 
