@@ -1,5 +1,5 @@
 #!/bin/bash
-# t_caps_postfix.sh BUILD - hourly caps end to end: the real daemon (its
+# t_postfix_caps.sh BUILD - hourly caps end to end: the real daemon (its
 # clock held by libfaketime on a day of the future) attached to a
 # throwaway Postfix on loopback, a real redis-server, mail relayed to
 # smtp-sink. Sender-domain accounts: recipients beyond a cap get the
