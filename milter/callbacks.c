@@ -139,30 +139,56 @@ decision_log(SMFICTX *ctx, const struct conn_ctx *cc, long long units,
 }
 
 /*
- * reply - set the SMTP reply of a conf reply and return the matching
- * milter status: SMFIS_TEMPFAIL for 4xx, SMFIS_REJECT for 5xx.
+ * reply_status - set the SMTP reply of a conf reply, its variables those
+ * of quota status st (policy_quota_vars(): a cap's window and when it
+ * reopens), and return the matching milter status: SMFIS_TEMPFAIL for
+ * 4xx, SMFIS_REJECT for 5xx.
  */
 static sfsistat
-reply(SMFICTX *ctx, const struct conn_ctx *cc, enum qm_reply_id id, const char *reason)
+reply_status(SMFICTX *ctx, const struct conn_ctx *cc, enum qm_reply_id id, enum qm_status st,
+	     const char *reason)
 {
 	const struct qm_conf *conf = cc->rt->conf;
 	const struct qm_reply *r = &conf->replies[id];
 	const struct msg_ctx *m = &cc->msg;
 	struct policy_vars v = {
 		.account = m->account[0] ? m->account : NULL,
-		.plan = m->quota.plan[0] ? m->quota.plan : NULL,
 		.category = category_name(conf, m->category),
 		.header = conf->account.header,
 		.reason = reason,
-		.limit = m->quota.limit,
-		.used = m->quota.used,
 	};
+	char	clock[64];
 	char	text[512];
 
+	policy_quota_vars(&v, &m->quota, st, cc->rt->months, clock, sizeof(clock));
 	policy_format_reply(text, sizeof(text), r->text, &v);
 	if (smfi_setreply(ctx, (char *) r->code, (char *) r->xcode, text) != MI_SUCCESS)
 		msg_warn("%s: smfi_setreply %s %s failed", queue_id(ctx), r->code, r->xcode);
 	return r->code[0] == '4' ? SMFIS_TEMPFAIL : SMFIS_REJECT;
+}
+
+/* reply - reply_status() for a reply that is not about a cap: the month's numbers */
+static sfsistat
+reply(SMFICTX *ctx, const struct conn_ctx *cc, enum qm_reply_id id, const char *reason)
+{
+	return reply_status(ctx, cc, id, QM_STATUS_OK, reason);
+}
+
+/*
+ * status_detail - a quota status for the decision's log line; a cap's
+ * names its window and the window's use, "hourly_cap window=2026-12-03T14
+ * used=3/3"
+ */
+static const char *
+status_detail(char *buf, size_t len, const struct qm_quota *q, enum qm_status st)
+{
+	const struct qm_window *w = policy_status_window(q, st);
+
+	if (w == NULL)
+		return counters_status_name(st);
+	snprintf(buf, len, "%s window=%s used=%lld/%lld", counters_status_name(st),
+		 w->name[0] ? w->name : "-", w->used, w->cap);
+	return buf;
 }
 
 /* reply_final - is the conf's reply a permanent (5xx) refusal? */
@@ -182,16 +208,20 @@ copy_str(char *dst, size_t size, const char *src)
 	dst[len] = 0;
 }
 
-/* msg_entry - the message's charge as a journal entry (once per charge: no printf) */
+/*
+ * msg_entry - the message's charge as a journal entry (once per charge: no
+ * printf), in the month and hour window (counters_hour()) it was made in
+ */
 static void
-msg_entry(const struct conn_ctx *cc, const char *id, const char *month, long long units,
-	  struct journal_entry *e)
+msg_entry(const struct conn_ctx *cc, const char *id, const char *month, const char *hour,
+	  long long units, struct journal_entry *e)
 {
 	const struct msg_ctx *m = &cc->msg;
 
 	memset(e, 0, sizeof(*e));
 	copy_str(e->id, sizeof(e->id), id);
 	copy_str(e->month, sizeof(e->month), month);
+	copy_str(e->window, sizeof(e->window), hour);
 	copy_str(e->account, sizeof(e->account), m->account);
 	copy_str(e->category, sizeof(e->category), category_name(cc->rt->conf, m->category));
 	e->units = units;
@@ -210,7 +240,7 @@ charge_cancel(SMFICTX *ctx, struct conn_ctx *cc, struct journal *jr, long long u
 	struct journal_entry e;
 	char	jerr[256] = "no journal (see the journal setting)";
 
-	msg_entry(cc, m->quota.charge_id, m->quota.month, units, &e);
+	msg_entry(cc, m->quota.charge_id, m->quota.month, m->quota.hour.name, units, &e);
 	e.cancel = true;
 	if (jr != NULL && journal_append(jr, &e, jerr, sizeof(jerr)) == 0) {
 		msg_info("%s: account %s: charge %s in doubt, cancel journaled", queue_id(ctx),
@@ -219,6 +249,18 @@ charge_cancel(SMFICTX *ctx, struct conn_ctx *cc, struct journal *jr, long long u
 	}
 	msg_warn("%s: account %s: charge %s of %lld units may have been counted in Redis, "
 		 "and cannot be cancelled: %s", queue_id(ctx), m->account, e.id, units, jerr);
+}
+
+/* entry_now - a journal entry's month and hour: those of now; 0, or -1 */
+static int
+entry_now(const struct conn_ctx *cc, struct journal_entry *e)
+{
+	time_t	now = time(NULL);
+
+	if (counters_month(cc->rt->ctr, now, e->month) < 0
+	    || counters_hour(cc->rt->ctr, now, e->window) < 0)
+		return -1;
+	return 0;
 }
 
 /*
@@ -239,8 +281,8 @@ unavailable(SMFICTX *ctx, struct conn_ctx *cc, long long units, const char *err)
 		 * If the failed charge ran after all, its id keeps it from
 		 * counting twice; in the charge's month, which its cancel uses.
 		 */
-		msg_entry(cc, m->quota.charge_id, m->quota.month, units, &e);
-		if ((e.month[0] != 0 || counters_month(cc->rt->ctr, time(NULL), e.month) == 0)
+		msg_entry(cc, m->quota.charge_id, m->quota.month, m->quota.hour.name, units, &e);
+		if ((e.month[0] != 0 || entry_now(cc, &e) == 0)
 		    && journal_append(jr, &e, jerr, sizeof(jerr)) == 0) {
 			strip_headers(ctx, cc);
 			decision_log(ctx, cc, units, "accept-journaled", err);
@@ -557,22 +599,25 @@ rcpt_quota(struct conn_ctx *cc, long long units, char *err, size_t errlen)
 }
 
 /*
- * rcpt_refuse - refuse a recipient the quota has no room for; a final
+ * rcpt_refuse - refuse a recipient the quota has no room for, with the
+ * reply of what binds (policy_room(): the month 550, a cap 451); a final
  * refusal (5xx) is recorded, once a message for unit messages
  */
 static sfsistat
 rcpt_refuse(SMFICTX *ctx, struct conn_ctx *cc, long long units)
 {
 	struct msg_ctx *m = &cc->msg;
-	enum qm_status st = m->quota.status == QM_STATUS_OK ? QM_STATUS_EXHAUSTED
-	    : m->quota.status;
+	enum qm_status st = m->quota.status == QM_STATUS_OK
+	    ? policy_room(&m->quota, m->reserved).beyond : m->quota.status;
 	enum qm_reply_id id = policy_status_reply(st, false);
+	char	detail[128];
 
 	if (reply_final(cc, id))
 		refusal_add(cc, cc->rt->conf->unit == QM_UNIT_RECIPIENTS ? units
 			    : (m->refused == 0 && m->rcpt_ok == 0), m->quota.month);
-	decision_log(ctx, cc, units, "refuse-rcpt", counters_status_name(st));
-	return reply(ctx, cc, id, counters_status_name(st));
+	decision_log(ctx, cc, units, "refuse-rcpt",
+		     status_detail(detail, sizeof(detail), &m->quota, st));
+	return reply_status(ctx, cc, id, st, counters_status_name(st));
 }
 
 /*
@@ -731,10 +776,12 @@ inflight_charge(struct conn_ctx *cc, struct inflight *inf, const char *charge_id
 {
 	struct journal_entry e;
 	char	month[8];
+	char	hour[MONTH_WINDOW_LEN];
 
-	if (inf == NULL || counters_month(cc->rt->ctr, now, month) < 0)
+	if (inf == NULL || counters_month(cc->rt->ctr, now, month) < 0
+	    || counters_hour(cc->rt->ctr, now, hour) < 0)
 		return -1;
-	msg_entry(cc, charge_id, month, units, &e);
+	msg_entry(cc, charge_id, month, hour, units, &e);
 	return inflight_begin(inf, &e);
 }
 
@@ -748,6 +795,7 @@ charge_verdict(SMFICTX *ctx, struct conn_ctx *cc, long long units)
 	struct msg_ctx *m = &cc->msg;
 	const char *status = counters_status_name(m->quota.status);
 	enum qm_reply_id id;
+	char	detail[128];
 	sfsistat rc;
 
 	if (m->quota.status == QM_STATUS_OK || m->quota.status == QM_STATUS_OVER) {
@@ -757,9 +805,10 @@ charge_verdict(SMFICTX *ctx, struct conn_ctx *cc, long long units)
 		return SMFIS_CONTINUE;
 	}
 	id = policy_status_reply(m->quota.status, m->quota_from_peek || m->quota_from_cache);
-	decision_log(ctx, cc, units, reply_final(cc, id) ? "refuse" : "tempfail", status);
-	rc = reply(ctx, cc, id, status);
-	/* A 451 (race, unknown plan) is retried: only a 5xx is recorded. */
+	decision_log(ctx, cc, units, reply_final(cc, id) ? "refuse" : "tempfail",
+		     status_detail(detail, sizeof(detail), &m->quota, m->quota.status));
+	rc = reply_status(ctx, cc, id, m->quota.status, status);
+	/* A 451 (race, unknown plan, a cap) is retried: only a 5xx is recorded. */
 	if (reply_final(cc, id)) {
 		refusal_add(cc, units, m->quota.month);
 		refusals_record(cc);

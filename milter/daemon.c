@@ -108,6 +108,7 @@ runtime_load(const char *path, char *err, size_t errlen)
 	rt->conf = conf;
 	rt->ctr = ctr;
 	rt->needs = policy_needs(conf);
+	rt->months = start_months;
 	rt->refs = 1;
 	return rt;
 }

@@ -24,6 +24,7 @@ struct runtime {
 	struct qm_conf *conf;
 	struct counters *ctr;
 	struct policy_needs needs;	/* policy_needs(conf) */
+	const struct month_table *months;	/* the zone's, for the times in replies */
 	int	refs;			/* daemon.c's, under its lock */
 };
 

@@ -6,6 +6,7 @@
  */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -363,33 +364,117 @@ policy_message_units(const struct qm_conf *conf, long long nrcpt)
 	return conf->unit == QM_UNIT_RECIPIENTS ? nrcpt : 1;
 }
 
-/* policy_fits - do `more` units fit, with `reserved` already promised? */
+/*
+ * window_room - units that still fit a limit (QM_UNLIMITED or below:
+ * LLONG_MAX) with used and reserved taken; 0 when none, or when the
+ * numbers make no sense (Redis should never give them)
+ */
+static long long
+window_room(long long limit, long long used, long long reserved)
+{
+	long long room;
+
+	if (limit < 0)
+		return LLONG_MAX;
+	if (used < 0 || reserved < 0 || __builtin_sub_overflow(limit, used, &room)
+	    || __builtin_sub_overflow(room, reserved, &room) || room < 0)
+		return 0;
+	return room;
+}
+
+/* policy_room - the room q leaves with `reserved` units already promised */
+struct policy_room
+policy_room(const struct qm_quota *q, long long reserved)
+{
+	const struct {
+		long long limit, used;
+		enum qm_status beyond;
+	} windows[] = {		/* quota.lua's order: the first binds on a tie */
+		{ q->limit, q->used, QM_STATUS_EXHAUSTED },
+		{ q->day.cap, q->day.used, QM_STATUS_DAILY_CAP },
+		{ q->hour.cap, q->hour.used, QM_STATUS_HOURLY_CAP },
+	};
+	struct policy_room r = { LLONG_MAX, QM_STATUS_OK };
+	size_t	i;
+
+	for (i = 0; i < sizeof(windows) / sizeof(windows[0]); i++) {
+		long long room = window_room(windows[i].limit, windows[i].used, reserved);
+
+		if (windows[i].limit >= 0 && (r.beyond == QM_STATUS_OK || room < r.units)) {
+			r.units = room;
+			r.beyond = windows[i].beyond;
+		}
+	}
+	return r;
+}
+
+/* policy_fits - do `more` units fit every window, with `reserved` already promised? */
 bool
 policy_fits(const struct qm_quota *q, long long reserved, long long more)
 {
-	if (q->limit == QM_UNLIMITED)
-		return true;
-	return q->used + reserved + more <= q->limit;
+	return more <= policy_room(q, reserved).units;
 }
 
-/* policy_far_from_limit - do `more` units fit and leave a tenth of the limit? */
-bool
-policy_far_from_limit(const struct qm_quota *q, long long reserved, long long more)
+/*
+ * far_from - do `more` units fit a limit with `reserved` promised and
+ * leave a tenth of it, at least POLICY_FAR_MIN units?
+ */
+static bool
+far_from(long long limit, long long used, long long reserved, long long more)
 {
 	long long margin;
 	long long need;
 
-	if (q->status != QM_STATUS_OK)
-		return false;
-	if (q->limit == QM_UNLIMITED)
+	if (limit < 0)
 		return true;
-	margin = q->limit / 10 > POLICY_FAR_MIN ? q->limit / 10 : POLICY_FAR_MIN;
-	if (q->used < 0 || reserved < 0 || more < 0
-	    || __builtin_add_overflow(q->used, reserved, &need)
+	margin = limit / 10 > POLICY_FAR_MIN ? limit / 10 : POLICY_FAR_MIN;
+	if (used < 0 || reserved < 0 || more < 0
+	    || __builtin_add_overflow(used, reserved, &need)
 	    || __builtin_add_overflow(need, more, &need)
 	    || __builtin_add_overflow(need, margin, &need))
 		return false;
-	return need <= q->limit;
+	return need <= limit;
+}
+
+/* policy_far_from_limit - far from the month's limit and from every cap? */
+bool
+policy_far_from_limit(const struct qm_quota *q, long long reserved, long long more)
+{
+	return q->status == QM_STATUS_OK
+	    && far_from(q->limit, q->used, reserved, more)
+	    && far_from(q->day.cap, q->day.used, reserved, more)
+	    && far_from(q->hour.cap, q->hour.used, reserved, more);
+}
+
+/* policy_status_window - the window a cap status speaks of, or NULL */
+const struct qm_window *
+policy_status_window(const struct qm_quota *q, enum qm_status status)
+{
+	if (status == QM_STATUS_DAILY_CAP)
+		return &q->day;
+	if (status == QM_STATUS_HOURLY_CAP)
+		return &q->hour;
+	return NULL;
+}
+
+/* policy_quota_vars - the reply variables of a quota status */
+void
+policy_quota_vars(struct policy_vars *v, const struct qm_quota *q, enum qm_status status,
+		  const struct month_table *months, char *clock, size_t clocklen)
+{
+	const struct qm_window *w = policy_status_window(q, status);
+
+	v->plan = q->plan[0] ? q->plan : NULL;
+	v->limit = q->limit;
+	v->used = q->used;
+	if (w == NULL)
+		return;
+	v->limit = w->cap;
+	v->used = w->used;
+	v->window = w->name[0] ? w->name : NULL;
+	if (months != NULL && w->end > 0 && clocklen > 0
+	    && month_clock(months, w->end, status == QM_STATUS_DAILY_CAP, clock, clocklen))
+		v->retry_after = clock;
 }
 
 /* Output of policy_format_reply(): stops at the first byte that does not fit. */

@@ -123,21 +123,44 @@ long long policy_rcpt_units(const struct qm_conf *conf, long long accepted);
 long long policy_message_units(const struct qm_conf *conf, long long nrcpt);
 
 /*
- * policy_fits - do `more` units fit the peeked quota q, with `reserved`
- * units already promised to earlier recipients of this message?
+ * The room a peeked quota leaves: how many more units fit the month and
+ * every capped window (struct qm_window with a cap >= 0) at once, and the
+ * status that refuses a unit beyond. On a tie the month binds, then the
+ * day, then the hour: the order in which quota.lua decides.
+ */
+struct policy_room {
+	long long units;		/* units that still fit (0 or more); LLONG_MAX: no limit */
+	enum qm_status beyond;		/* QM_STATUS_EXHAUSTED, _DAILY_CAP or _HOURLY_CAP;
+					 * QM_STATUS_OK when nothing limits */
+};
+
+/* policy_room - the room q leaves with `reserved` units already promised */
+struct policy_room policy_room(const struct qm_quota *q, long long reserved);
+
+/*
+ * policy_fits - do `more` units fit the peeked quota q (the month and
+ * every capped window), with `reserved` units already promised to earlier
+ * recipients of this message?
  */
 bool	policy_fits(const struct qm_quota *q, long long reserved, long long more);
 
 /*
  * policy_far_from_limit - does q (status ok) let `more` units fit with
  * `reserved` promised and still leave a tenth of its limit, at least
- * POLICY_FAR_MIN units? Then a quota under a second old may accept a
- * recipient without a peek at Redis: the rest of the fleet is unlikely to
- * send that much within the second, and the charge at end of message
- * still refuses what does not fit (451, retried).
+ * POLICY_FAR_MIN units, in the month and in every capped window? Then a
+ * quota under a second old may accept a recipient without a peek at
+ * Redis: the rest of the fleet is unlikely to send that much within the
+ * second, and the charge at end of message still refuses what does not
+ * fit (451, retried).
  */
 #define POLICY_FAR_MIN	100
 bool	policy_far_from_limit(const struct qm_quota *q, long long reserved, long long more);
+
+/*
+ * policy_status_window - the window a cap status speaks of (&q->day for
+ * QM_STATUS_DAILY_CAP, &q->hour for QM_STATUS_HOURLY_CAP), else NULL
+ */
+const struct qm_window *policy_status_window(const struct qm_quota *q, enum qm_status status);
 
 /* Values a reply template may use. NULL strings print as "-". */
 struct policy_vars {
@@ -151,6 +174,17 @@ struct policy_vars {
 	long long limit;		/* QM_UNLIMITED prints "unlimited" */
 	long long used;
 };
+
+/*
+ * policy_quota_vars - the reply variables a quota status gives: $plan,
+ * and for a cap $limit and $used of its window, $window and $retry_after
+ * (when the window ends on the clock of months: the hour as "15:00 UTC",
+ * the day with its date), written into clock (clocklen bytes); for any
+ * other status $limit and $used of the month. The other fields of v are
+ * left as they are.
+ */
+void	policy_quota_vars(struct policy_vars *v, const struct qm_quota *q, enum qm_status status,
+		const struct month_table *months, char *clock, size_t clocklen);
 
 /*
  * policy_format_reply - expand a template into buf, safe for

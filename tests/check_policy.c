@@ -351,10 +351,13 @@ START_TEST(reply_escaping)
 }
 END_TEST
 
+/* NO_CAPS - the windows of a quota of an account without caps */
+#define NO_CAPS	.day = { .cap = QM_UNLIMITED }, .hour = { .cap = QM_UNLIMITED }
+
 START_TEST(units_and_fit)
 {
 	struct qm_conf *conf = load(base_conf);
-	struct qm_quota q = { .status = QM_STATUS_OK, .limit = 10, .used = 8 };
+	struct qm_quota q = { .status = QM_STATUS_OK, .limit = 10, .used = 8, NO_CAPS };
 
 	ck_assert_int_eq(policy_rcpt_units(conf, 0), 1);
 	ck_assert_int_eq(policy_rcpt_units(conf, 5), 1);
@@ -377,7 +380,7 @@ END_TEST
 /* policy_far_from_limit: what a recent quota may decide without asking Redis */
 START_TEST(far_from_limit)
 {
-	struct qm_quota q = { .status = QM_STATUS_OK, .limit = 10000, .used = 8999 };
+	struct qm_quota q = { .status = QM_STATUS_OK, .limit = 10000, .used = 8999, NO_CAPS };
 
 	/* A tenth of 10 000 must stay: 8999 + 1 + 1000 fits, one more does not. */
 	ck_assert(policy_far_from_limit(&q, 0, 1));
@@ -420,6 +423,141 @@ START_TEST(far_from_limit)
 }
 END_TEST
 
+/* policy_room: the month and every capped window, and which one refuses beyond */
+START_TEST(room_across_windows)
+{
+	static const struct {
+		long long limit, used, day_cap, day_used, hour_cap, hour_used, reserved;
+		long long units;
+		enum qm_status beyond;
+	} cases[] = {
+		/* No cap at all: the month alone, as before caps. */
+		{ 10, 8, QM_UNLIMITED, 0, QM_UNLIMITED, 0, 0, 2, QM_STATUS_EXHAUSTED },
+		{ QM_UNLIMITED, 5, QM_UNLIMITED, 0, QM_UNLIMITED, 0, 0, LLONG_MAX, QM_STATUS_OK },
+		/* The hour is the tightest: it refuses beyond. */
+		{ 100, 10, 50, 10, 3, 1, 0, 2, QM_STATUS_HOURLY_CAP },
+		{ 100, 10, 50, 10, 3, 1, 1, 1, QM_STATUS_HOURLY_CAP },
+		{ 100, 10, 50, 10, 3, 3, 0, 0, QM_STATUS_HOURLY_CAP },
+		/* The day is tighter than the hour. */
+		{ 100, 10, 12, 10, 5, 0, 0, 2, QM_STATUS_DAILY_CAP },
+		/* Ties: the month first, then the day (quota.lua's order). */
+		{ 12, 10, 12, 10, 2, 0, 0, 2, QM_STATUS_EXHAUSTED },
+		{ 100, 10, 12, 10, 2, 0, 0, 2, QM_STATUS_DAILY_CAP },
+		/* Unlimited month, capped hour; a cap of 0 leaves nothing. */
+		{ QM_UNLIMITED, 9, QM_UNLIMITED, 0, 7, 2, 0, 5, QM_STATUS_HOURLY_CAP },
+		{ QM_UNLIMITED, 0, 0, 0, QM_UNLIMITED, 0, 0, 0, QM_STATUS_DAILY_CAP },
+		/* Over a cap already (lowered cap): no room, never negative. */
+		{ 100, 10, 50, 10, 3, 7, 0, 0, QM_STATUS_HOURLY_CAP },
+		/* Numbers Redis should never give: no room rather than overflow. */
+		{ LLONG_MAX, -5, QM_UNLIMITED, 0, QM_UNLIMITED, 0, 0, 0, QM_STATUS_EXHAUSTED },
+		{ 100, 0, 50, 0, LLONG_MAX, 0, LLONG_MAX, 0, QM_STATUS_EXHAUSTED },
+	};
+	size_t	i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct qm_quota q = {
+			.status = QM_STATUS_OK, .limit = cases[i].limit, .used = cases[i].used,
+			.day = { .cap = cases[i].day_cap, .used = cases[i].day_used },
+			.hour = { .cap = cases[i].hour_cap, .used = cases[i].hour_used },
+		};
+		struct policy_room r = policy_room(&q, cases[i].reserved);
+
+		ck_assert_msg(r.units == cases[i].units && r.beyond == cases[i].beyond,
+			      "case %zu: room %lld beyond %d", i, r.units, (int) r.beyond);
+		/* policy_fits() agrees with the room, up to its last unit. */
+		ck_assert_msg(cases[i].units == LLONG_MAX
+			      || (policy_fits(&q, cases[i].reserved, cases[i].units)
+				  && !policy_fits(&q, cases[i].reserved, cases[i].units + 1)),
+			      "case %zu: policy_fits disagrees", i);
+	}
+}
+END_TEST
+
+/* policy_far_from_limit: every capped window must be far from its cap too */
+START_TEST(far_from_caps)
+{
+	struct qm_quota q = { .status = QM_STATUS_OK, .limit = QM_UNLIMITED, .used = 0, NO_CAPS };
+
+	ck_assert(policy_far_from_limit(&q, 0, 1));
+	/* An hourly cap of 3 is never far: a peek decides each recipient. */
+	q.hour.cap = 3;
+	ck_assert(!policy_far_from_limit(&q, 0, 1));
+	/* A day of 2000: a tenth (200) must stay, as for the month. */
+	q.hour.cap = QM_UNLIMITED;
+	q.day.cap = 2000;
+	q.day.used = 1799;
+	ck_assert(policy_far_from_limit(&q, 0, 1));
+	ck_assert(!policy_far_from_limit(&q, 1, 1));
+	/* Far from the month, but the hour is near its cap. */
+	q.limit = 100000;
+	q.used = 10;
+	q.day.used = 0;
+	q.hour.cap = 500;
+	q.hour.used = 500 - POLICY_FAR_MIN - 1;
+	ck_assert(policy_far_from_limit(&q, 0, 1));
+	q.hour.used++;
+	ck_assert(!policy_far_from_limit(&q, 0, 1));
+	ck_assert(policy_fits(&q, 0, 1));
+	/* Hostile numbers in a window: no overflow, no answer. */
+	q.hour.cap = LLONG_MAX;
+	q.hour.used = LLONG_MAX - 10;
+	ck_assert(!policy_far_from_limit(&q, 5, 5));
+	q.hour.used = -1;
+	ck_assert(!policy_far_from_limit(&q, 0, 1));
+}
+END_TEST
+
+/* policy_quota_vars: $limit $used $window $retry_after of each status */
+START_TEST(quota_vars)
+{
+	char	err[256];
+	struct month_table *months = month_table_create("UTC", err, sizeof(err));
+	struct month_table *berlin = month_table_create("Europe/Berlin", err, sizeof(err));
+	struct qm_quota q = {
+		.status = QM_STATUS_HOURLY_CAP, .plan = "basic", .limit = 10000, .used = 42,
+		.day = { "2026-12-03", 500, 40, 1796342400 },		/* 2026-12-04 00:00 UTC */
+		.hour = { "2026-12-03T14", 3, 3, 1796310000 },	/* 2026-12-03 15:00 UTC */
+	};
+	struct policy_vars v = { .account = "acme" };
+	char	clock[64];
+	char	buf[256];
+
+	ck_assert_ptr_nonnull(months);
+	ck_assert_ptr_nonnull(berlin);
+	ck_assert_ptr_eq(policy_status_window(&q, QM_STATUS_HOURLY_CAP), &q.hour);
+	ck_assert_ptr_eq(policy_status_window(&q, QM_STATUS_DAILY_CAP), &q.day);
+	ck_assert_ptr_null(policy_status_window(&q, QM_STATUS_EXHAUSTED));
+
+	policy_quota_vars(&v, &q, QM_STATUS_HOURLY_CAP, months, clock, sizeof(clock));
+	policy_format_reply(buf, sizeof(buf), "$account $plan $used/$limit $window $retry_after", &v);
+	ck_assert_str_eq(buf, "acme basic 3/3 2026-12-03T14 15:00 UTC");
+
+	v = (struct policy_vars) { .account = "acme" };
+	policy_quota_vars(&v, &q, QM_STATUS_DAILY_CAP, berlin, clock, sizeof(clock));
+	policy_format_reply(buf, sizeof(buf), "$used/$limit $window $retry_after", &v);
+	ck_assert_str_eq(buf, "40/500 2026-12-03 2026-12-04 01:00 CET");
+
+	/* The month's statuses: its limit and use, no window. */
+	v = (struct policy_vars) { 0 };
+	policy_quota_vars(&v, &q, QM_STATUS_EXHAUSTED, months, clock, sizeof(clock));
+	policy_format_reply(buf, sizeof(buf), "$used/$limit $window $retry_after", &v);
+	ck_assert_str_eq(buf, "42/10000 - -");
+
+	/* The default texts name the window's cap and when it reopens. */
+	struct qm_conf *conf = load(base_conf);
+
+	v = (struct policy_vars) { .account = "acme" };
+	policy_quota_vars(&v, &q, QM_STATUS_HOURLY_CAP, months, clock, sizeof(clock));
+	policy_format_reply(buf, sizeof(buf), conf->replies[QM_REPLY_HOURLY_CAP].text, &v);
+	ck_assert_msg(strstr(buf, " 3 ") != NULL && strstr(buf, "15:00 UTC") != NULL, "%s", buf);
+	ck_assert_str_eq(conf->replies[QM_REPLY_HOURLY_CAP].code, "451");
+	ck_assert_str_eq(conf->replies[QM_REPLY_DAILY_CAP].xcode, "4.7.1");
+	conf_free(conf);
+	month_table_free(months);
+	month_table_free(berlin);
+}
+END_TEST
+
 START_TEST(status_replies)
 {
 	ck_assert_int_eq(policy_status_reply(QM_STATUS_EXHAUSTED, false), QM_REPLY_EXHAUSTED);
@@ -429,6 +567,8 @@ START_TEST(status_replies)
 	ck_assert_int_eq(policy_status_reply(QM_STATUS_NO_PLAN, false), QM_REPLY_NO_PLAN);
 	ck_assert_int_eq(policy_status_reply(QM_STATUS_UNKNOWN_PLAN, false), QM_REPLY_UNKNOWN_PLAN);
 	ck_assert_int_eq(policy_status_reply(QM_STATUS_UNAVAILABLE, false), QM_REPLY_UNAVAILABLE);
+	ck_assert_int_eq(policy_status_reply(QM_STATUS_DAILY_CAP, true), QM_REPLY_DAILY_CAP);
+	ck_assert_int_eq(policy_status_reply(QM_STATUS_HOURLY_CAP, false), QM_REPLY_HOURLY_CAP);
 	ck_assert_int_eq(policy_status_reply(QM_STATUS_OK, false), QM_REPLY_COUNT);
 	ck_assert_int_eq(policy_status_reply(QM_STATUS_OVER, false), QM_REPLY_COUNT);
 }
@@ -512,6 +652,9 @@ main(void)
 	tcase_add_test(tc, reply_escaping);
 	tcase_add_test(tc, units_and_fit);
 	tcase_add_test(tc, far_from_limit);
+	tcase_add_test(tc, room_across_windows);
+	tcase_add_test(tc, far_from_caps);
+	tcase_add_test(tc, quota_vars);
 	tcase_add_test(tc, status_replies);
 	tcase_add_test(tc, header_slots);
 	tcase_add_test(tc, needs_per_conf);

@@ -50,7 +50,8 @@ for sock in unix inet; do
 done
 check_eq "no peers in QUICK mode" "" "$(value peers)"
 check "the table says the peers were not run in QUICK mode" grep -q 'not run in QUICK mode' "$out"
-for cfg in count_unix count_inet count_unix_ru count_inet_ru hdr_unix hdr_inet; do
+for cfg in count_unix count_inet count_unix_ru count_inet_ru hdr_unix hdr_inet count_month_unix \
+	count_caps_unix; do
 	c=$(value "counted.$cfg")
 	check "$cfg counted every accepted message once ($c)" \
 		awk -v c="$c" 'BEGIN { split(c, a, "/"); exit !(a[1] > 0 && a[1] == a[2]) }'

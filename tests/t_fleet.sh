@@ -14,6 +14,8 @@
 #   E      sender-domain   recipients  1-4 recipients (refused one by one at RCPT),
 #                                      then 1-recipient fillers
 #   F      sender-domain   messages    1-3 recipients
+#   G      sender-domain   recipients  1-4 recipients against an hourly cap
+#                                      (451 at RCPT), then 1-recipient fillers
 #
 # Why the limit is reached exactly, however the race goes: a message is
 # refused (at RCPT or end of data, 5xx or the 451 race reply) only when the
@@ -27,6 +29,7 @@ cd "$(dirname "$0")/.."
 . tests/postfix.sh
 build=${1:-build}
 LIMIT=50
+CAP=30			# phase G's hourly cap
 LOOPS=8			# client loops per round, alternating between the hosts
 LOOP_SECS=60		# a round that takes longer is killed and fails
 SMTP_TIMEOUT=20
@@ -35,12 +38,14 @@ t0=$SECONDS
 [ -x "$build/quota-milter" ] || { notok "$build/quota-milter is built"; finish; }
 
 # fleet_conf FILE SOCKET UNIT SOURCE - the shipped conf with a test's socket
-# and Redis, unit recipients|messages, accounts from header|sender-domain.
+# and Redis, unit recipients|messages, accounts from header|sender-domain,
+# and plan capped (hourly CAP).
 # timeout_ms 2000: this test is about races, not latency; on a loaded
 # 2-core machine a Redis reply can take over the shipped 250 ms, and a
 # charge that times out after Redis applied it is tempfailed yet counted.
 fleet_conf() {
-	write_conf "$1" "$2" "" "s|^unit .*|unit = \"$3\"|" "s|timeout_ms *= *[0-9]*|timeout_ms = 2000|"
+	write_conf "$1" "$2" "plan capped { monthly = 1000  daily = 500  hourly = $CAP }" \
+		"s|^unit .*|unit = \"$3\"|" "s|timeout_ms *= *[0-9]*|timeout_ms = 2000|"
 	[ "$4" = sender-domain ] || return 0
 	# the shipped account section and categories out, these in
 	sed -i -e '/^account[ \t]*{/,/^}/d' -e '/^category /d' "$1"
@@ -289,6 +294,8 @@ postfix_start "$T/pf2" "$SMTP2" "$(postfix_milter_conf "inet:127.0.0.1:$MPORT2")
 PF2=$PF_DIR
 ok "two Postfix hosts, each with its own quota-milter, one Redis"
 
+# FLEET_PHASES=g runs phase G alone (phases A-F are this test's bulk).
+if [ "${FLEET_PHASES:-all}" = all ]; then
 # A. Header accounts, 1-recipient messages: 8 loops x 15 = 120 for 50.
 phase a fleet-a
 round r1 15 header "$ACCOUNT" 1
@@ -339,6 +346,60 @@ check "f: multi-recipient messages were accepted (a message is one unit)" \
 # Every key is one of the contract's.
 check_eq "every Redis key is an account, usage, warned or events key" "" \
 	"$(rcli --scan | grep -vxE "qm:(account|usage|warned):\{fleet-[a-f](\.example)?\}(:$month)?|qm:charge:\{fleet-[a-f](\.example)?\}:[0-9a-f]{16}|qm:events")"
+fi
+milters_down
+
+# G. An hourly cap instead of the month: sender-domain accounts, 1 to 4
+# recipients, the recipients beyond the cap get its 451 at RCPT one by
+# one (or, raced by the other host, the message its 451 at end of data);
+# then fillers. The milters' clock is held by libfaketime in one hour of
+# the future: the round cannot straddle an hour, and the window hashes
+# live (they expire an hour after the window, in Redis's real time).
+libft=$(find /usr/lib -name libfaketimeMT.so.1 2>/dev/null | head -n 1)
+if [ -z "$libft" ]; then
+	notok "g: libfaketime is installed (make check installs it)"
+else
+	echo "2027-03-10 13:30:00" > "$T/clock"
+	TZ=UTC FAKETIME_TIMESTAMP_FILE="$T/clock" FAKETIME_NO_CACHE=1 \
+	FAKETIME_DONT_FAKE_MONOTONIC=1 LD_PRELOAD="$libft" \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:verify_asan_link_order=0 \
+		milters_up sd-cap recipients sender-domain
+	month=2027-03
+	phase g fleet-g.example
+	rcli HSET "qm:account:{$ACCOUNT}" plan capped >/dev/null
+	rcli HDEL "qm:account:{$ACCOUNT}" limit >/dev/null
+	round r1 6 sender-domain "$ACCOUNT" 4 3 2 4 3 1
+	round r2 3 sender-domain "$ACCOUNT" 1
+	tally
+	echo "# g: $SENT messages sent, $ACC_MSGS accepted ($ACC_RCPTS recipients);" \
+		"RCPT 4xx $RCPT_4XX, end-of-data 451 $EOM_451"
+	check_eq "g: every SMTP dialogue completed" 0 "$FAILED"
+	check_eq "g: recipients accepted per the SMTP replies == the hourly cap" "$CAP" "$ACC_RCPTS"
+	check_eq "g: the hour's hash total == accepted" "$ACC_RCPTS" \
+		"$(rcli HGET "qm:usage:{$ACCOUNT}:2027-03-10T13" total)"
+	check_eq "g: the day's hash total == accepted" "$ACC_RCPTS" \
+		"$(rcli HGET "qm:usage:{$ACCOUNT}:2027-03-10" total)"
+	check_eq "g: the month's total == accepted" "$ACC_RCPTS" "$(usage "$ACCOUNT" total)"
+	check_eq "g: the hour's messages == messages accepted" "$ACC_MSGS" \
+		"$(rcli HGET "qm:usage:{$ACCOUNT}:2027-03-10T13" messages)"
+	check "g: the cap refused at RCPT" test "$RCPT_4XX" -gt 0
+	check_eq "g: no 5xx" "0 0" "$RCPT_5XX $EOM_5XX_MSGS"
+	check_eq "g: nothing recorded as refused" "" "$(usage "$ACCOUNT" refused)"
+	check_eq "g: the only refusal is the hourly cap's" "" \
+		"$(grep -vxF "451 4.7.1 Hourly sending limit of $CAP emails reached for account $ACCOUNT, try again after 14:00 UTC" <<<"$REPLIES")"
+	check_eq "g: one cap event" "cap/" "$(events "$ACCOUNT")"
+	a1=$(accepts_logged 1) a2=$(accepts_logged 2)
+	check_eq "g: daemons logged one accept per accepted message" "$ACC_MSGS" "$((a1 + a2))"
+	check "g: both hosts took part ($a1 + $a2 accepted)" test "$a1" -gt 0 -a "$a2" -gt 0
+	if wait_queues; then
+		check_eq "g: smtp-sinks got exactly the accepted recipients" "$ACC_RCPTS" "$(delivered_rcpts)"
+	else
+		notok "g: queues drained"
+	fi
+	check_eq "g: its keys are the account, the month, the day, the hour, charges, events" "" \
+		"$(rcli --scan | grep -F '{fleet-g' | grep -vxE "qm:(account|usage):\{fleet-g\.example\}(:2027-03(-10(T13)?)?)?|qm:charge:\{fleet-g\.example\}:[0-9a-f]{16}")"
+	milters_down
+fi
 
 for d in "$PF1" "$PF2"; do
 	n=$(basename "$d")
@@ -348,6 +409,5 @@ for d in "$PF1" "$PF2"; do
 		"$(grep -E '(warning|error|fatal|panic):.*milter' "$d/maillog" | head -3)"
 done
 postfix_stop_all
-milters_down
 echo "# t_fleet.sh took $((SECONDS - t0))s"
 finish

@@ -235,7 +235,8 @@ mt_accept accept
 mt_accept accept
 jfiles() { find "$T/journal" -name '*.log' 2>/dev/null | sort; }
 check_eq "two entries journaled" 2 "$(cat $(jfiles) /dev/null | wc -l)"
-check "journal entry names account, category, units" grep -qE ' jco crm 1 0$' $(jfiles) /dev/null
+check "journal entry names account, category, units and the hour" \
+	grep -qE " jco crm 1 0 $month-[0-9]{2}T[0-9]{2}\$" $(jfiles) /dev/null
 cp $(jfiles) "$T/saved.log"
 printf 'garbage line\n' > "$T/journal/journal.1.1.log"
 redis_start "$REDIS_PORT"

@@ -29,6 +29,8 @@
 #      inet, Redis over TCP or a unix socket; 4h: the shipped conf with
 #      X-Quota-Account/-Category headers (decided at end of message, the
 #      headers stripped)
+#   4m 4 on a plan with a monthly quota only (1e9), unix socket, Redis TCP;
+#   4c the same with hourly and daily caps (1e9 each): what the caps cost
 #   5  the peers, Debian's packages (`make bench` installs them with
 #      tests/bench/peers.sh): rspamd's milter proxy scanning by itself with
 #      only its ratelimit module (Redis TCP), and postfwd as a policy
@@ -49,6 +51,9 @@
 #                  (BENCH_CG=1 runs it tiny), no peers: what the smoke test
 #                  (tests/t_bench_smoke.sh) uses
 #   BENCH_PEERS    1 runs the peers (the default but with BENCH_QUICK), 0 not
+#   BENCH_ONLY=caps  only 1, 4m and 4c through Postfix and their Redis
+#                  figures: what the caps cost, in minutes (the rest of the
+#                  table stays empty)
 #   BENCH_OUT      the table (default bench/RESULTS.md)
 #   BENCH_DATA     if set, also key=value results there (for the smoke test)
 #   KEEP_TEST_DIR=1  keep the temporary folder (logs, confs, callgrind files)
@@ -109,9 +114,15 @@ r() { redis-cli -p "$RPORT" --raw "$@"; }
 # (libmilter and Postfix syntax), quota-milter's conf, Redis address and
 # database, message (plain or hdr)
 QM_CFGS=(nothing_unix nothing_inet nothing_env_unix nothing_env_inet count_unix count_inet
-	count_unix_ru count_inet_ru hdr_unix hdr_inet)
+	count_unix_ru count_inet_ru hdr_unix hdr_inet count_month_unix count_caps_unix)
 PEER_CFGS=(peer_rspamd peer_postfwd)
 CFGS=(none null_unix null_inet "${QM_CFGS[@]}")	# and the peers that start
+ONLY=${BENCH_ONLY:-}
+if [ "$ONLY" = caps ]; then
+	QM_CFGS=(count_month_unix count_caps_unix)
+	CFGS=(none "${QM_CFGS[@]}")
+	PEERS=0 CG=0
+fi
 declare -A LABEL=(
 	[none]="1. Postfix, no milter"
 	[null_unix]="2. null libmilter milter (answers continue), unix socket"
@@ -126,35 +137,45 @@ declare -A LABEL=(
 	[count_inet_ru]="4. counting every message, inet socket, Redis unix socket"
 	[hdr_unix]="4h. counting, header account (shipped conf), unix socket, Redis TCP"
 	[hdr_inet]="4h. counting, header account (shipped conf), inet socket, Redis TCP"
+	[count_month_unix]="4m. counting every message, the monthly quota only, unix socket, Redis TCP"
+	[count_caps_unix]="4c. counting every message with hourly and daily caps, unix socket, Redis TCP"
 	[peer_rspamd]="5. peer: rspamd's milter proxy, ratelimit module only, inet socket, Redis TCP"
 	[peer_postfwd]="5. peer: postfwd policy server, one rate rule"
 )
 declare -A KIND=([none]=none [null_unix]=null [null_inet]=null [nothing_unix]=nothing
 	[nothing_inet]=nothing [nothing_env_unix]=nothing [nothing_env_inet]=nothing
 	[count_unix]=count [count_inet]=count [count_unix_ru]=count [count_inet_ru]=count
-	[hdr_unix]=hdr [hdr_inet]=hdr [peer_rspamd]=peer [peer_postfwd]=peer)
+	[hdr_unix]=hdr [hdr_inet]=hdr [peer_rspamd]=peer [peer_postfwd]=peer
+	[count_month_unix]=count [count_caps_unix]=count)
 # the conf: shipped (header account and categories), count (sender-domain account, a
 # category every sender matches), envnone (the same, a category no sender matches)
 declare -A CONF=([nothing_unix]=shipped [nothing_inet]=shipped [nothing_env_unix]=envnone
 	[nothing_env_inet]=envnone [count_unix]=count [count_inet]=count [count_unix_ru]=count
-	[count_inet_ru]=count [hdr_unix]=shipped [hdr_inet]=shipped)
+	[count_inet_ru]=count [hdr_unix]=shipped [hdr_inet]=shipped [count_month_unix]=count
+	[count_caps_unix]=count)
+# the account's plan: enterprise (unlimited), but for 4m and 4c (their plans
+# are in every generated conf)
+declare -A PLAN=([count_month_unix]=benchmonth [count_caps_unix]=benchcaps)
+BENCH_PLANS='plan benchmonth { monthly = 1000000000 }
+plan benchcaps { monthly = 1000000000  daily = 1000000000  hourly = 1000000000 }'
 declare -A RADDR=([nothing_unix]=tcp [nothing_inet]=tcp [nothing_env_unix]=tcp
 	[nothing_env_inet]=tcp [count_unix]=tcp [count_inet]=tcp
-	[count_unix_ru]=unix [count_inet_ru]=unix [hdr_unix]=tcp [hdr_inet]=tcp)
+	[count_unix_ru]=unix [count_inet_ru]=unix [hdr_unix]=tcp [hdr_inet]=tcp
+	[count_month_unix]=tcp [count_caps_unix]=tcp)
 declare -A DB=([nothing_unix]=1 [nothing_inet]=2 [count_unix]=3 [count_inet]=4
 	[count_unix_ru]=5 [count_inet_ru]=6 [hdr_unix]=7 [hdr_inet]=8 [nothing_env_unix]=11
-	[nothing_env_inet]=12 [peer_rspamd]=13)
+	[nothing_env_inet]=12 [peer_rspamd]=13 [count_month_unix]=14 [count_caps_unix]=15)
 declare -A MSPEC PFSPEC PFOPT SMTP_PORT MPID EXPECTED STEPS NEGO NOTRUN
 # the comparisons the issue sets: counting vs counting nothing on the same socket, with
 # the same conf (a conf that reads headers cannot let mail pass before its end)
 declare -A SAME_SOCKET=([count_unix]=nothing_env_unix [count_inet]=nothing_env_inet
 	[count_unix_ru]=nothing_env_unix [count_inet_ru]=nothing_env_inet [hdr_unix]=nothing_unix
-	[hdr_inet]=nothing_inet)
+	[hdr_inet]=nothing_inet [count_month_unix]=nothing_env_unix [count_caps_unix]=nothing_env_unix)
 # and against the null libmilter milter on the same socket, which negotiates
 # the steps of 3e (and so of 4)
 declare -A NULL_SAME=([nothing_env_unix]=null_unix [nothing_env_inet]=null_inet
 	[count_unix]=null_unix [count_inet]=null_inet [count_unix_ru]=null_unix
-	[count_inet_ru]=null_inet)
+	[count_inet_ru]=null_inet [count_month_unix]=null_unix [count_caps_unix]=null_unix)
 
 # counts CFG - quota-milter counts the configuration's messages in Redis
 counts() { [ "${KIND[$1]:-}" = count ] || [ "${KIND[$1]:-}" = hdr ]; }
@@ -179,6 +200,7 @@ write_conf() {
 			echo "category none { sender = '^nobody@never[.]invalid\$' }" >> "$file"
 		fi
 	fi
+	echo "$BENCH_PLANS" >> "$file"
 }
 
 # sock_ready SPEC - the milter listens there
@@ -215,7 +237,7 @@ milter_up() {
 	write_conf "$T/$cfg.conf" "${MSPEC[$cfg]}" "${CONF[$cfg]}" "$raddr" "${DB[$cfg]}"
 	"$build/quota-milter" -t -c "$T/$cfg.conf" >/dev/null ||
 		{ echo "bench: bad generated conf $T/$cfg.conf" >&2; exit 1; }
-	r -n "${DB[$cfg]}" HSET 'qm:account:{bench.example}' plan enterprise >/dev/null
+	r -n "${DB[$cfg]}" HSET 'qm:account:{bench.example}' plan "${PLAN[$cfg]:-enterprise}" >/dev/null
 	milter_start "$build" "$T/$cfg.conf" "$cfg"
 	MPID[$cfg]=$MILTER_PID
 	EXPECTED[$cfg]=0
@@ -403,6 +425,7 @@ for cfg in "${QM_CFGS[@]}"; do
 	add_port "$cfg"
 done
 # The null milters ask for the steps that quota-milter's 3e asks for.
+[ "$ONLY" = caps ] ||
 for sock in unix inet; do
 	steps=$(nego "${MSPEC[nothing_env_$sock]}")
 	[ -n "$steps" ] || { echo "bench: milterload could not tell what nothing_env_$sock negotiated" >&2; exit 1; }
@@ -579,8 +602,10 @@ done
 # ran CFG - the configuration ran (a peer may not have)
 ran() { [[ " ${CFGS[*]} " == *" $1 "* ]]; }
 
-MON_CFGS=(count_unix count_inet count_unix_ru count_inet_ru hdr_unix hdr_inet)
+MON_CFGS=(count_unix count_inet count_unix_ru count_inet_ru hdr_unix hdr_inet count_month_unix
+	count_caps_unix)
 ran peer_rspamd && MON_CFGS+=(peer_rspamd)
+[ "$ONLY" = caps ] && MON_CFGS=(count_month_unix count_caps_unix)
 say "Redis MONITOR: $MON_MSGS messages through each configuration that uses Redis"
 for cfg in "${MON_CFGS[@]}"; do
 	monitor_run "$cfg" "$MON_MSGS"
@@ -589,8 +614,10 @@ done
 CFGS1=(none null_unix null_inet nothing_unix nothing_inet nothing_env_unix nothing_env_inet
 	count_unix count_inet hdr_unix hdr_inet)
 for cfg in "${PEER_CFGS[@]}"; do ran "$cfg" && CFGS1+=("$cfg"); done
+[ "$ONLY" = caps ] && CFGS1=()
 say "$ROUNDS rounds of $MSGS1 messages, one session"
 for round in $(seq 1 "$ROUNDS"); do
+	[ ${#CFGS1[@]} -gt 0 ] || break
 	for cfg in $(rotate "$round" "${CFGS1[@]}"); do
 		run_smtp "$cfg" 1 "$MSGS1"
 		RATES1[$cfg]="${RATES1[$cfg]:-} $RESULT"
@@ -635,8 +662,10 @@ run_load() {
 	fi
 	RESULT=$(sed -n 's/.*msgs_per_sec=\([0-9.]*\).*/\1/p' <<<"$out")
 }
+[ "$ONLY" = caps ] && LCFGS=()
 say "the milter alone: milterload, ${LOAD_SECS}s per run"
 for round in $(seq 1 "$ROUNDS"); do
+	[ ${#LCFGS[@]} -gt 0 ] || break
 	for cfg in $(rotate "$round" "${LCFGS[@]}"); do
 		run_load "$cfg"
 		LRATES[$cfg]="${LRATES[$cfg]:-} $RESULT"
@@ -645,6 +674,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 # the null milters got what they asked for: the steps quota-milter asked for
 for cfg in null_unix null_inet; do
+	[ "$ONLY" = caps ] && break
 	[ "${NEGO[$cfg]:-}" = "${STEPS[$cfg]}" ] ||
 		fail "$cfg negotiated ${NEGO[$cfg]:-nothing}, not ${STEPS[$cfg]} as quota-milter"
 done
@@ -652,14 +682,20 @@ done
 # --- memory with many sessions held open --------------------------------------
 say "peak RSS with $HOLD_CONNS sessions held mid-transaction"
 RSS_SPEC="unix:$T/rss.sock"
+[ "$ONLY" = caps ] && HOLD_CONNS=0
 write_conf "$T/rss.conf" "$RSS_SPEC" count "127.0.0.1:$RPORT" 9
 r -n 9 HSET 'qm:account:{bench.example}' plan enterprise >/dev/null
-milter_start "$build" "$T/rss.conf" rss
-RSS_PID=$MILTER_PID
+RSS_PID=''
+if [ "$HOLD_CONNS" != 0 ]; then
+	milter_start "$build" "$T/rss.conf" rss
+	RSS_PID=$MILTER_PID
+fi
 HELD="" HWM_HELD="" THREADS_HELD="" HWM="" HOLD_ACC="" HOLD_TEMPFAIL=""
 # accepted LINE - the accepted= count of a milterload result line
 accepted() { sed -n 's/.* accepted=\([0-9]*\) .*/\1/p' <<<"$1"; }
-if wait_for "rss milter" 20 sock_ready "$RSS_SPEC"; then
+if [ "$HOLD_CONNS" = 0 ]; then
+	say "peak RSS: skipped (BENCH_ONLY=$ONLY)"
+elif wait_for "rss milter" 20 sock_ready "$RSS_SPEC"; then
 	warm_out=$("$LOAD" -c 10 -n 200 "$RSS_SPEC" 2>&1)	# warm: the Redis pool, the script
 	hold_out=$("$LOAD" -c "$HOLD_CONNS" -H 2 -p "$RSS_PID" "$RSS_SPEC" 2>&1) ||
 		fail "milterload -c $HOLD_CONNS -H: $hold_out"
@@ -679,7 +715,7 @@ if wait_for "rss milter" 20 sock_ready "$RSS_SPEC"; then
 else
 	fail "the RSS milter did not start"
 fi
-milter_stop "$RSS_PID" rss || fail "the RSS milter did not stop cleanly"
+[ -z "$RSS_PID" ] || milter_stop "$RSS_PID" rss || fail "the RSS milter did not stop cleanly"
 
 # --- instructions per message under callgrind ---------------------------------
 declare -A IR
@@ -851,10 +887,17 @@ lat_unix=$(lat count_unix)
 lat_inet=$(lat count_inet)
 worst_cost=$(for c in count_unix count_inet count_unix_ru count_inet_ru; do cost "$c"; done | sort -g | tail -1)
 worst_cpu_cost=$(for c in count_unix count_inet count_unix_ru count_inet_ru; do cpu_cost "$c"; done | sort -g | tail -1)
-rt_count=$(for c in count_unix count_inet count_unix_ru count_inet_ru; do echo "${RTRIP[$c]%% *}"; done | sort -g | tail -1)
-rt_hdr=$(for c in hdr_unix hdr_inet; do echo "${RTRIP[$c]%% *}"; done | sort -g | tail -1)
+# rt CFG - round trips per message ("" when not measured)
+rt() { local v=${RTRIP[$1]:-}; echo "${v%% *}"; }
+rt_count=$(for c in count_unix count_inet count_unix_ru count_inet_ru; do rt "$c"; done | sort -g | tail -1)
+rt_hdr=$(for c in hdr_unix hdr_inet; do rt "$c"; done | sort -g | tail -1)
 maxconn=$(for c in count_unix count_inet count_unix_ru count_inet_ru hdr_unix hdr_inet; do echo "${MAXCONN[$c]:-0}"; done | sort -n | tail -1)
 hwm_mib=$(awk -v k="${HWM:-0}" -v h="${HWM_HELD:-0}" 'BEGIN { m = k > h ? k : h; printf "%.1f", m / 1024 }')
+# caps: 4c against 4m, milter CPU per message, round trips, the script's
+# commands. Round trips may differ by the peeks that replace an expired
+# recent answer (about one a second, counters_recent()): 0.02 a message.
+caps_cpu=$(ratio "$(medm count_caps_unix)" "$(medm count_month_unix)")
+rt_caps=$(rt count_caps_unix) rt_month=$(rt count_month_unix)
 stall=$(awk -v a="$(num "$(med1 hdr_inet)")" -v b="$(num "$(med1 hdr_unix)")" \
 	'BEGIN { if (a > 0 && b > 0 && 1000 / a - 1000 / b > 25) print "yes"; else print "no" }')
 
@@ -886,6 +929,7 @@ echo "| ≤ 1 Redis round trip before DATA and 1 at end of data | $rt_count per 
 echo "| Redis connections ≤ pool size | at most $maxconn, pool_size $POOL_SIZE | $(yn "$maxconn <= $POOL_SIZE") |"
 echo "| peak RSS ≤ 32 MiB with $HOLD_CONNS sessions held, not a thread each (libmilter's worker pool) | $hwm_mib MiB, ${THREADS_HELD:-?} threads | $(yn "$hwm_mib <= 32 && $(num "$HELD") == $HOLD_CONNS && $(num "$THREADS_HELD") > 0 && $(num "$THREADS_HELD") < $HOLD_CONNS") |"
 echo "| one session: latency per message within 10 % of the null libmilter milter, unix and inet | unix $(ms "$(ms1 count_unix)") ms against $(ms "$(ms1 null_unix)") (×$lat_unix), inet $(ms "$(ms1 count_inet)") ms against $(ms "$(ms1 null_inet)") (×$lat_inet) | $(yn "$(num "$lat_unix") > 0 && $(num "$lat_unix") <= 1.10 && $(num "$lat_inet") > 0 && $(num "$lat_inet") <= 1.10") |"
+echo "| hourly and daily caps: milter CPU per message ≤ 1.03 × the monthly quota only (4c vs 4m), no more round trips | CPU ×$caps_cpu ($(ms "$(medm count_caps_unix)") ms against $(ms "$(medm count_month_unix)") ms a message); round trips ${rt_caps:--} against ${rt_month:--}; the script's commands per message ${RSCRIPT[count_caps_unix]:--} against ${RSCRIPT[count_month_unix]:--} | $(yn "$(num "$caps_cpu") > 0 && $(num "$caps_cpu") <= 1.03 && $(num "$rt_caps") > 0 && $(num "$rt_caps") <= $(num "$rt_month") + 0.02") |"
 echo "| no Nagle / delayed-ACK stall with one session | header account over inet: $(ms "$(ms1 hdr_inet)") ms a message, over unix $(ms "$(ms1 hdr_unix)") ms | $([ "$stall" = no ] && echo yes || echo "**no**") |"
 echo
 echo "For information (targets set in the era of the hand-written protocol engine, not on libmilter): counting"
@@ -1051,16 +1095,20 @@ if [ -n "$DATA" ]; then
 		for cfg in "${CFGS1[@]}"; do echo "rate1.$cfg=$(med1 "$cfg")"; done
 		for cfg in "${LCFGS[@]}"; do echo "load.$cfg=$(medl "$cfg")"; done
 		for cfg in "${!COUNTED[@]}"; do echo "counted.$cfg=${COUNTED[$cfg]}"; done
-		for cfg in count_unix count_inet count_unix_ru count_inet_ru hdr_unix hdr_inet; do
+		for cfg in count_unix count_inet count_unix_ru count_inet_ru hdr_unix hdr_inet \
+			count_month_unix count_caps_unix; do
 			echo "cmds.$cfg=$(cmds_per_msg "$cfg")"
 			echo "maxconn.$cfg=${MAXCONN[$cfg]:-0}"
-			echo "rtrip.$cfg=${RTRIP[$cfg]%% *}"
+			echo "rtrip.$cfg=$(rt "$cfg")"
 		done
 		for cfg in "${CFGS[@]}"; do
 			echo "mcpu.$cfg=$(medm "$cfg")"; echo "pcpu.$cfg=$(medp "$cfg")"; echo "rcpu.$cfg=$(medr "$cfg")"
 		done
 		for cfg in "${!NEGO[@]}"; do echo "nego.$cfg=${NEGO[$cfg]}"; done
 		for cfg in null_unix null_inet; do echo "steps.$cfg=${STEPS[$cfg]:-}"; done
+		echo "caps.cpu_ratio=$caps_cpu"
+		echo "caps.rtrip=${rt_caps:-}"
+		echo "month.rtrip=${rt_month:-}"
 		echo "vs_null.unix=$n_unix"
 		echo "vs_null.inet=$n_inet"
 		echo "cpu_vs_null.unix=$(cpu_vs_null count_unix)"
