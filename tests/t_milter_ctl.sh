@@ -522,6 +522,7 @@ jq_eq "e2e: usage after reset is the one message since" '[.used,.messages,.refus
 # Caps through real charges: an hourly cap of 2 set by the ctl, obeyed and shown.
 hour_guard
 hour=$(date -u +%Y-%m-%dT%H)
+reopens="$(date -u -d "@$(( $(date -u -d "$(date -u +%Y-%m-%d) $(date -u +%H):00" +%s) + 3600 ))" +%H):00 UTC"
 ctl_ok "e2e: set-limit --hourly 2" set-limit e2e --hourly 2
 send "2 recipients within the hourly cap" 2 accept
 ctl_ok "e2e: usage at the hourly cap" --json usage e2e
@@ -530,7 +531,7 @@ jq_eq "e2e: the ctl shows the hour the milter counted" \
 	"[4,\"$hour\",2,2,\"override\",0,\"hourly_cap\"]"
 check_eq "e2e: and so does redis-cli" 2 "$(rcli HGET "qm:usage:{e2e}:$hour" total)"
 mt "$msock" message -D account=e2e -D label="over the hourly cap: 451 4.7.1" -D rcpts=1 \
-	-D code=451 -D xcode=4.7.1 -D expect="Hourly sending limit of 2 emails reached for account e2e, try again after"
+	-D code=451 -D xcode=4.7.1 -D expect="Hourly sending limit of 2 emails reached for account e2e, try again after $reopens"
 ctl_ok "e2e: top --by hourly" --json top --by hourly
 jq_eq "e2e: top --by hourly ranks what the milter counted" \
 	'[.accounts[] | select(.account == "e2e") | .hourly.used]' '[2]'
