@@ -115,6 +115,7 @@ static const struct conf_range {
 	{"timeout_ms", 1, 60000},
 	{"pool_size", 1, 1024},
 	{"monthly", -1, QM_COUNT_MAX},
+	{"stats_interval", 0, 3600},
 };
 
 static int conf_parse_enum(cfg_t *, cfg_opt_t *, const char *, void *);
@@ -180,6 +181,8 @@ static cfg_opt_t conf_opts[] = {
 	CFG_STR("journal", "/var/lib/quota-milter/journal", CFGF_NONE),
 	CFG_INT_LIST("warn_percent", "{80, 100}", CFGF_NONE),
 	CFG_STR("default_plan", "free", CFGF_NONE),
+	CFG_INT("stats_interval", 10, CFGF_NONE),
+	CFG_STR("hostname", "", CFGF_NONE),
 	CFG_SEC("redis", conf_redis_opts, CFGF_NONE),
 	CFG_SEC("account", conf_account_opts, CFGF_NONE),
 	CFG_SEC("category", conf_category_opts, CONF_TITLED),
@@ -484,6 +487,19 @@ conf_check_user(cfg_t *cfg, cfg_opt_t *opt)
 
 	if (*s != 0 && !conf_chars_ok(s, USER_CHARS, USER_MAX)) {
 		cfg_error(cfg, "bad user \"%s\": up to %d of A-Z a-z 0-9 . _ -", s, USER_MAX);
+		return -1;
+	}
+	return 0;
+}
+
+/* conf_check_hostname - validator: "" or a host name fit for a Redis key (keys_host_valid()) */
+static int
+conf_check_hostname(cfg_t *cfg, cfg_opt_t *opt)
+{
+	const char *s = cfg_opt_getnstr(opt, 0);
+
+	if (*s != 0 && !keys_host_valid(s)) {
+		cfg_error(cfg, "bad hostname \"%s\": 1 to %d of A-Z a-z 0-9 . - _", s, KEYS_HOST_MAX);
 		return -1;
 	}
 	return 0;
@@ -1074,6 +1090,8 @@ static const struct conf_validator {
 	{"journal", conf_check_journal},
 	{"warn_percent", conf_check_warn},
 	{"default_plan", conf_check_default_plan},
+	{"stats_interval", conf_check_range},
+	{"hostname", conf_check_hostname},
 	{"redis", conf_check_redis},
 	{"redis|address", conf_check_address},
 	{"redis|database", conf_check_range},
@@ -1164,6 +1182,8 @@ conf_copy_top(struct qm_conf *conf, cfg_t *cfg)
 	conf->keep_months = (int) cfg_getint(cfg, "keep_months");
 	conf->on_redis_error = (enum qm_on_error) cfg_getint(cfg, "on_redis_error");
 	conf->journal = conf_strdup(cfg_getstr(cfg, "journal"));
+	conf->stats_interval = (int) cfg_getint(cfg, "stats_interval");
+	conf->hostname = conf_strdup(cfg_getstr(cfg, "hostname"));
 
 	conf->warn_count = cfg_size(cfg, "warn_percent");
 	conf->warn_percent = conf_calloc(conf->warn_count, sizeof(int));
@@ -1355,6 +1375,7 @@ conf_free(struct qm_conf *conf)
 	free(conf->user);
 	free(conf->timezone);
 	free(conf->journal);
+	free(conf->hostname);
 	free(conf->warn_percent);
 	free(conf->default_plan);
 
