@@ -15,6 +15,7 @@
 
 #include "log.h"
 #include "milter.h"
+#include "stats.h"
 
  /* Per-message state, reset at MAIL, end of message and abort. */
 struct msg_ctx {
@@ -160,6 +161,7 @@ reply(SMFICTX *ctx, const struct conn_ctx *cc, enum qm_reply_id id, const char *
 	char	text[512];
 
 	policy_format_reply(text, sizeof(text), r->text, &v);
+	stats_reply(id, r->code[0] == '5');
 	if (smfi_setreply(ctx, (char *) r->code, (char *) r->xcode, text) != MI_SUCCESS)
 		msg_warn("%s: smfi_setreply %s %s failed", queue_id(ctx), r->code, r->xcode);
 	return r->code[0] == '4' ? SMFIS_TEMPFAIL : SMFIS_REJECT;
@@ -212,7 +214,9 @@ charge_cancel(SMFICTX *ctx, struct conn_ctx *cc, struct journal *jr, long long u
 
 	msg_entry(cc, m->quota.charge_id, m->quota.month, units, &e);
 	e.cancel = true;
+	stats_count(STATS_CHARGES_IN_DOUBT);
 	if (jr != NULL && journal_append(jr, &e, jerr, sizeof(jerr)) == 0) {
+		stats_count(STATS_CHARGES_CANCELLED);
 		msg_info("%s: account %s: charge %s in doubt, cancel journaled", queue_id(ctx),
 			 m->account, e.id);
 		return;
@@ -243,6 +247,7 @@ unavailable(SMFICTX *ctx, struct conn_ctx *cc, long long units, const char *err)
 		if ((e.month[0] != 0 || counters_month(cc->rt->ctr, time(NULL), e.month) == 0)
 		    && journal_append(jr, &e, jerr, sizeof(jerr)) == 0) {
 			strip_headers(ctx, cc);
+			stats_count(STATS_ACCEPTED);
 			decision_log(ctx, cc, units, "accept-journaled", err);
 			return SMFIS_CONTINUE;
 		}
@@ -266,6 +271,7 @@ conn_get(SMFICTX *ctx)
 		cc->rt = runtime_acquire();
 		cc->msg.category = POLICY_CLASS_NONE;
 		smfi_setpriv(ctx, cc);
+		stats_session(1);
 	}
 	return cc;
 }
@@ -476,6 +482,7 @@ envfrom(SMFICTX *ctx, struct conn_ctx *cc, char **argv)
 	size_t	len;
 
 	msg_finish(cc);
+	stats_count(STATS_MESSAGES);
 	if ((cc->noreply & SMFIP_NR_MAIL) == 0 && deferred_failure(ctx, cc))
 		return SMFIS_TEMPFAIL;
 
@@ -498,6 +505,7 @@ envfrom(SMFICTX *ctx, struct conn_ctx *cc, char **argv)
 		 * RCPT when MAIL gets no reply. When the internal headers are
 		 * stripped, it is followed to its end for them.
 		 */
+		stats_count(STATS_UNCOUNTED);
 		msg_reset(m);
 		if (cc->rt->needs.strip) {
 			m->strip_uncounted = true;
@@ -752,6 +760,7 @@ charge_verdict(SMFICTX *ctx, struct conn_ctx *cc, long long units)
 
 	if (m->quota.status == QM_STATUS_OK || m->quota.status == QM_STATUS_OVER) {
 		strip_headers(ctx, cc);
+		stats_count(STATS_ACCEPTED);
 		decision_log(ctx, cc, units, "accept",
 			     m->quota.status == QM_STATUS_OVER ? "monitor: would refuse" : NULL);
 		return SMFIS_CONTINUE;
@@ -821,6 +830,7 @@ eom_decide(SMFICTX *ctx, struct conn_ctx *cc)
 			return reply(ctx, cc, QM_REPLY_BAD_ACCOUNT, reason);
 		}
 		strip_headers(ctx, cc);		/* no category, or an unknown one */
+		stats_count(STATS_UNCOUNTED);
 		return SMFIS_CONTINUE;
 	}
 	units = policy_message_units(conf, m->rcpt_ok);
@@ -896,6 +906,7 @@ qm_close(SMFICTX *ctx)
 	if (cc == NULL)
 		return SMFIS_CONTINUE;
 	msg_finish(cc);
+	stats_session(-1);
 	runtime_release(cc->rt);
 	free(cc->daemon);
 	free(cc);

@@ -67,7 +67,8 @@ for dir in "$build" "$asan"; do
 done
 
 # The unit tests once more, without fork, under valgrind's leak checker.
-for t in "$build"/tests/check_conf "$build"/tests/check_policy "$build"/tests/check_month; do
+for t in "$build"/tests/check_conf "$build"/tests/check_policy "$build"/tests/check_month \
+	"$build"/tests/check_stats; do
 	[ -x "$t" ] || { echo "FAIL valgrind $t: not built"; failed=$((failed + 1)); continue; }
 	out="$log/$(basename "$t").valgrind"
 	CK_FORK=no valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
