@@ -40,7 +40,8 @@ LIB_OBJS = $(LIB_SRCS:%.c=$(B)/%.o)
 
 DAEMON	= $(B)/quota-milter
 CTL	= $(B)/quota-milter-ctl
-CTL_OBJS = $(B)/ctl/quota-milter-ctl.o $(B)/ctl/row.o $(B)/ctl/scan.o $(B)/ctl/output.o
+CTL_OBJS = $(B)/ctl/quota-milter-ctl.o $(B)/ctl/row.o $(B)/ctl/scan.o $(B)/ctl/output.o \
+	$(B)/ctl/fleet.o
 UNIT_TESTS = $(B)/tests/check_conf $(B)/tests/check_month $(B)/tests/check_policy \
 	$(B)/tests/check_stats
 REDIS_TESTS = $(B)/tests/check_counters

@@ -119,6 +119,22 @@ typedef int (*scan_fn) (struct ctl *ctl, char **accounts, size_t count, void *ar
 int	scan_usage(struct ctl *ctl, const char *month, scan_fn fn, void *arg,
 		char *err, size_t errlen);
 
+/*
+ * scan_keys - every key built like sample (a key made with the id "X"
+ * where its braces go), by SCAN MATCH COUNT: fn gets each batch's ids,
+ * the untrusted bytes between the braces of keys with exactly sample's
+ * head and tail (pointers valid during the call only)
+ */
+#define SCAN_PLACEHOLDER	"X"
+typedef int (*scan_keys_fn) (struct ctl *ctl, const char **ids, const size_t *lens,
+			     size_t count, void *arg, char *err, size_t errlen);
+int	scan_keys(struct ctl *ctl, const char *sample, scan_keys_fn fn, void *arg,
+		char *err, size_t errlen);
+
+/* fleet_hosts, fleet_metrics - the hosts and metrics commands (ctl/fleet.c) */
+int	fleet_hosts(struct ctl *ctl);
+int	fleet_metrics(struct ctl *ctl, const char *month);
+
 /* top_run - the n accounts with the highest total in month */
 int	top_run(struct ctl *ctl, const char *month, size_t n);
 
