@@ -82,7 +82,7 @@ for t in tests/t_*.sh; do
 	timeout 900 bash "$t" "$build" >"$out" 2>&1
 	count_tap "$t $build" "$out" $?
 	case $(basename "$t") in
-	t_milter* | t_postfix*)
+	t_milter* | t_postfix* | t_stats*)
 		out="$log/$(basename "$t").$asan"
 		timeout 900 bash "$t" "$asan" >"$out" 2>&1
 		count_tap "$t $asan" "$out" $?
