@@ -24,7 +24,6 @@
 
 #define ARRAY_LEN(a)	(sizeof(a) / sizeof((a)[0]))
 #define NAME_CHARS	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
-#define HOST_CHARS	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_"
 #define USER_CHARS	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
 #define TEXT_MAX	400		/* longest reply text template */
 #define USER_MAX	32		/* longest user name */
@@ -325,10 +324,12 @@ conf_redis_addr(const char *text, bool tcp_only, struct qm_redis_addr *addr)
 		return true;
 	}
 	if (end == NULL || (len = (size_t) (end - host)) == 0 || len >= sizeof(addr->host)
-	    || (host == text ? strspn(host, HOST_CHARS) != len : *++end != ':'))
+	    || (host != text && *++end != ':'))
 		return false;
 	memcpy(addr->host, host, len);
-	if ((host != text && inet_pton(AF_INET6, addr->host, in6) != 1) || !conf_port_ok(end + 1))
+	/* A name or IPv4 address: a host name as keys_host_valid() has it. */
+	if ((host == text ? !keys_host_valid(addr->host) : inet_pton(AF_INET6, addr->host, in6) != 1)
+	    || !conf_port_ok(end + 1))
 		return false;
 	addr->port = atoi(end + 1);
 	return true;
