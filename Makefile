@@ -35,13 +35,15 @@ ALL_CFLAGS = $(QM_CPPFLAGS) $(CPPFLAGS) $(QM_CFLAGS) $(CFLAGS)
 LIB_SRCS = conf/cidr.c conf/conf.c \
 	counters/month.c counters/keys.c counters/redis.c counters/counters.c \
 	counters/journal.c counters/inflight.c counters/cache.c \
-	milter/policy.c milter/log.c
+	milter/policy.c milter/log.c milter/stats.c
 LIB_OBJS = $(LIB_SRCS:%.c=$(B)/%.o)
 
 DAEMON	= $(B)/quota-milter
 CTL	= $(B)/quota-milter-ctl
-CTL_OBJS = $(B)/ctl/quota-milter-ctl.o $(B)/ctl/row.o $(B)/ctl/scan.o $(B)/ctl/output.o
-UNIT_TESTS = $(B)/tests/check_conf $(B)/tests/check_month $(B)/tests/check_policy
+CTL_OBJS = $(B)/ctl/quota-milter-ctl.o $(B)/ctl/row.o $(B)/ctl/scan.o $(B)/ctl/output.o \
+	$(B)/ctl/fleet.o
+UNIT_TESTS = $(B)/tests/check_conf $(B)/tests/check_month $(B)/tests/check_policy \
+	$(B)/tests/check_stats
 REDIS_TESTS = $(B)/tests/check_counters
 TEST_HELPERS = $(B)/tests/redis_helper.o
 MILTERLOAD = $(B)/tests/bench/milterload

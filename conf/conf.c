@@ -24,7 +24,6 @@
 
 #define ARRAY_LEN(a)	(sizeof(a) / sizeof((a)[0]))
 #define NAME_CHARS	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
-#define HOST_CHARS	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_"
 #define USER_CHARS	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
 #define TEXT_MAX	400		/* longest reply text template */
 #define USER_MAX	32		/* longest user name */
@@ -124,6 +123,7 @@ static const struct conf_range {
 	{"monthly", -1, QM_COUNT_MAX},
 	{"daily", -1, QM_COUNT_MAX},
 	{"hourly", -1, QM_COUNT_MAX},
+	{"stats_interval", 0, 3600},
 };
 
 static int conf_parse_enum(cfg_t *, cfg_opt_t *, const char *, void *);
@@ -191,6 +191,8 @@ static cfg_opt_t conf_opts[] = {
 	CFG_STR("journal", "/var/lib/quota-milter/journal", CFGF_NONE),
 	CFG_INT_LIST("warn_percent", "{80, 100}", CFGF_NONE),
 	CFG_STR("default_plan", "free", CFGF_NONE),
+	CFG_INT("stats_interval", 10, CFGF_NONE),
+	CFG_STR("hostname", "", CFGF_NONE),
 	CFG_SEC("redis", conf_redis_opts, CFGF_NONE),
 	CFG_SEC("account", conf_account_opts, CFGF_NONE),
 	CFG_SEC("category", conf_category_opts, CONF_TITLED),
@@ -333,10 +335,12 @@ conf_redis_addr(const char *text, bool tcp_only, struct qm_redis_addr *addr)
 		return true;
 	}
 	if (end == NULL || (len = (size_t) (end - host)) == 0 || len >= sizeof(addr->host)
-	    || (host == text ? strspn(host, HOST_CHARS) != len : *++end != ':'))
+	    || (host != text && *++end != ':'))
 		return false;
 	memcpy(addr->host, host, len);
-	if ((host != text && inet_pton(AF_INET6, addr->host, in6) != 1) || !conf_port_ok(end + 1))
+	/* A name or IPv4 address: a host name as keys_host_valid() has it. */
+	if ((host == text ? !keys_host_valid(addr->host) : inet_pton(AF_INET6, addr->host, in6) != 1)
+	    || !conf_port_ok(end + 1))
 		return false;
 	addr->port = atoi(end + 1);
 	return true;
@@ -495,6 +499,19 @@ conf_check_user(cfg_t *cfg, cfg_opt_t *opt)
 
 	if (*s != 0 && !conf_chars_ok(s, USER_CHARS, USER_MAX)) {
 		cfg_error(cfg, "bad user \"%s\": up to %d of A-Z a-z 0-9 . _ -", s, USER_MAX);
+		return -1;
+	}
+	return 0;
+}
+
+/* conf_check_hostname - validator: "" or a host name fit for a Redis key (keys_host_valid()) */
+static int
+conf_check_hostname(cfg_t *cfg, cfg_opt_t *opt)
+{
+	const char *s = cfg_opt_getnstr(opt, 0);
+
+	if (*s != 0 && !keys_host_valid(s)) {
+		cfg_error(cfg, "bad hostname \"%s\": 1 to %d of A-Z a-z 0-9 . - _", s, KEYS_HOST_MAX);
 		return -1;
 	}
 	return 0;
@@ -1085,6 +1102,8 @@ static const struct conf_validator {
 	{"journal", conf_check_journal},
 	{"warn_percent", conf_check_warn},
 	{"default_plan", conf_check_default_plan},
+	{"stats_interval", conf_check_range},
+	{"hostname", conf_check_hostname},
 	{"redis", conf_check_redis},
 	{"redis|address", conf_check_address},
 	{"redis|database", conf_check_range},
@@ -1177,6 +1196,8 @@ conf_copy_top(struct qm_conf *conf, cfg_t *cfg)
 	conf->keep_months = (int) cfg_getint(cfg, "keep_months");
 	conf->on_redis_error = (enum qm_on_error) cfg_getint(cfg, "on_redis_error");
 	conf->journal = conf_strdup(cfg_getstr(cfg, "journal"));
+	conf->stats_interval = (int) cfg_getint(cfg, "stats_interval");
+	conf->hostname = conf_strdup(cfg_getstr(cfg, "hostname"));
 
 	conf->warn_count = cfg_size(cfg, "warn_percent");
 	conf->warn_percent = conf_calloc(conf->warn_count, sizeof(int));
@@ -1370,6 +1391,7 @@ conf_free(struct qm_conf *conf)
 	free(conf->user);
 	free(conf->timezone);
 	free(conf->journal);
+	free(conf->hostname);
 	free(conf->warn_percent);
 	free(conf->default_plan);
 

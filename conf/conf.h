@@ -155,6 +155,8 @@ struct qm_conf {
 	struct qm_plan *plans;		/* in file order */
 	size_t	plan_count;
 	struct qm_reply replies[QM_REPLY_COUNT];
+	int	stats_interval;		/* seconds between health reports; 0: none */
+	char   *hostname;		/* of the report key; "": gethostname() */
 };
 
 /*

@@ -65,6 +65,9 @@ int	journal_append(struct journal *jr, struct journal_entry *entry,
  */
 bool	journal_pending(struct journal *jr);
 
+/* journal_waiting - how many entries wait in the folder now (for health reports) */
+unsigned long long journal_waiting(struct journal *jr);
+
 /*
  * journal_replay - apply every waiting entry with apply(); stop at the
  * first failure (Redis still away) and keep the rest for later. apply()

@@ -177,6 +177,41 @@ keys_events(char *buf, const char *prefix)
 	return (size_t) len;
 }
 
+/* keys_host_valid - 1 to KEYS_HOST_MAX characters of A-Z a-z 0-9 . - _ */
+bool
+keys_host_valid(const char *host)
+{
+	size_t	len;
+
+	if (host == NULL || (len = strnlen(host, KEYS_HOST_MAX + 1)) == 0 || len > KEYS_HOST_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char) host[i];
+
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+		      || c == '.' || c == '-' || c == '_'))
+			return false;
+	}
+	return true;
+}
+
+/* keys_host - PREFIXhost:{HOST} */
+size_t
+keys_host(char *buf, const char *prefix, const char *host)
+{
+	int	len;
+
+	buf[0] = 0;
+	if (!keys_prefix_valid(prefix) || !keys_host_valid(host))
+		return 0;
+	len = snprintf(buf, KEYS_MAX, "%shost:{%s}", prefix, host);
+	if (len < 0 || len >= KEYS_MAX) {
+		buf[0] = 0;
+		return 0;
+	}
+	return (size_t) len;
+}
+
 /* keys_reserved_field - is the name one of the fixed usage fields? */
 bool
 keys_reserved_field(const char *name)

@@ -16,6 +16,7 @@
  *	PREFIXcharge:{ACCOUNT}:ID	string: outcome of one charge, kept 10 minutes
  *					(internal: a resent charge is not counted twice)
  *	PREFIXevents			stream: threshold, exhausted and cap events
+ *	PREFIXhost:{HOST}		hash: one milter's health report (milter/stats.h)
  *
  * Every builder refuses an invalid account id or month, so nothing that
  * failed validation can become a key.
@@ -52,6 +53,16 @@ size_t	keys_usage(char *buf, const char *prefix, const char *account, const char
 size_t	keys_usage_window(char *buf, const char *prefix, const char *account, const char *window);
 size_t	keys_warned(char *buf, const char *prefix, const char *account, const char *month);
 size_t	keys_events(char *buf, const char *prefix);
+/* keys_host - PREFIXhost:{HOST}, HOST a keys_host_valid() name */
+size_t	keys_host(char *buf, const char *prefix, const char *host);
+
+/*
+ * keys_host_valid - a host name that may become part of a key: 1 to
+ * KEYS_HOST_MAX characters of A-Z a-z 0-9 . - _
+ */
+#define KEYS_HOST_MAX	255
+bool	keys_host_valid(const char *host);
+
 /* keys_charge - ID is a charge id (keys_charge_id_valid()) */
 size_t	keys_charge(char *buf, const char *prefix, const char *account, const char *id);
 

@@ -24,6 +24,7 @@
 #define REDIS_BACKOFF_FIRST_MS	50	/* fail fast this long after a failed connect */
 #define REDIS_BACKOFF_MAX_MS	2000	/* ... doubling up to this */
 #define REDIS_ERR_MAX		256
+#define REDIS_TIMED_OUT		"timed out"	/* in every reason a timeout gives */
 
 /* One connection and what was last set on it. */
 struct redis_conn {
@@ -59,6 +60,7 @@ struct redis_pool {
 	char	last_error[REDIS_ERR_MAX];	/* why the last connect failed */
 	struct redis_pool_stats stats;
 	bool	pipe_ignored;		/* SIGPIPE was ignored at creation */
+	redis_observer observer;	/* NULL: none (redis_pool_observe()) */
 };
 
 /*
@@ -150,18 +152,27 @@ addr_same(const struct qm_redis_addr *a, const struct qm_redis_addr *b)
 	return a->port == b->port && strcmp(a->host, b->host) == 0;
 }
 
+/* ctx_timed_out - did the context's error come from a timeout? */
+static bool
+ctx_timed_out(const redisContext *c, int saved_errno)
+{
+	if (c == NULL)
+		return false;
+#ifdef REDIS_ERR_TIMEOUT
+	if (c->err == REDIS_ERR_TIMEOUT)
+		return true;
+#endif
+	return c->err == REDIS_ERR_IO && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK);
+}
+
 /* ctx_error - describe the error of a context; saved_errno is errno right after it */
 static void
 ctx_error(const redisContext *c, int saved_errno, const char *where, char *err, size_t errlen)
 {
 	if (c == NULL)
 		snprintf(err, errlen, "%s: out of memory", where);
-	else if (c->err == REDIS_ERR_IO && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK))
-		snprintf(err, errlen, "%s: timed out", where);
-#ifdef REDIS_ERR_TIMEOUT
-	else if (c->err == REDIS_ERR_TIMEOUT)
-		snprintf(err, errlen, "%s: timed out", where);
-#endif
+	else if (ctx_timed_out(c, saved_errno))
+		snprintf(err, errlen, "%s: " REDIS_TIMED_OUT, where);
 	else if (c->err == REDIS_ERR_EOF)
 		snprintf(err, errlen, "%s: connection closed by the server", where);
 	else
@@ -392,6 +403,24 @@ pool_resolve(struct redis_pool *pool, const struct timespec *deadline, struct qm
 	return -1;
 }
 
+/* err_timed_out - does a reason made here say that a step timed out? */
+static bool
+err_timed_out(const char *err)
+{
+	return strstr(err, REDIS_TIMED_OUT) != NULL;
+}
+
+/* ts_ns_since - nanoseconds from start to now */
+static long long
+ts_ns_since(const struct timespec *start)
+{
+	struct timespec now;
+
+	ts_now(&now);
+	return (long long) (now.tv_sec - start->tv_sec) * 1000000000LL
+	    + (now.tv_nsec - start->tv_nsec);
+}
+
 /* pool_connect_failed - start or lengthen the backoff after a failed connect */
 static void
 pool_connect_failed(struct redis_pool *pool, const char *why)
@@ -407,6 +436,9 @@ pool_connect_failed(struct redis_pool *pool, const char *why)
 	if (pool->sentinel_count > 0)
 		pool->master_known = false;
 	pthread_mutex_unlock(&pool->lock);
+	if (pool->observer != NULL)
+		pool->observer(err_timed_out(why) ? REDIS_EVENT_CONNECT_TIMEOUT
+			       : REDIS_EVENT_CONNECT_ERROR, 0);
 }
 
 /* pool_handshake - AUTH, SELECT and (Sentinel) ROLE in one round trip */
@@ -571,8 +603,9 @@ pool_exchange(struct redis_pool *pool, struct pool_call *call, const struct redi
 	      size_t count, redisReply **replies, char *err, size_t errlen)
 {
 	struct redis_conn *conn = &call->conn;
+	struct timespec start = {0, 0};
 	bool    unsent, sent;
-	int     ms;
+	int     ms, rc;
 
 	for (;;) {
 		if (conn->ctx != NULL && !pool_conn_usable(pool, conn))
@@ -591,8 +624,14 @@ pool_exchange(struct redis_pool *pool, struct pool_call *call, const struct redi
 			}
 			conn->timeout_ms = ms;
 		}
-		if (ctx_exchange(conn->ctx, conn->where, cmds, count, replies, &unsent, &sent, err,
-				 errlen) == 0) {
+		if (pool->observer != NULL)
+			ts_now(&start);
+		rc = ctx_exchange(conn->ctx, conn->where, cmds, count, replies, &unsent, &sent, err,
+				  errlen);
+		if (pool->observer != NULL)
+			pool->observer(rc == 0 ? REDIS_EVENT_OK : err_timed_out(err)
+				       ? REDIS_EVENT_TIMEOUT : REDIS_EVENT_ERROR, ts_ns_since(&start));
+		if (rc == 0) {
 			if (pool->sentinel_count == 0 || !replies_readonly(replies, count))
 				return 0;
 			/* A failover made our master a replica: Redis ran nothing. */
@@ -1016,6 +1055,13 @@ end:
 	if (rc != 0 && doubt != NULL)
 		*doubt = call.doubt;
 	return rc == 0 ? reply : NULL;
+}
+
+/* redis_pool_observe - set the pool's observer */
+void
+redis_pool_observe(struct redis_pool *pool, redis_observer fn)
+{
+	pool->observer = fn;
 }
 
 /* redis_pool_stats - copy the pool's counters */

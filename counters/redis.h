@@ -130,6 +130,28 @@ redisReply *redis_pool_eval(struct redis_pool *pool, struct redis_script *script
 		int argc, const char **argv, const size_t *argvlen, const struct redis_args *tail,
 		bool *doubt, char *err, size_t errlen);
 
+/*
+ * What a pool tells its observer (redis_pool_observe()): a round trip that
+ * got every reply, one that failed, one that failed by timing out, a
+ * connect (handshake included) that failed or timed out.
+ */
+enum redis_event {
+	REDIS_EVENT_OK,
+	REDIS_EVENT_ERROR,
+	REDIS_EVENT_TIMEOUT,
+	REDIS_EVENT_CONNECT_ERROR,
+	REDIS_EVENT_CONNECT_TIMEOUT,
+};
+typedef void (*redis_observer) (enum redis_event event, long long ns);
+
+/*
+ * redis_pool_observe - have fn called after each round trip (ns: how long
+ * it took) and each failed connect, in the calling thread, with no lock
+ * held: fn must be cheap and thread-safe. Set it before the pool is used
+ * by more than one thread; NULL (the default) observes nothing.
+ */
+void	redis_pool_observe(struct redis_pool *pool, redis_observer fn);
+
 /* redis_pool_stats - copy the pool's counters */
 void	redis_pool_stats(struct redis_pool *pool, struct redis_pool_stats *stats);
 

@@ -175,6 +175,22 @@ int	scan_usage(struct ctl *ctl, const char *month, scan_fn fn, void *arg,
 		char *err, size_t errlen);
 
 /*
+ * scan_keys - every key built like sample (a key made with the id "X"
+ * where its braces go), by SCAN MATCH COUNT: fn gets each batch's ids,
+ * the untrusted bytes between the braces of keys with exactly sample's
+ * head and tail (pointers valid during the call only)
+ */
+#define SCAN_PLACEHOLDER	"X"
+typedef int (*scan_keys_fn) (struct ctl *ctl, const char **ids, const size_t *lens,
+			     size_t count, void *arg, char *err, size_t errlen);
+int	scan_keys(struct ctl *ctl, const char *sample, scan_keys_fn fn, void *arg,
+		char *err, size_t errlen);
+
+/* fleet_hosts, fleet_metrics - the hosts and metrics commands (ctl/fleet.c) */
+int	fleet_hosts(struct ctl *ctl);
+int	fleet_metrics(struct ctl *ctl, const char *month);
+
+/*
  * What top ranks by: the month's total, or this day's or this hour's
  * (CTL_BY_DAY and CTL_BY_HOUR are the month_window values).
  */

@@ -71,6 +71,8 @@ static int cmd_resume(struct ctl *, const struct ctl_job *);
 static int cmd_reset(struct ctl *, const struct ctl_job *);
 static int cmd_events(struct ctl *, const struct ctl_job *);
 static int cmd_export(struct ctl *, const struct ctl_job *);
+static int cmd_hosts(struct ctl *, const struct ctl_job *);
+static int cmd_metrics(struct ctl *, const struct ctl_job *);
 
 /* The commands: what arguments they take, in order. */
 static const struct ctl_command {
@@ -94,6 +96,8 @@ static const struct ctl_command {
 	{"reset", "ACCOUNT [YYYY-MM]", true, 1, 2, true, false, 0, 0, cmd_reset},
 	{"events", "[-n N]", false, 0, 0, false, false, CTL_EVENTS_DEFAULT, CTL_EVENTS_MAX, cmd_events},
 	{"export", "YYYY-MM", false, 1, 1, false, true, 0, 0, cmd_export},
+	{"hosts", "", false, 0, 0, false, false, 0, 0, cmd_hosts},
+	{"metrics", "", false, 0, 0, false, false, 0, 0, cmd_metrics},
 };
 
 #define CTL_COMMAND_COUNT	(sizeof(ctl_commands) / sizeof(ctl_commands[0]))
@@ -150,6 +154,8 @@ usage(void)
 	       "  reset ACCOUNT [YYYY-MM]   delete the month's usage; thresholds are announced again\n"
 	       "  events [-n N]             the latest N (default %d) threshold and exhausted events\n"
 	       "  export YYYY-MM            every account with usage in the month, as CSV for billing\n"
+	       "  hosts                     the milters reporting: rates, Redis errors and latency\n"
+	       "  metrics                   the fleet in the Prometheus text format (0.0.4)\n"
 	       "\n"
 	       "The month defaults to the current one in the configuration's time zone.\n"
 	       "\n"
@@ -273,7 +279,7 @@ command_find(const char *name)
 		if (strcmp(ctl_commands[i].name, name) == 0)
 			return &ctl_commands[i];
 	ctl_fail(CTL_EXIT_USAGE, "unknown command \"%s\" (usage, top, plans, set-plan, set-limit,"
-		 " suspend, resume, reset, events, export)", shown(name));
+		 " suspend, resume, reset, events, export, hosts, metrics)", shown(name));
 }
 
 /* job_options - set-limit's --daily, --hourly and value, top's --by */
@@ -548,6 +554,21 @@ static int
 cmd_export(struct ctl *ctl, const struct ctl_job *job)
 {
 	return export_run(ctl, job->month);
+}
+
+/* cmd_hosts - the live milters, one line each (ctl/fleet.c) */
+static int
+cmd_hosts(struct ctl *ctl, const struct ctl_job *job)
+{
+	(void) job;
+	return fleet_hosts(ctl);
+}
+
+/* cmd_metrics - the fleet for Prometheus, this month's gauges (ctl/fleet.c) */
+static int
+cmd_metrics(struct ctl *ctl, const struct ctl_job *job)
+{
+	return fleet_metrics(ctl, job->month);
 }
 
 /* cmd_plans - the plans of the conf, in file order, with their caps */

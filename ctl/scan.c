@@ -4,9 +4,9 @@
  * The accounts with usage in a month are found with SCAN, MATCH on the
  * usage key pattern and COUNT 1000: Redis does a bounded amount of work
  * per call, so even 100 000 accounts never block it (KEYS would). The
- * pattern is derived from keys_usage() itself, and each key found is
- * rebuilt with keys_usage() and compared, so the key layout stays in
- * counters/keys.c alone.
+ * pattern is derived from keys_usage() itself (scan_keys(), which the
+ * fleet's host keys use too), and each key found must have exactly its
+ * head and tail, so the key layout stays in counters/keys.c alone.
  *
  * top --by daily|hourly scans the same way for the keys of today's or
  * this hour's window (ctl_usage_key() builds both kinds).
@@ -23,7 +23,6 @@
 
 #include "ctl.h"
 
-#define SCAN_PLACEHOLDER	"X"	/* an account id, to find where ids go in a key */
 
 /* glob_escape - s with Redis glob metacharacters backslashed, into out */
 static void
@@ -39,41 +38,38 @@ glob_escape(const char *s, size_t len, char *out)
 	out[o] = 0;
 }
 
-/* scan_account - the account of a usage key of month (or window), or false */
+/*
+ * scan_account - the account of a usage key whose head and tail scan_keys()
+ * matched exactly: with a valid id between them, it is the very key
+ * ctl_usage_key() builds (no id holds a ':' or a brace, so no day or hour key
+ * gets into a scan of the month, nor an hour's into a scan of its day)
+ */
 static bool
-scan_account(struct ctl *ctl, const char *key, size_t keylen, const char *month,
-	     size_t headlen, size_t taillen, char *account)
+scan_account(const char *id, size_t len, char *account)
 {
-	char	rebuilt[KEYS_MAX];
-	size_t	len;
-
-	if (keylen <= headlen + taillen || keylen - headlen - taillen > QM_ACCOUNT_MAX)
+	if (len == 0 || len > QM_ACCOUNT_MAX)
 		return false;
-	len = keylen - headlen - taillen;
-	memcpy(account, key + headlen, len);
+	memcpy(account, id, len);
 	account[len] = 0;
-	if (!account_valid(account, NULL))
-		return false;
-	return ctl_usage_key(ctl, rebuilt, account, month) == keylen
-	    && memcmp(rebuilt, key, keylen) == 0;
+	return account_valid(account, NULL);
 }
 
-/* scan_usage - SCAN for the month's (or window's) usage keys, batch by batch */
+/* scan_keys - SCAN for the keys built like sample, batch by batch */
 int
-scan_usage(struct ctl *ctl, const char *month, scan_fn fn, void *arg, char *err, size_t errlen)
+scan_keys(struct ctl *ctl, const char *sample, scan_keys_fn fn, void *arg, char *err,
+	  size_t errlen)
 {
-	char	sample[KEYS_MAX], pattern[2 * KEYS_MAX + 2], cursor[32] = "0";
-	char	account[QM_ACCOUNT_MAX + 1];
+	char	pattern[2 * KEYS_MAX + 2], cursor[32] = "0";
 	const char *argv[6] = {"SCAN", cursor, "MATCH", pattern, "COUNT", CTL_SCAN_COUNT};
-	const char *hole;
+	const char *hole = strstr(sample, "{" SCAN_PLACEHOLDER "}");
 	size_t	headlen, taillen;
-	char  **batch = NULL;
+	const char **ids = NULL;
+	size_t *lens = NULL;
 	size_t	cap = 0;
 	int	rc = 0;
 
-	if (ctl_usage_key(ctl, sample, SCAN_PLACEHOLDER, month) == 0
-	    || (hole = strstr(sample, "{" SCAN_PLACEHOLDER "}")) == NULL) {
-		snprintf(err, errlen, "cannot build the usage keys of %s", month);
+	if (hole == NULL) {
+		snprintf(err, errlen, "cannot build the keys to scan");
 		return -1;
 	}
 	headlen = (size_t) (hole - sample) + 1;
@@ -100,30 +96,81 @@ scan_usage(struct ctl *ctl, const char *month, scan_fn fn, void *arg, char *err,
 		cursor[r->element[0]->len] = 0;
 		keys = r->element[1];
 		if (keys->elements > cap) {
-			char  **grown = realloc(batch, keys->elements * sizeof(char *));
+			const char **grown = realloc(ids, keys->elements * sizeof(*ids));
+			size_t *grown_lens = grown != NULL
+			    ? realloc(lens, keys->elements * sizeof(*lens)) : NULL;
 
-			if (grown == NULL)
+			if (grown == NULL || grown_lens == NULL)
 				ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
-			batch = grown;
+			ids = grown;
+			lens = grown_lens;
 			cap = keys->elements;
 		}
+		/* The text in the braces, of a key that has the sample's head and tail. */
 		for (size_t i = 0; i < keys->elements; i++) {
 			const redisReply *k = keys->element[i];
 
-			if (k->type == REDIS_REPLY_STRING
-			    && scan_account(ctl, k->str, k->len, month, headlen, taillen, account)) {
-				if ((batch[count++] = strdup(account)) == NULL)
-					ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
+			if (k->type == REDIS_REPLY_STRING && k->len > headlen + taillen
+			    && memcmp(k->str, sample, headlen) == 0
+			    && memcmp(k->str + k->len - taillen, hole + 1 + strlen(SCAN_PLACEHOLDER),
+				      taillen) == 0) {
+				ids[count] = k->str + headlen;
+				lens[count++] = k->len - headlen - taillen;
 			}
 		}
-		freeReplyObject(r);
 		if (count > 0)
-			rc = fn(ctl, batch, count, arg, err, errlen);
-		for (size_t i = 0; i < count; i++)
-			free(batch[i]);
+			rc = fn(ctl, ids, lens, count, arg, err, errlen);
+		freeReplyObject(r);
 	} while (rc == 0 && strcmp(cursor, "0") != 0);
+	free(ids);
+	free(lens);
+	return rc;
+}
+
+/* The accounts of a month's usage keys, for scan_usage's caller. */
+struct scan_usage_arg {
+	const char *month;
+	scan_fn	fn;
+	void   *arg;
+};
+
+/* scan_usage_batch - scan_keys() callback: the valid accounts, to the caller's fn */
+static int
+scan_usage_batch(struct ctl *ctl, const char **ids, const size_t *lens, size_t count, void *arg,
+		 char *err, size_t errlen)
+{
+	struct scan_usage_arg *ua = arg;
+	char	account[QM_ACCOUNT_MAX + 1];
+	char  **batch = calloc(count, sizeof(char *));
+	size_t	n = 0;
+	int	rc = 0;
+
+	if (batch == NULL)
+		ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
+	for (size_t i = 0; i < count; i++)
+		if (scan_account(ids[i], lens[i], account)
+		    && (batch[n++] = strdup(account)) == NULL)
+			ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
+	if (n > 0)
+		rc = ua->fn(ctl, batch, n, ua->arg, err, errlen);
+	for (size_t i = 0; i < n; i++)
+		free(batch[i]);
 	free(batch);
 	return rc;
+}
+
+/* scan_usage - SCAN for the month's (or window's) usage keys, batch by batch */
+int
+scan_usage(struct ctl *ctl, const char *month, scan_fn fn, void *arg, char *err, size_t errlen)
+{
+	struct scan_usage_arg ua = {month, fn, arg};
+	char	sample[KEYS_MAX];
+
+	if (ctl_usage_key(ctl, sample, SCAN_PLACEHOLDER, month) == 0) {
+		snprintf(err, errlen, "cannot build the usage keys of %s", month);
+		return -1;
+	}
+	return scan_keys(ctl, sample, scan_usage_batch, &ua, err, errlen);
 }
 
 /* One account of the top: its total when scanned. */

@@ -15,6 +15,7 @@
 
 #include "log.h"
 #include "milter.h"
+#include "stats.h"
 
  /* Per-message state, reset at MAIL, end of message and abort. */
 struct msg_ctx {
@@ -162,6 +163,7 @@ reply_status(SMFICTX *ctx, const struct conn_ctx *cc, enum qm_reply_id id, enum 
 
 	policy_quota_vars(&v, &m->quota, st, cc->rt->months, clock, sizeof(clock));
 	policy_format_reply(text, sizeof(text), r->text, &v);
+	stats_reply(id, r->code[0] == '5');
 	if (smfi_setreply(ctx, (char *) r->code, (char *) r->xcode, text) != MI_SUCCESS)
 		msg_warn("%s: smfi_setreply %s %s failed", queue_id(ctx), r->code, r->xcode);
 	return r->code[0] == '4' ? SMFIS_TEMPFAIL : SMFIS_REJECT;
@@ -242,7 +244,9 @@ charge_cancel(SMFICTX *ctx, struct conn_ctx *cc, struct journal *jr, long long u
 
 	msg_entry(cc, m->quota.charge_id, m->quota.month, m->quota.hour.name, units, &e);
 	e.cancel = true;
+	stats_count(STATS_CHARGES_IN_DOUBT);
 	if (jr != NULL && journal_append(jr, &e, jerr, sizeof(jerr)) == 0) {
+		stats_count(STATS_CHARGES_CANCELLED);
 		msg_info("%s: account %s: charge %s in doubt, cancel journaled", queue_id(ctx),
 			 m->account, e.id);
 		return;
@@ -285,6 +289,7 @@ unavailable(SMFICTX *ctx, struct conn_ctx *cc, long long units, const char *err)
 		if ((e.month[0] != 0 || entry_now(cc, &e) == 0)
 		    && journal_append(jr, &e, jerr, sizeof(jerr)) == 0) {
 			strip_headers(ctx, cc);
+			stats_count(STATS_ACCEPTED);
 			decision_log(ctx, cc, units, "accept-journaled", err);
 			return SMFIS_CONTINUE;
 		}
@@ -308,6 +313,7 @@ conn_get(SMFICTX *ctx)
 		cc->rt = runtime_acquire();
 		cc->msg.category = POLICY_CLASS_NONE;
 		smfi_setpriv(ctx, cc);
+		stats_session(1);
 	}
 	return cc;
 }
@@ -518,6 +524,7 @@ envfrom(SMFICTX *ctx, struct conn_ctx *cc, char **argv)
 	size_t	len;
 
 	msg_finish(cc);
+	stats_count(STATS_MESSAGES);
 	if ((cc->noreply & SMFIP_NR_MAIL) == 0 && deferred_failure(ctx, cc))
 		return SMFIS_TEMPFAIL;
 
@@ -540,6 +547,7 @@ envfrom(SMFICTX *ctx, struct conn_ctx *cc, char **argv)
 		 * RCPT when MAIL gets no reply. When the internal headers are
 		 * stripped, it is followed to its end for them.
 		 */
+		stats_count(STATS_UNCOUNTED);
 		msg_reset(m);
 		if (cc->rt->needs.strip) {
 			m->strip_uncounted = true;
@@ -800,6 +808,7 @@ charge_verdict(SMFICTX *ctx, struct conn_ctx *cc, long long units)
 
 	if (m->quota.status == QM_STATUS_OK || m->quota.status == QM_STATUS_OVER) {
 		strip_headers(ctx, cc);
+		stats_count(STATS_ACCEPTED);
 		decision_log(ctx, cc, units, "accept",
 			     m->quota.status == QM_STATUS_OVER ? "monitor: would refuse" : NULL);
 		return SMFIS_CONTINUE;
@@ -870,6 +879,7 @@ eom_decide(SMFICTX *ctx, struct conn_ctx *cc)
 			return reply(ctx, cc, QM_REPLY_BAD_ACCOUNT, reason);
 		}
 		strip_headers(ctx, cc);		/* no category, or an unknown one */
+		stats_count(STATS_UNCOUNTED);
 		return SMFIS_CONTINUE;
 	}
 	units = policy_message_units(conf, m->rcpt_ok);
@@ -945,6 +955,7 @@ qm_close(SMFICTX *ctx)
 	if (cc == NULL)
 		return SMFIS_CONTINUE;
 	msg_finish(cc);
+	stats_session(-1);
 	runtime_release(cc->rt);
 	free(cc->daemon);
 	free(cc);

@@ -14,19 +14,25 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <libmilter/mfapi.h>
 
+#include "../counters/keys.h"
 #include "../counters/month.h"
+#include "../counters/redis.h"
 #include "log.h"
 #include "milter.h"
+#include "stats.h"
 
 #define QM_VERSION	"0.1.0"
 #define QM_STOP_GRACE	10		/* seconds libmilter gets to stop */
 #define QM_ANY_HOST_WARNING \
 	"socket without @HOST listens on every interface, and the milter protocol has no " \
 	"authentication: anyone who reaches it can charge or drain any account"
+
+static void thread_start(void *(*fn) (void *), void *arg);
 
 static pthread_mutex_t runtime_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct runtime *runtime_current;
@@ -50,6 +56,17 @@ static char *listen_path;		/* its file, for a unix socket */
 static pthread_mutex_t journal_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct journal *journal;
 static struct inflight *inflight;	/* set with journal, then never changed */
+
+ /*
+  * Health reports (stats.h): what the report thread reads of the process,
+  * and its wake-up at a reload, which applies the new conf's interval and
+  * host name at once.
+  */
+static pthread_mutex_t stats_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t stats_wake;	/* CLOCK_MONOTONIC */
+static long long stats_started;		/* unix seconds */
+static long long stats_conf_loaded;	/* unix seconds */
+static long long stats_reloads;
 
 /* runtime_acquire - pin the current runtime */
 struct runtime *
@@ -103,6 +120,7 @@ runtime_load(const char *path, char *err, size_t errlen)
 		conf_free(conf);
 		return NULL;
 	}
+	redis_pool_observe(counters_pool(ctr), stats_redis_observe);
 	if ((rt = calloc(1, sizeof(*rt))) == NULL)
 		msg_fatal("out of memory");
 	rt->conf = conf;
@@ -208,6 +226,11 @@ reload_thread(void *arg)
 			msg_warn("socket, user, journal and timezone changes take effect at restart only");
 		msg_info("reloaded %s", path);
 		runtime_release(old);
+		pthread_mutex_lock(&stats_lock);
+		stats_conf_loaded = (long long) time(NULL);
+		stats_reloads++;
+		pthread_cond_signal(&stats_wake);
+		pthread_mutex_unlock(&stats_lock);
 	}
 	return NULL;
 }
@@ -241,6 +264,158 @@ replay_thread(void *arg)
 		failing = n < 0;
 	}
 	return NULL;
+}
+
+/* The report thread's state: its conf, its own connection, its last report. */
+struct reporter {
+	struct redis_pool *pool;	/* one connection; NULL: no reports */
+	int	interval;		/* seconds; 0: none */
+	char	key[KEYS_MAX];		/* PREFIXhost:{HOST} */
+	long long reloads;		/* stats_reloads it was set up for */
+	long long meta[STATS_META_COUNT];
+	unsigned long long prev[STATS_FIELDS];	/* last report written */
+	long long prev_time;
+	bool	failing;		/* the last write failed (logged once) */
+	struct stats_hset cmd;
+};
+
+/*
+ * reporter_setup - take the current conf's interval, host name and Redis
+ * settings; the pool is the conf's Redis with one connection of its own,
+ * so that a report never waits for, nor delays, the message path's
+ */
+static void
+reporter_setup(struct reporter *rp)
+{
+	struct runtime *rt = runtime_acquire();
+	const struct qm_conf *conf = rt->conf;
+	struct qm_redis_conf rc = conf->redis;
+	char	host[KEYS_HOST_MAX + 2] = "";
+	char	err[512];
+
+	redis_pool_free(rp->pool);
+	rp->pool = NULL;
+	rp->interval = conf->stats_interval;
+	if (*conf->hostname != 0)
+		snprintf(host, sizeof(host), "%s", conf->hostname);
+	else if (gethostname(host, sizeof(host) - 1) < 0)
+		host[0] = 0;
+	if (rp->interval > 0 && keys_host(rp->key, conf->redis.prefix, host) == 0) {
+		msg_warn("stats: host name \"%.64s\" cannot name a Redis key: set hostname in %s; "
+			 "no health reports", host, conf->path);
+		rp->interval = 0;
+	}
+	if (rp->interval > 0) {
+		rc.pool_size = 1;
+		if ((rp->pool = redis_pool_create(&rc, err, sizeof(err))) == NULL) {
+			msg_warn("stats: %s; no health reports", err);
+			rp->interval = 0;
+		}
+	}
+	runtime_release(rt);
+}
+
+/* reporter_write - one report: HSET and PEXPIRE in one round trip */
+static void
+reporter_write(struct reporter *rp)
+{
+	unsigned long long cur[STATS_FIELDS];
+	struct journal *jr = journal_get(NULL);
+	char	ttl[32], err[512] = "";
+	const char *expire[3] = {"PEXPIRE", rp->key, ttl};
+	struct redis_cmd cmds[2];
+	redisReply *replies[2];
+	int	rc;
+
+	stats_snapshot(cur);
+	if (jr != NULL)
+		cur[STATS_F_JOURNAL_PENDING] = journal_waiting(jr);
+	rp->meta[STATS_META_INTERVAL] = rp->interval;
+	rp->meta[STATS_META_TIME] = (long long) time(NULL);
+	stats_hset(&rp->cmd, rp->key, QM_VERSION, rp->meta, cur, rp->prev, rp->prev_time);
+	snprintf(ttl, sizeof(ttl), "%lld", 3LL * rp->interval * 1000);
+	cmds[0] = (struct redis_cmd) {rp->cmd.argc, rp->cmd.argv, NULL};
+	cmds[1] = (struct redis_cmd) {3, expire, NULL};
+	if ((rc = redis_pool_run(rp->pool, cmds, 2, replies, err, sizeof(err))) == 0) {
+		for (size_t i = 0; i < 2; i++) {
+			if (replies[i]->type == REDIS_REPLY_ERROR && rc == 0) {
+				snprintf(err, sizeof(err), REDIS_ERROR_PREFIX "%.*s",
+					 (int) replies[i]->len, replies[i]->str);
+				rc = -1;
+			}
+			freeReplyObject(replies[i]);
+		}
+	}
+	if (rc < 0) {
+		/* Skipped, not queued: the next report carries the counts anyway. */
+		if (!rp->failing)
+			msg_warn("stats: write to Redis skipped: %s", err);
+		rp->failing = true;
+		return;
+	}
+	if (rp->failing)
+		msg_info("stats: writing to Redis again");
+	rp->failing = false;
+	memcpy(rp->prev, cur, sizeof(rp->prev));
+	rp->prev_time = rp->meta[STATS_META_TIME];
+}
+
+/*
+ * stats_thread - every stats_interval seconds, a health report into
+ * Redis; a reload wakes it to apply the new conf. Nothing of it runs on
+ * the message path but stats.h's relaxed increments.
+ */
+static void *
+stats_thread(void *arg)
+{
+	struct reporter *rp = arg;
+	struct timespec due;
+	bool	reload;
+
+	clock_gettime(CLOCK_MONOTONIC, &due);
+	for (;;) {
+		pthread_mutex_lock(&stats_lock);
+		reload = rp->reloads != stats_reloads || rp->meta[STATS_META_STARTED] == 0;
+		while (!reload) {
+			int	rc = rp->interval > 0
+			    ? pthread_cond_timedwait(&stats_wake, &stats_lock, &due)
+			    : pthread_cond_wait(&stats_wake, &stats_lock);
+
+			reload = rp->reloads != stats_reloads;
+			if (rc == ETIMEDOUT)
+				break;
+		}
+		rp->reloads = stats_reloads;
+		rp->meta[STATS_META_STARTED] = stats_started;
+		rp->meta[STATS_META_CONF_LOADED] = stats_conf_loaded;
+		rp->meta[STATS_META_RELOADS] = stats_reloads;
+		pthread_mutex_unlock(&stats_lock);
+		if (reload) {
+			reporter_setup(rp);
+			clock_gettime(CLOCK_MONOTONIC, &due);
+		}
+		if (rp->interval == 0)
+			continue;
+		reporter_write(rp);
+		due.tv_sec += rp->interval;
+	}
+	return NULL;
+}
+
+/* stats_start - the report thread, its clock and first facts */
+static void
+stats_start(void)
+{
+	static struct reporter rp;	/* large: not on a thread's stack */
+	pthread_condattr_t attr;
+
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&stats_wake, &attr);
+	pthread_condattr_destroy(&attr);
+	stats_started = stats_conf_loaded = (long long) time(NULL);
+	rp.prev_time = stats_started;
+	thread_start(stats_thread, &rp);
 }
 
 /* drop_privileges - become the configured user, each step checked */
@@ -495,6 +670,7 @@ main(int argc, char **argv)
 
 	thread_start(reload_thread, (void *) path);
 	thread_start(replay_thread, NULL);
+	stats_start();
 	if (listen_fd >= 0)
 		thread_start(stop_watch, NULL);
 	rc = smfi_main();

@@ -115,6 +115,8 @@ START_TEST(shipped_conf_is_the_spec)
 	ck_assert_int_eq(conf->warn_percent[0], 80);
 	ck_assert_int_eq(conf->warn_percent[1], 100);
 	ck_assert_str_eq(conf->default_plan, "free");
+	ck_assert_int_eq(conf->stats_interval, 10);
+	ck_assert_str_eq(conf->hostname, "");
 
 	ck_assert_str_eq(conf->redis.address, "127.0.0.1:6379");
 	ck_assert_str_eq(conf->redis.password, "");
@@ -182,6 +184,8 @@ START_TEST(defaults)
 	int	i;
 
 	ck_assert_ptr_null(conf->default_plan);
+	ck_assert_int_eq(conf->stats_interval, 10);
+	ck_assert_str_eq(conf->hostname, "");
 	ck_assert_uint_eq(conf->plan_count, 0);
 	ck_assert_uint_eq(conf->category_count, 0);
 	ck_assert_str_eq(conf->socket, "unix:/run/quota-milter/quota-milter.sock");
@@ -247,6 +251,7 @@ START_TEST(every_option_set)
 		"journal = \"/tmp/qm.journal\"\n"
 		"warn_percent = { 100, 50, 1000, 80 }\n"
 		"default_plan = \"gold\"\n"
+		"stats_interval = 3600  hostname = \"mx-1.example_net\"\n"
 		"redis {\n"
 		"  address = \"[::1]:6380\"  password = \"s3cr$t\"  database = 1000\n"
 		"  timeout_ms = 60000  prefix = \"tenant-a:qm:\"  pool_size = 1024\n"
@@ -285,6 +290,8 @@ START_TEST(every_option_set)
 	ck_assert_int_eq(conf->plans[0].hourly, 0);
 	ck_assert_int_eq(conf->plans[1].daily, QM_UNLIMITED);
 	ck_assert_int_eq(conf->plans[1].hourly, QM_UNLIMITED);
+	ck_assert_int_eq(conf->stats_interval, 3600);
+	ck_assert_str_eq(conf->hostname, "mx-1.example_net");
 
 	ck_assert_str_eq(conf->redis.address, "[::1]:6380");
 	ck_assert_str_eq(conf->redis.password, "s3cr$t");
@@ -520,6 +527,12 @@ static const struct bad_case {
 	{D "Mode = \"enforce\"\n", 2, "no such option 'Mode'"},
 	{D "keep_months = 0\n", 2, "keep_months = 0 is out of range (1 to 120)"},
 	{D "keep_months = 121\n", 2, "out of range"},
+	{D "stats_interval = -1\n", 2, "stats_interval = -1 is out of range (0 to 3600)"},
+	{D "\nstats_interval = 3601\n", 3, "stats_interval = 3601 is out of range (0 to 3600)"},
+	{D "hostname = \"mx 1\"\n", 2, "bad hostname \"mx 1\": 1 to 255 of A-Z a-z 0-9 . - _"},
+	{D "hostname = \"mx{1}\"\n", 2, "bad hostname"},
+	{D "hostname = \"qm:*\"\n", 2, "bad hostname"},
+	{D "hostname = \"" A64 A64 A64 A64 "\"\n", 2, "bad hostname"},
 	{D "keep_months = \"ten\"\n", 2, "invalid integer value for option 'keep_months'"},
 	{D "warn_percent = { 80, 90, 80 }\n", 2, "warn_percent lists 80 twice"},
 	{D "warn_percent += { 80 }\n", 2, "warn_percent lists 80 twice"},

@@ -5,13 +5,14 @@
 # lintian build and check the package (t_deb.sh); m4 and libwrap0 are what
 # the unpacked, not installed, Sendmail of t_sendmail.sh needs (sendmail-bin
 # conflicts with postfix). libfaketime moves the milter's clock across a month's end
-# (t_milter_accounting.sh).
+# (t_milter_accounting.sh). python3-prometheus-client parses the output of
+# quota-milter-ctl metrics (t_stats.sh).
 set -eu
 
 PKGS="gcc make pkg-config libc6-dev libmilter-dev libhiredis-dev libconfuse-dev
 check redis-server redis-tools postfix miltertest valgrind
 dpkg-dev debhelper lintian tzdata m4 libwrap0 jq groff-base
-clang libclang-rt-14-dev libfaketime"
+clang libclang-rt-14-dev libfaketime python3-prometheus-client"
 
 missing=""
 for p in $PKGS; do

@@ -67,7 +67,8 @@ for dir in "$build" "$asan"; do
 done
 
 # The unit tests once more, without fork, under valgrind's leak checker.
-for t in "$build"/tests/check_conf "$build"/tests/check_policy "$build"/tests/check_month; do
+for t in "$build"/tests/check_conf "$build"/tests/check_policy "$build"/tests/check_month \
+	"$build"/tests/check_stats; do
 	[ -x "$t" ] || { echo "FAIL valgrind $t: not built"; failed=$((failed + 1)); continue; }
 	out="$log/$(basename "$t").valgrind"
 	CK_FORK=no valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
@@ -81,7 +82,7 @@ for t in tests/t_*.sh; do
 	timeout 900 bash "$t" "$build" >"$out" 2>&1
 	count_tap "$t $build" "$out" $?
 	case $(basename "$t") in
-	t_milter* | t_postfix*)
+	t_milter* | t_postfix* | t_stats*)
 		out="$log/$(basename "$t").$asan"
 		timeout 900 bash "$t" "$asan" >"$out" 2>&1
 		count_tap "$t $asan" "$out" $?

@@ -50,6 +50,10 @@ for sock in unix inet; do
 done
 check_eq "no peers in QUICK mode" "" "$(value peers)"
 check "the table says the peers were not run in QUICK mode" grep -q 'not run in QUICK mode' "$out"
+check "health reports: their CPU cost measured ($(value stats_cost) %)" \
+	grep -qE '^-?[0-9]+(\.[0-9]+)?$' <<<"$(value stats_cost)"
+check "metrics over many accounts: timed ($(value scan_secs) s)" positive "$(value scan_secs)"
+check "the table has both rows" test "$(grep -cE '^\| (health reports cost|quota-milter-ctl metrics reads)' "$out")" = 2
 for cfg in count_unix count_inet count_unix_ru count_inet_ru hdr_unix hdr_inet count_month_unix \
 	count_caps_unix; do
 	c=$(value "counted.$cfg")

@@ -107,6 +107,15 @@ check_eq "quota-milter -V is the package's version" "$PKG ${version%%-*}" \
 unit=$(dpkg -L "$PKG" | grep -E '/systemd/system/quota-milter\.service$')
 check "the systemd unit is installed" test -f "$unit"
 check "the unit is enabled" test -L /etc/systemd/system/multi-user.target.wants/quota-milter.service
+for u in quota-milter-metrics.service quota-milter-metrics.timer; do
+	check "$u is in the package" grep -qE "/systemd/system/$u\$" <(dpkg -L "$PKG")
+	check "$u is not enabled" test -z "$(find /etc/systemd/system -name "$u" 2>/dev/null)"
+done
+check "the metrics service renames a whole file into node_exporter's textfile folder" grep -qE \
+	'metrics > "\$\$f\.\$\$\$\$" && mv "\$\$f\.\$\$\$\$" "\$\$f"' \
+	"$(dirname "$unit")/quota-milter-metrics.service"
+check "the timer runs it every minute" grep -qx 'OnCalendar=minutely' \
+	"$(dirname "$unit")/quota-milter-metrics.timer"
 check "$CONF is a conffile" grep -qE "^ $CONF [0-9a-f]{32}\$" \
 	<(dpkg-query -W -f='${Conffiles}\n' "$PKG")
 check "README.Debian is installed" test -f /usr/share/doc/$PKG/README.Debian
@@ -129,10 +138,11 @@ check_eq "the default milter socket is a unix socket in /run/quota-milter" \
 check "the unit makes /run/quota-milter 0750" grep -qx 'RuntimeDirectoryMode=0750' "$unit"
 if command -v systemd-analyze >/dev/null; then
 	if command -v man >/dev/null; then man=yes; else man=no; fi
-	if systemd-analyze verify --man=$man "$unit" >"$T/verify.log" 2>&1 && ! [ -s "$T/verify.log" ]; then
-		ok "systemd-analyze verify accepts the unit (man pages checked: $man)"
+	if systemd-analyze verify --man=$man "$unit" "$(dirname "$unit")/quota-milter-metrics.service" \
+		"$(dirname "$unit")/quota-milter-metrics.timer" >"$T/verify.log" 2>&1 && ! [ -s "$T/verify.log" ]; then
+		ok "systemd-analyze verify accepts the units (man pages checked: $man)"
 	else
-		notok "systemd-analyze verify accepts the unit"; sed 's/^/# /' "$T/verify.log"
+		notok "systemd-analyze verify accepts the units"; sed 's/^/# /' "$T/verify.log"
 	fi
 fi
 if [ -d /run/systemd/system ]; then

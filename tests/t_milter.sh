@@ -285,7 +285,7 @@ done
 # a Redis failure (451), not a crash.
 rcli FLUSHALL >/dev/null
 seed_accounts
-acl_milter="on >milter-pw resetkeys ~qm:* resetchannels -@all +evalsha +eval +script|load +ping +select +role +exists +expireat +get +hget +hincrby +hmget +hset +hsetnx +pttl +set +time +type +xadd"
+acl_milter="on >milter-pw resetkeys ~qm:* resetchannels -@all +evalsha +eval +script|load +ping +select +role +exists +expireat +get +hget +hincrby +hmget +hset +hsetnx +pexpire +pttl +set +time +type +xadd"
 acl_ctl="on >ctl-pw resetkeys ~qm:* resetchannels -@all +hget +hmget +hgetall +hset +hdel +hkeys +del +scan +type +xrevrange +ping +select +evalsha +eval +script|load +expireat +time"
 # shellcheck disable=SC2086  # one rule a word
 check_eq "ACL user qm-milter made" OK "$(rcli ACL SETUSER qm-milter reset $acl_milter)"
@@ -302,13 +302,15 @@ if milter_up milter-u "$T/u.conf" "inet:$uport@127.0.0.1"; then
 		"$(grep -c '^not ok' <<<"$uout")"
 	grep '^not ok' <<<"$uout" | sed 's/^/# /'
 	check "its connections are the ACL user's" grep -q ' user=qm-milter ' <(rcli CLIENT LIST)
+	check "as ACL user qm-milter: its health report written" test "$(rcli EXISTS "qm:host:{$(uname -n)}")" = 1
 	check_eq "and it counted (acme: 5 of its limit 5)" 5 "$(rcli HGET "qm:usage:{acme}:$month" total)"
 	check "milter-u stops cleanly" milter_stop "$MILTER_PID" milter-u
 fi
 sed -e 's|username = "qm-milter"|username = "qm-ctl"|' -e 's|"milter-pw"|"ctl-pw"|' "$T/u.conf" > "$T/uc.conf"
 ctl_ok=0
 for args in "usage acme" "top" "plans" "events" "export $month" "set-plan acme standard" \
-	"set-limit acme 7" "set-limit acme plan" "suspend acme" "resume acme" "reset acme"; do
+	"set-limit acme 7" "set-limit acme plan" "suspend acme" "resume acme" "reset acme" \
+	"hosts" "metrics"; do
 	# shellcheck disable=SC2086  # the command's words
 	"$build/quota-milter-ctl" -c "$T/uc.conf" $args >"$T/ctl.out" 2>&1 ||
 		{ ctl_ok=1; echo "# quota-milter-ctl $args: $(head -2 "$T/ctl.out")"; }

@@ -47,6 +47,7 @@
 #   BENCH_LOAD_SECS  seconds per milterload run (5)
 #   BENCH_CG_MSGS  messages under callgrind (2000); BENCH_CG=0 skips callgrind
 #   BENCH_HOLD_CONNS sessions held open for the memory peak (500)
+#   BENCH_SCAN_ACCOUNTS accounts with usage for the metrics timing (100000)
 #   BENCH_QUICK=1  1 round of 100 messages, 50 sessions held, no callgrind
 #                  (BENCH_CG=1 runs it tiny), no peers: what the smoke test
 #                  (tests/t_bench_smoke.sh) uses
@@ -70,11 +71,13 @@ if [ -n "${BENCH_QUICK:-}" ]; then
 	ROUNDS=${BENCH_ROUNDS:-1} MSGS=${BENCH_MSGS:-100} MSGS1=${BENCH_MSGS1:-10}
 	WARMUP=${BENCH_WARMUP:-10} LOAD_SECS=${BENCH_LOAD_SECS:-0.5} CG=${BENCH_CG:-0}
 	CG_MSGS=${BENCH_CG_MSGS:-20} HOLD_CONNS=${BENCH_HOLD_CONNS:-50} MON_MSGS=20
+	SCAN_ACCOUNTS=${BENCH_SCAN_ACCOUNTS:-2000}
 	PEERS=${BENCH_PEERS:-0}
 else
 	ROUNDS=${BENCH_ROUNDS:-5} MSGS=${BENCH_MSGS:-3000} MSGS1=${BENCH_MSGS1:-300}
 	WARMUP=${BENCH_WARMUP:-300} LOAD_SECS=${BENCH_LOAD_SECS:-5} CG=${BENCH_CG:-1}
 	CG_MSGS=${BENCH_CG_MSGS:-2000} HOLD_CONNS=${BENCH_HOLD_CONNS:-500} MON_MSGS=200
+	SCAN_ACCOUNTS=${BENCH_SCAN_ACCOUNTS:-100000}
 	PEERS=${BENCH_PEERS:-1}
 fi
 OUT=${BENCH_OUT:-bench/RESULTS.md}
@@ -103,7 +106,7 @@ RPORT=$(free_port)
 RSOCK=$T/redis.sock
 mkdir -p "$T/redis"
 redis-server --port "$RPORT" --bind 127.0.0.1 --unixsocket "$RSOCK" --unixsocketperm 777 \
-	--save "" --appendonly no --databases 16 --dir "$T/redis" --logfile "$T/redis/redis.log" &
+	--save "" --appendonly no --databases 20 --dir "$T/redis" --logfile "$T/redis/redis.log" &
 REDIS_PID=$!
 PIDS="$PIDS $REDIS_PID"
 wait_for redis-server 10 redis-cli -p "$RPORT" ping || { echo "bench: redis-server did not start" >&2; exit 1; }
@@ -114,7 +117,8 @@ r() { redis-cli -p "$RPORT" --raw "$@"; }
 # (libmilter and Postfix syntax), quota-milter's conf, Redis address and
 # database, message (plain or hdr)
 QM_CFGS=(nothing_unix nothing_inet nothing_env_unix nothing_env_inet count_unix count_inet
-	count_unix_ru count_inet_ru hdr_unix hdr_inet count_month_unix count_caps_unix)
+	count_unix_ru count_inet_ru hdr_unix hdr_inet count_month_unix count_caps_unix \
+	count_unix_s0 count_unix_s1)
 PEER_CFGS=(peer_rspamd peer_postfwd)
 CFGS=(none null_unix null_inet "${QM_CFGS[@]}")	# and the peers that start
 ONLY=${BENCH_ONLY:-}
@@ -139,6 +143,8 @@ declare -A LABEL=(
 	[hdr_inet]="4h. counting, header account (shipped conf), inet socket, Redis TCP"
 	[count_month_unix]="4m. counting every message, the monthly quota only, unix socket, Redis TCP"
 	[count_caps_unix]="4c. counting every message with hourly and daily caps, unix socket, Redis TCP"
+	[count_unix_s0]="4s. counting, unix socket, Redis TCP, health reports off (stats_interval 0)"
+	[count_unix_s1]="4s. counting, unix socket, Redis TCP, health reports every second"
 	[peer_rspamd]="5. peer: rspamd's milter proxy, ratelimit module only, inet socket, Redis TCP"
 	[peer_postfwd]="5. peer: postfwd policy server, one rate rule"
 )
@@ -146,25 +152,29 @@ declare -A KIND=([none]=none [null_unix]=null [null_inet]=null [nothing_unix]=no
 	[nothing_inet]=nothing [nothing_env_unix]=nothing [nothing_env_inet]=nothing
 	[count_unix]=count [count_inet]=count [count_unix_ru]=count [count_inet_ru]=count
 	[hdr_unix]=hdr [hdr_inet]=hdr [peer_rspamd]=peer [peer_postfwd]=peer
-	[count_month_unix]=count [count_caps_unix]=count)
+	[count_month_unix]=count [count_caps_unix]=count [count_unix_s0]=count
+	[count_unix_s1]=count)
 # the conf: shipped (header account and categories), count (sender-domain account, a
 # category every sender matches), envnone (the same, a category no sender matches)
 declare -A CONF=([nothing_unix]=shipped [nothing_inet]=shipped [nothing_env_unix]=envnone
 	[nothing_env_inet]=envnone [count_unix]=count [count_inet]=count [count_unix_ru]=count
 	[count_inet_ru]=count [hdr_unix]=shipped [hdr_inet]=shipped [count_month_unix]=count
-	[count_caps_unix]=count)
+	[count_caps_unix]=count [count_unix_s0]=count [count_unix_s1]=count)
 # the account's plan: enterprise (unlimited), but for 4m and 4c (their plans
 # are in every generated conf)
 declare -A PLAN=([count_month_unix]=benchmonth [count_caps_unix]=benchcaps)
 BENCH_PLANS='plan benchmonth { monthly = 1000000000 }
 plan benchcaps { monthly = 1000000000  daily = 1000000000  hourly = 1000000000 }'
+# stats_interval where not the shipped one (health reports: off, or every second)
+declare -A STATS=([count_unix_s0]=0 [count_unix_s1]=1)
 declare -A RADDR=([nothing_unix]=tcp [nothing_inet]=tcp [nothing_env_unix]=tcp
 	[nothing_env_inet]=tcp [count_unix]=tcp [count_inet]=tcp
 	[count_unix_ru]=unix [count_inet_ru]=unix [hdr_unix]=tcp [hdr_inet]=tcp
-	[count_month_unix]=tcp [count_caps_unix]=tcp)
+	[count_month_unix]=tcp [count_caps_unix]=tcp [count_unix_s0]=tcp [count_unix_s1]=tcp)
 declare -A DB=([nothing_unix]=1 [nothing_inet]=2 [count_unix]=3 [count_inet]=4
 	[count_unix_ru]=5 [count_inet_ru]=6 [hdr_unix]=7 [hdr_inet]=8 [nothing_env_unix]=11
-	[nothing_env_inet]=12 [peer_rspamd]=13 [count_month_unix]=14 [count_caps_unix]=15)
+	[nothing_env_inet]=12 [peer_rspamd]=13 [count_month_unix]=14 [count_caps_unix]=15
+	[count_unix_s0]=16 [count_unix_s1]=17)
 declare -A MSPEC PFSPEC PFOPT SMTP_PORT MPID EXPECTED STEPS NEGO NOTRUN
 # the comparisons the issue sets: counting vs counting nothing on the same socket, with
 # the same conf (a conf that reads headers cannot let mail pass before its end)
@@ -235,6 +245,8 @@ milter_up() {
 	local cfg=$1 raddr
 	[ "${RADDR[$cfg]}" = unix ] && raddr=$RSOCK || raddr=127.0.0.1:$RPORT
 	write_conf "$T/$cfg.conf" "${MSPEC[$cfg]}" "${CONF[$cfg]}" "$raddr" "${DB[$cfg]}"
+	[ -z "${STATS[$cfg]:-}" ] ||
+		sed -i "s|^stats_interval .*|stats_interval = ${STATS[$cfg]}|" "$T/$cfg.conf"
 	"$build/quota-milter" -t -c "$T/$cfg.conf" >/dev/null ||
 		{ echo "bench: bad generated conf $T/$cfg.conf" >&2; exit 1; }
 	r -n "${DB[$cfg]}" HSET 'qm:account:{bench.example}' plan "${PLAN[$cfg]:-enterprise}" >/dev/null
@@ -554,7 +566,7 @@ monitor_run() {
 	kill "$mpid" 2>/dev/null; wait "$mpid" 2>/dev/null
 	# lines: TIME [DB ADDR] "COMMAND" ...; ADDR is "lua" inside a script
 	RTRIP[$cfg]=$(awk -v db="${DB[$cfg]}" -v n="$n" '
-		$2 == "[" db && $3 != "lua]" { c[tolower($4)]++; t++ }
+		$2 == "[" db && $3 != "lua]" && index($0, "host:{") == 0 { c[tolower($4)]++; t++ }
 		END { out = sprintf("%.2f", t / n); for (k in c) { gsub(/"/, "", k); x = x ", " k " " sprintf("%.2f", c["\"" k "\""] / n) }
 			print out (x ? " (" substr(x, 3) ")" : "") }' "$mon")
 	RSCRIPT[$cfg]=$(awk -v db="${DB[$cfg]}" -v n="$n" '
@@ -624,6 +636,27 @@ for round in $(seq 1 "$ROUNDS"); do
 		say "round $round, 1 session: $cfg $RESULT msgs/s"
 	done
 done
+
+# --- quota-milter-ctl metrics over a month of many accounts --------------------
+# SCAN_ACCOUNTS usage hashes (in their own database), made with one pipe;
+# metrics must read them (SCAN COUNT 1000, pipelined HMGET) in under 2 s.
+say "metrics: $SCAN_ACCOUNTS accounts with usage this month"
+awk -v n="$SCAN_ACCOUNTS" -v m="$month" 'function bulk(s) { printf "$%d\r\n%s\r\n", length(s), s }
+	BEGIN { for (i = 1; i <= n; i++) { printf "*8\r\n"; bulk("HSET")
+		bulk(sprintf("qm:usage:{a%06d.example}:%s", i, m)); bulk("total"); bulk(i % 12000)
+		bulk("limit"); bulk("10000"); bulk("plan"); bulk("basic") } }' |
+	redis-cli -p "$RPORT" -n 18 --pipe > "$T/scan-fill.log" 2>&1 ||
+	fail "metrics: the usage hashes could not be made: $(tail -1 "$T/scan-fill.log")"
+write_conf "$T/scan.conf" "inet:1@127.0.0.1" count "127.0.0.1:$RPORT" 18
+t0=$EPOCHREALTIME
+"$build/quota-milter-ctl" -c "$T/scan.conf" metrics > "$T/scan.prom" 2> "$T/scan.err" ||
+	fail "metrics: quota-milter-ctl failed: $(head -1 "$T/scan.err")"
+SCAN_SECS=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
+# accounts a000001..: total i % 12000 of 10000: exhausted when that is 10000 or more
+scan_exhausted=$(awk -v n="$SCAN_ACCOUNTS" 'BEGIN { for (i = 1; i <= n; i++) if (i % 12000 >= 10000) e++; print e + 0 }')
+grep -qx "quota_milter_accounts_exhausted $scan_exhausted" "$T/scan.prom" ||
+	fail "metrics: accounts_exhausted is not $scan_exhausted: $(grep '^quota_milter_accounts_exhausted' "$T/scan.prom")"
+say "metrics: $SCAN_ACCOUNTS accounts in $SCAN_SECS s"
 
 # --- the milter alone ---------------------------------------------------------
 declare -A LRATES
@@ -817,6 +850,11 @@ num() { [[ ${1:-} =~ ^-?[0-9.]+$ ]] && echo "$1" || echo 0; }
 # cost CFG - the counting configuration's cost against counting nothing, in %
 cost() { awk -v a="$(med "$1")" -v b="$(med "${SAME_SOCKET[$1]}")" \
 	'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.1f\n", (1 - a / b) * 100 }'; }
+# stats_cost - the milter's CPU per message with reports every second against none, in %
+stats_cost() {
+	awk -v a="$(medm count_unix_s1)" -v b="$(medm count_unix_s0)" \
+		'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.1f\n", (a / b - 1) * 100 }'
+}
 # cpu_cost CFG - the same by CPU time per message (milter, Postfix and Redis), in %
 cpu_cost() {
 	awk -v a="$(medm "$1")" -v b="$(medp "$1")" -v e="$(medr "$1")" \
@@ -924,6 +962,8 @@ echo
 echo "| target | measured | met |"
 echo "|---|---|---|"
 echo "| counting ≥ 0.95 × the null libmilter milter, unix socket (10 sessions, msgs/s) | Redis TCP $(vs_null count_unix), Redis unix socket $(vs_null count_unix_ru) (inet socket, not a target: $(vs_null count_inet), $(vs_null count_inet_ru)); CPU per message (milter, Postfix, Redis) against the null milter's: ×$(cpu_vs_null count_unix), ×$(cpu_vs_null count_unix_ru) (inet ×$(cpu_vs_null count_inet), ×$(cpu_vs_null count_inet_ru)) | $(yn "$(num "$n_unix") >= 0.95") |"
+echo "| health reports cost ≤ 1 % of the milter's CPU per message (every second against off, same run) | $(stats_cost) % ($(medm count_unix_s1) against $(medm count_unix_s0) ms/msg) | $(yn "\"$(stats_cost)\" != \"-\" && $(num "$(stats_cost)") <= 1 && $(num "$(stats_cost)") >= -1") |"
+echo "| quota-milter-ctl metrics reads $SCAN_ACCOUNTS accounts in < 2 s | $SCAN_SECS s | $(yn "$(num "$SCAN_SECS") > 0 && $(num "$SCAN_SECS") < 2") |"
 echo "| counting costs ≤ 3% against counting nothing, same socket | worst ${worst_cost}% in msgs/s, ${worst_cpu_cost}% in CPU per message (milter, Postfix, Redis) | $(yn "\"$worst_cost\" != \"-\" && $(num "$worst_cost") <= 3 && $(num "$worst_cpu_cost") <= 3") |"
 echo "| ≤ 1 Redis round trip before DATA and 1 at end of data | $rt_count per message (account known at MAIL), $rt_hdr (header account) | $(yn "$(num "$rt_count") > 0 && $(num "$rt_count") <= 2.02 && $(num "$rt_hdr") <= 1.01") |"
 echo "| Redis connections ≤ pool size | at most $maxconn, pool_size $POOL_SIZE | $(yn "$maxconn <= $POOL_SIZE") |"
@@ -1112,6 +1152,8 @@ if [ -n "$DATA" ]; then
 		echo "vs_null.unix=$n_unix"
 		echo "vs_null.inet=$n_inet"
 		echo "cpu_vs_null.unix=$(cpu_vs_null count_unix)"
+		echo "stats_cost=$(stats_cost)"
+		echo "scan_secs=$SCAN_SECS"
 		echo "lat.unix=$lat_unix"
 		echo "lat.inet=$lat_inet"
 		echo "peers=$(for cfg in "${PEER_CFGS[@]}"; do ran "$cfg" && echo "$cfg"; done | xargs)"
