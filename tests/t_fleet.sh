@@ -344,8 +344,8 @@ check "f: multi-recipient messages were accepted (a message is one unit)" \
 	test "$ACC_RCPTS" -gt "$ACC_MSGS"
 
 # Every key is one of the contract's.
-check_eq "every Redis key is an account, usage, warned or events key" "" \
-	"$(rcli --scan | grep -vxE "qm:(account|usage|warned):\{fleet-[a-f](\.example)?\}(:$month)?|qm:charge:\{fleet-[a-f](\.example)?\}:[0-9a-f]{16}|qm:events")"
+check_eq "every Redis key is an account, usage, warned, events or host key" "" \
+	"$(rcli --scan | grep -vxE "qm:(account|usage|warned):\{fleet-[a-f](\.example)?\}(:$month)?|qm:charge:\{fleet-[a-f](\.example)?\}:[0-9a-f]{16}|qm:events|qm:host:\{[A-Za-z0-9._-]{1,255}\}")"
 fi
 milters_down
 

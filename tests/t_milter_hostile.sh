@@ -197,8 +197,8 @@ set -- $exp
 while [ $# -ge 2 ]; do got+="$1 $(usage "$1" total | sed 's/^$/-/') "; shift 2; done
 check_eq "every account's total is exactly its accepted mail" "$exp" "${got% }"
 check_eq "cap-co: 10 000 refused recorded, nothing else" "10000" "$(usage cap-co refused)"
-bad=$(rcli --scan | grep -cvE '^qm:(account|usage|warned):\{[A-Za-z0-9._@+-]{1,128}\}(:[0-9]{4}-[0-9]{2})?$|^qm:charge:\{[A-Za-z0-9._@+-]{1,128}\}:[0-9a-f]{16}$|^qm:events$')
-check_eq "every Redis key is a well-formed account, usage, warned or events key" 0 "$bad"
+bad=$(rcli --scan | grep -cvE '^qm:(account|usage|warned):\{[A-Za-z0-9._@+-]{1,128}\}(:[0-9]{4}-[0-9]{2})?$|^qm:charge:\{[A-Za-z0-9._@+-]{1,128}\}:[0-9a-f]{16}$|^qm:events$|^qm:host:\{[A-Za-z0-9._-]{1,255}\}$')
+check_eq "every Redis key is a well-formed account, usage, warned, events or host key" 0 "$bad"
 check_eq "and no key holds a line break" "$(rcli DBSIZE)" "$(rcli --scan | wc -l)"
 kill -TERM "$ph" "$ps" "$pa" 2>/dev/null	# all at once, so that their stops overlap
 check "milter-h stops cleanly (no sanitizer report)" milter_stop "$ph" milter-h
