@@ -432,7 +432,7 @@ month_window_of(const struct month_table *table, time_t t, enum month_window kin
 	 */
 	local_end = month_floor(local, step) + step;
 	until = local_end - seg->gmtoff;
-	while (seg + 1 < table->seg + table->seg_count && seg[1].start < until) {
+	while (seg + 1 < table->seg + table->seg_count && seg[1].start <= until) {
 		seg++;
 		until = local_end - seg->gmtoff;
 		if (until <= seg->start)	/* that local time does not exist */
@@ -486,4 +486,14 @@ month_window_valid(const char *text, enum month_window *kind)
 	if (kind != NULL)
 		*kind = len == 13 ? MONTH_WINDOW_HOUR : MONTH_WINDOW_DAY;
 	return true;
+}
+
+/* month_hour_of - is the text an hour window "YYYY-MM-DDTHH" of the month? */
+bool
+month_hour_of(const char *hour, const char *month)
+{
+	enum month_window kind;
+
+	return month_window_valid(hour, &kind) && kind == MONTH_WINDOW_HOUR
+	    && strncmp(hour, month, MONTH_KEY_LEN - 1) == 0;
 }

@@ -551,8 +551,8 @@ START_TEST(test_month_windows)
 	check_window(berlin, 1774746000, MONTH_WINDOW_DAY, "2026-03-29", 1774821600, true,
 		     "2026-03-30 00:00 CEST");
 	/* 2026-10-25: 03:00 CEST is 02:00 CET (01:00 UTC): hour 02 twice, one window. */
-	check_window(berlin, 1792888200, MONTH_WINDOW_HOUR, "2026-10-25T02", 1792890000, false,
-		     "02:00 CET");
+	check_window(berlin, 1792888200, MONTH_WINDOW_HOUR, "2026-10-25T02", 1792893600, false,
+		     "03:00 CET");
 	check_window(berlin, 1792890000, MONTH_WINDOW_HOUR, "2026-10-25T02", 1792893600, false,
 		     "03:00 CET");
 	/* Half-hour offset: 2026-12-03 08:29:59 UTC is 13:59:59 IST. */
