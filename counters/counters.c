@@ -339,7 +339,6 @@ static int
 counters_windows(const struct counters *ctr, const struct counters_args *a,
 		 struct qm_quota *out, bool live[2], char *err, size_t errlen)
 {
-	enum month_window kind;
 	time_t	wall = time(NULL);
 
 	live[0] = live[1] = true;
@@ -354,8 +353,7 @@ counters_windows(const struct counters *ctr, const struct counters_args *a,
 	}
 	if (a->hour == NULL || a->hour[0] == 0)
 		return 0;
-	if (!month_window_valid(a->hour, &kind) || kind != MONTH_WINDOW_HOUR
-	    || strncmp(a->hour, out->month, MONTH_KEY_LEN - 1) != 0)
+	if (!month_hour_of(a->hour, out->month))
 		return counters_fail(err, errlen, "invalid hour \"%.16s\" of month %s", a->hour,
 				     out->month);
 	snprintf(out->hour.name, sizeof(out->hour.name), "%s", a->hour);

@@ -269,16 +269,6 @@ open_file(struct journal *jr, char *err, size_t errlen)
 	return -1;
 }
 
-/* hour_of_month - is the text an hour window "YYYY-MM-DDTHH" of the month? */
-static bool
-hour_of_month(const char *hour, const char *month)
-{
-	enum month_window kind;
-
-	return month_window_valid(hour, &kind) && kind == MONTH_WINDOW_HOUR
-	    && strncmp(hour, month, MONTH_KEY_LEN - 1) == 0;
-}
-
 /* journal_append - give the entry an id and write it durably */
 int
 journal_append(struct journal *jr, struct journal_entry *e, char *err, size_t errlen)
@@ -293,7 +283,7 @@ journal_append(struct journal *jr, struct journal_entry *e, char *err, size_t er
 	}
 	/* A line the replay would refuse would set its whole file aside. */
 	if (e->window[0] != 0 && (memchr(e->window, 0, sizeof(e->window)) == NULL
-				  || !hour_of_month(e->window, e->month)))
+				  || !month_hour_of(e->window, e->month)))
 		e->window[0] = 0;
 	pthread_mutex_lock(&jr->lock);
 	if (jr->fd < 0 && open_file(jr, err, errlen) < 0)
@@ -430,7 +420,7 @@ journal_parse_line(const char *line, struct journal_entry *e)
 		e->refusal = true;
 	if (n - 6 - (e->cancel || e->refusal) == 1) {
 		if (!copy_field(e->window, sizeof(e->window), field[n - 1])
-		    || !hour_of_month(e->window, field[1]))
+		    || !month_hour_of(e->window, field[1]))
 			return false;
 	} else if (n - 6 - (e->cancel || e->refusal) != 0) {
 		return false;

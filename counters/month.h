@@ -99,4 +99,7 @@ bool	month_clock(const struct month_table *table, time_t t, bool date, char *buf
  */
 bool	month_window_valid(const char *text, enum month_window *kind);
 
+/* month_hour_of - is the text an hour window "YYYY-MM-DDTHH" of the month "YYYY-MM"? */
+bool	month_hour_of(const char *hour, const char *month);
+
 #endif
