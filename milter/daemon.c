@@ -369,7 +369,7 @@ static void *
 stats_thread(void *arg)
 {
 	struct reporter *rp = arg;
-	struct timespec due;
+	struct timespec due, now;
 	bool	reload;
 
 	clock_gettime(CLOCK_MONOTONIC, &due);
@@ -398,6 +398,10 @@ stats_thread(void *arg)
 			continue;
 		reporter_write(rp);
 		due.tv_sec += rp->interval;
+		/* A write slower than the interval (Redis hanging): no burst after it. */
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (due.tv_sec < now.tv_sec)
+			due.tv_sec = now.tv_sec + rp->interval;
 	}
 	return NULL;
 }
@@ -668,9 +672,9 @@ main(int argc, char **argv)
 		 rt->conf->unit == QM_UNIT_MESSAGES ? "messages" : "recipients");
 	rt = NULL;			/* a reload may free it from here on */
 
+	stats_start();		/* first: a reload wakes its thread */
 	thread_start(reload_thread, (void *) path);
 	thread_start(replay_thread, NULL);
-	stats_start();
 	if (listen_fd >= 0)
 		thread_start(stop_watch, NULL);
 	rc = smfi_main();
