@@ -186,6 +186,9 @@ typedef int (*scan_keys_fn) (struct ctl *ctl, const char **ids, const size_t *le
 int	scan_keys(struct ctl *ctl, const char *sample, scan_keys_fn fn, void *arg,
 		char *err, size_t errlen);
 
+/* utc_text - unix seconds as 2026-01-31T12:00:00Z into buf, "-" when out of range */
+const char *utc_text(long long t, char *buf, size_t len);
+
 /* fleet_hosts, fleet_metrics - the hosts and metrics commands (ctl/fleet.c) */
 int	fleet_hosts(struct ctl *ctl);
 int	fleet_metrics(struct ctl *ctl, const char *month);

@@ -9,6 +9,7 @@
  * and for the terminal. metrics prints the Prometheus text exposition
  * format 0.0.4, every family with its HELP and TYPE.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,8 +299,8 @@ host_latency(const struct host *h, double q)
 	return stats_percentile(d[STATS_BUCKETS - 1] > 0 ? d : cum, q);
 }
 
-/* utc_text - unix seconds as 2026-01-31T12:00:00Z */
-static const char *
+/* utc_text - unix seconds as 2026-01-31T12:00:00Z, "-" when out of range */
+const char *
 utc_text(long long t, char *buf, size_t len)
 {
 	time_t	tt = (time_t) t;
@@ -446,7 +447,10 @@ static const struct {
 	{"reloads_total", "counter", "Configuration reloads since start.", STATS_META_RELOADS},
 };
 
-/* host_metrics - every per-host family, one sample per host and label set */
+/*
+ * host_metrics - every per-host family, one sample per host and label set
+ * (hl[i]: host i's label, NULL for a host left out)
+ */
 static void
 host_metrics(const struct fleet *fl, char **hl)
 {
@@ -454,16 +458,20 @@ host_metrics(const struct fleet *fl, char **hl)
 
 	family("info", "gauge", "A milter reporting, its version in a label (always 1).");
 	for (size_t i = 0; i < fl->count; i++) {
-		char   *v = label(fl->hosts[i].version, fl->hosts[i].version_len);
+		char   *v;
 
+		if (hl[i] == NULL)
+			continue;
+		v = label(fl->hosts[i].version, fl->hosts[i].version_len);
 		printf(METRIC "info{host=\"%s\",version=\"%s\"} 1\n", hl[i], v);
 		free(v);
 	}
 	for (size_t m = 0; m < sizeof(meta_families) / sizeof(meta_families[0]); m++) {
 		family(meta_families[m].name, meta_families[m].type, meta_families[m].help);
 		for (size_t i = 0; i < fl->count; i++)
-			printf(METRIC "%s{host=\"%s\"} %lld\n", meta_families[m].name, hl[i],
-			       fl->hosts[i].meta[meta_families[m].meta]);
+			if (hl[i] != NULL)
+				printf(METRIC "%s{host=\"%s\"} %lld\n", meta_families[m].name, hl[i],
+				       fl->hosts[i].meta[meta_families[m].meta]);
 	}
 
 	for (size_t c = 0; c < STATS_COUNTER_COUNT; c++) {
@@ -472,36 +480,44 @@ host_metrics(const struct fleet *fl, char **hl)
 		snprintf(name, sizeof(name), "%s_total", stats_field_name(c, field));
 		family(name, "counter", stats_counter_help((enum stats_counter) c));
 		for (size_t i = 0; i < fl->count; i++)
-			printf(METRIC "%s{host=\"%s\"} %llu\n", name, hl[i], fl->hosts[i].cur[c]);
+			if (hl[i] != NULL)
+				printf(METRIC "%s{host=\"%s\"} %llu\n", name, hl[i], fl->hosts[i].cur[c]);
 	}
 	for (size_t f = STATS_F_REFUSED; f <= STATS_F_TEMPFAILED; f += QM_REPLY_COUNT) {
 		const char *what = f == STATS_F_REFUSED ? "refused" : "tempfailed";
 
-		printf("# HELP " METRIC "%s_total %s\n# TYPE " METRIC "%s_total counter\n", what,
-		       f == STATS_F_REFUSED ? "Permanent refusals (5xx), by reply name."
-		       : "Temporary refusals (4xx), by reply name.", what);
+		snprintf(name, sizeof(name), "%s_total", what);
+		family(name, "counter", f == STATS_F_REFUSED ? "Permanent refusals (5xx), by reply name."
+		       : "Temporary refusals (4xx), by reply name.");
 		for (size_t i = 0; i < fl->count; i++)
-			for (size_t id = 0; id < QM_REPLY_COUNT; id++)
-				printf(METRIC "%s_total{host=\"%s\",reply=\"%s\"} %llu\n", what, hl[i],
+			for (size_t id = 0; hl[i] != NULL && id < QM_REPLY_COUNT; id++)
+				printf(METRIC "%s{host=\"%s\",reply=\"%s\"} %llu\n", name, hl[i],
 				       conf_reply_name((enum qm_reply_id) id), fl->hosts[i].cur[f + id]);
 	}
 	family("redis_latency_seconds", "histogram", "Redis round trips of the message path, by duration.");
 	for (size_t i = 0; i < fl->count; i++) {
 		const struct host *h = &fl->hosts[i];
+		unsigned long long le = 0;
 
-		for (size_t b = 0; b < STATS_BUCKETS; b++)
+		if (hl[i] == NULL)
+			continue;
+		/* Cumulative, so never fewer than the bucket before (a hand-made hash). */
+		for (size_t b = 0; b < STATS_BUCKETS; b++) {
+			if (h->cur[STATS_F_LATENCY + b] > le)
+				le = h->cur[STATS_F_LATENCY + b];
 			printf(METRIC "redis_latency_seconds_bucket{host=\"%s\",le=\"%s\"} %llu\n", hl[i],
-			       stats_bucket_le(b), h->cur[STATS_F_LATENCY + b]);
+			       stats_bucket_le(b), le);
+		}
 		printf(METRIC "redis_latency_seconds_sum{host=\"%s\"} %.6f\n", hl[i],
 		       (double) h->cur[STATS_REDIS_LATENCY_SUM_US] / 1e6);
-		printf(METRIC "redis_latency_seconds_count{host=\"%s\"} %llu\n", hl[i],
-		       h->cur[STATS_F_LATENCY + STATS_BUCKETS - 1]);
+		printf(METRIC "redis_latency_seconds_count{host=\"%s\"} %llu\n", hl[i], le);
 	}
 	for (size_t g = STATS_F_TOTALS; g < STATS_FIELDS; g++) {
 		family(stats_field_name(g, field), "gauge", g == STATS_F_SESSIONS_OPEN
 		       ? "MTA sessions open." : "Journal entries waiting for Redis.");
 		for (size_t i = 0; i < fl->count; i++)
-			printf(METRIC "%s{host=\"%s\"} %llu\n", field, hl[i], fl->hosts[i].cur[g]);
+			if (hl[i] != NULL)
+				printf(METRIC "%s{host=\"%s\"} %llu\n", field, hl[i], fl->hosts[i].cur[g]);
 	}
 }
 
@@ -546,11 +562,15 @@ usage_reply(const redisReply *r, size_t i, void *arg)
 		as->a = grown;
 	}
 	a = &as->a[as->count++];
+	/* Counts as the milter writes them, 0 to QM_COUNT_MAX: no sum overflows. */
 	a->total = reply_num(r->element[0]);
+	if (a->total < 0 || a->total > QM_COUNT_MAX)
+		a->total = 0;
 	a->limit = r->element[1]->type == REDIS_REPLY_STRING ? reply_num(r->element[1]) : -2;
-	a->plan_len = r->element[2]->type == REDIS_REPLY_STRING ? r->element[2]->len : 0;
-	a->plan = xcalloc(a->plan_len + 1, 1);
-	memcpy(a->plan, a->plan_len ? r->element[2]->str : "", a->plan_len);
+	/* Kept as its label: two plans that print alike are one series. */
+	a->plan = r->element[2]->type == REDIS_REPLY_STRING
+	    ? label(r->element[2]->str, r->element[2]->len) : label("", 0);
+	a->plan_len = strlen(a->plan);
 	if ((a->account = strdup(ur->accounts[i])) == NULL)
 		ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
 }
@@ -648,12 +668,11 @@ usage_metrics(struct ctl *ctl, const char *month)
 	for (size_t i = 0; i < as.count;) {
 		long long sum = 0;
 		size_t	j = i;
-		char   *plan = label(as.a[i].plan, as.a[i].plan_len);
 
 		for (; j < as.count && acct_by_plan(&as.a[i], &as.a[j]) == 0; j++)
-			sum += as.a[j].total;
-		printf(METRIC "used_units{plan=\"%s\"} %lld\n", plan, sum);
-		free(plan);
+			if (__builtin_add_overflow(sum, as.a[j].total, &sum))
+				sum = LLONG_MAX;
+		printf(METRIC "used_units{plan=\"%s\"} %lld\n", as.a[i].plan, sum);
 		i = j;
 	}
 	for (size_t i = 0; i < as.count; i++) {
@@ -675,6 +694,18 @@ fleet_metrics(struct ctl *ctl, const char *month)
 	hl = xcalloc(fl.count, sizeof(*hl));
 	for (size_t i = 0; i < fl.count; i++)
 		hl[i] = label(fl.hosts[i].name, fl.hosts[i].len);
+	/*
+	 * Names the milter would never write (keys_host_valid()) may print
+	 * alike once escaped: one series per label, the first host's.
+	 */
+	for (size_t i = 0; i < fl.count; i++)
+		for (size_t j = 0; j < i; j++)
+			if (hl[j] != NULL && hl[i] != NULL && strcmp(hl[i], hl[j]) == 0) {
+				fprintf(stderr, "quota-milter-ctl: metrics: host \"%s\" left out: "
+					"its name prints as another's\n", hl[i]);
+				free(hl[i]);
+				hl[i] = NULL;
+			}
 	host_metrics(&fl, hl);
 	usage_metrics(ctl, month);
 	for (size_t i = 0; i < fl.count; i++)

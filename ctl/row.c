@@ -486,7 +486,6 @@ window_json(struct ctl *ctl, const struct ctl_row *row, enum month_window kind, 
 	const struct ctl_window *w = &row->win[kind];
 	const struct ctl_now *now = &ctl->now[kind];
 	char	when[64];
-	struct tm tm;
 	long long v;
 	bool	known;
 
@@ -503,8 +502,7 @@ window_json(struct ctl *ctl, const struct ctl_row *row, enum month_window kind, 
 	json_cstr(fp, month_clock(ctl->months, now->end, kind == MONTH_WINDOW_DAY, when, sizeof(when))
 		  ? when : NULL);
 	fputs(",\"reopens_utc\":", fp);
-	json_cstr(fp, gmtime_r(&now->end, &tm) != NULL
-		  && strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm) > 0 ? when : NULL);
+	json_cstr(fp, utc_text(now->end, when, sizeof(when)));
 	if (full)
 		fprintf(fp, ",\"messages\":%lld,\"would_refuse\":%lld", w->messages, w->would_refuse);
 	putc('}', fp);

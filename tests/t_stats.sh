@@ -186,6 +186,41 @@ check "4: no control byte in the metrics" bash -c "! LC_ALL=C grep -q \$'[\\x01-
 check "4: no control byte in hosts" bash -c "! LC_ALL=C grep -q \$'[\\x01-\\x09\\x0b-\\x1f]' '$T/hosts4.txt'"
 rcli DEL $'qm:host:{ev"il\\\n\e[31m}' >/dev/null
 
+# 4b. Hand-made reports the milter never writes: two names that print
+# alike once escaped give one series, not two (a duplicate breaks the
+# whole file for node_exporter); buckets that decrease are made cumulative;
+# a usage total beyond any count the milter keeps is not summed.
+rcli HSET $'qm:host:{\xc3\xa9}' time 1 version x messages 7 redis_latency_le_0.001 5 \
+	redis_latency_le_0.0025 2 >/dev/null
+rcli HSET $'qm:host:{\xc3\xa8}' time 1 version x messages 8 redis_latency_le_0.001 5 \
+	redis_latency_le_0.0025 2 >/dev/null
+rcli HSET "qm:usage:{huge}:$(date -u +%Y-%m)" total 999999999999999999 plan basic >/dev/null
+"$ctl" -c "$T/a.conf" metrics > "$T/metrics4b.prom" 2> "$T/metrics4b.err"
+$PY -c 'import sys
+from prometheus_client.parser import text_string_to_metric_families as parse
+seen = set()
+for f in parse(open(sys.argv[1]).read()):
+    for s in f.samples:
+        key = (s.name, tuple(sorted(s.labels.items())))
+        if key in seen:
+            print("duplicate", key)
+        seen.add(key)
+        if s.name == "quota_milter_messages_total" and s.labels["host"] == "??":
+            print("messages", int(s.value))
+        if s.name == "quota_milter_redis_latency_seconds_bucket" and s.labels["host"] == "??":
+            print("le", s.labels["le"], int(s.value))
+        if s.name == "quota_milter_used_units" and s.labels["plan"] == "basic":
+            print("basic", int(s.value))' "$T/metrics4b.prom" > "$T/parsed4b" 2>&1
+check_eq "4b: no duplicate series, one sample for the two hosts" 1 \
+	"$(grep -cE '^(duplicate|messages)' "$T/parsed4b")"
+check "4b: that of either (whichever SCAN gave first)" grep -qxE 'messages (7|8)' "$T/parsed4b"
+check_eq "4b: the other one named on stderr" 1 "$(grep -c 'left out' "$T/metrics4b.err")"
+check_eq "4b: a decreasing bucket reads as the one before" "le 0.0025 5" \
+	"$(grep '^le 0.0025 ' "$T/parsed4b")"
+check "4b: a total beyond QM_COUNT_MAX not summed" \
+	awk '$1 == "basic" { found = 1; if ($2 >= 999999999999999999) exit 1 } END { exit !found }' "$T/parsed4b"
+rcli DEL $'qm:host:{\xc3\xa9}' $'qm:host:{\xc3\xa8}' "qm:usage:{huge}:$(date -u +%Y-%m)" >/dev/null
+
 # 5. A reload: the new conf applies, the report says so.
 kill -USR1 "$apid"
 wait_for "mx-a's report shows the reload" 10 field_is mx-a reloads 1
