@@ -209,6 +209,15 @@ int	export_run(struct ctl *ctl, const char *month);
 struct table;
 struct table *table_create(size_t ncols, const char *const *heads, const bool *right);
 void	table_add(struct table *t, const char *const *cells);
+
+/* xcalloc - calloc, or exit on out of memory */
+void   *xcalloc(size_t n, size_t size);
+
+/*
+ * ctl_grow - v (capacity *cap elements of size bytes) with room for need,
+ * its capacity doubled from first as often as needed; exits on out of memory
+ */
+void   *ctl_grow(void *v, size_t *cap, size_t need, size_t size, size_t first);
 void	table_print(struct table *t, FILE *fp);
 void	table_free(struct table *t);
 

@@ -42,17 +42,6 @@ struct fleet {
 	size_t	headlen;		/* up to and with its '{' */
 };
 
-/* xcalloc - calloc or die */
-static void *
-xcalloc(size_t n, size_t size)
-{
-	void   *p = calloc(n ? n : 1, size);
-
-	if (p == NULL)
-		ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
-	return p;
-}
-
 /* Called with each reply of a pipeline (index i). */
 typedef void (*reply_fn) (const redisReply *r, size_t i, void *arg);
 
@@ -158,14 +147,7 @@ host_reply(const redisReply *r, size_t i, void *arg)
 		host_field(&h, r->element[j], r->element[j + 1]);
 	if (!h.seen)
 		return;			/* expired meanwhile */
-	if (fl->count == fl->cap) {
-		struct host *grown;
-
-		fl->cap = fl->cap ? 2 * fl->cap : 16;
-		if ((grown = realloc(fl->hosts, fl->cap * sizeof(*grown))) == NULL)
-			ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
-		fl->hosts = grown;
-	}
+	fl->hosts = ctl_grow(fl->hosts, &fl->cap, fl->count + 1, sizeof(*fl->hosts), 16);
 	h.name = xcalloc(hr->lens[i] + 1, 1);
 	memcpy(h.name, hr->ids[i], hr->lens[i]);
 	h.len = hr->lens[i];
@@ -553,14 +535,7 @@ usage_reply(const redisReply *r, size_t i, void *arg)
 
 	if (r->type != REDIS_REPLY_ARRAY || r->elements != 3)
 		return;
-	if (as->count == as->cap) {
-		struct acct *grown;
-
-		as->cap = as->cap ? 2 * as->cap : 1024;
-		if ((grown = realloc(as->a, as->cap * sizeof(*grown))) == NULL)
-			ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
-		as->a = grown;
-	}
+	as->a = ctl_grow(as->a, &as->cap, as->count + 1, sizeof(*as->a), 1024);
 	a = &as->a[as->count++];
 	/* Counts as the milter writes them, 0 to QM_COUNT_MAX: no sum overflows. */
 	a->total = reply_num(r->element[0]);

@@ -34,6 +34,33 @@ xmalloc(size_t size)
 	return p;
 }
 
+/* xcalloc - calloc or die */
+void *
+xcalloc(size_t n, size_t size)
+{
+	void   *p = calloc(n ? n : 1, size);
+
+	if (p == NULL)
+		ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
+	return p;
+}
+
+/* ctl_grow - room for `need` elements of `size` in v (capacity *cap), doubling from `first` */
+void *
+ctl_grow(void *v, size_t *cap, size_t need, size_t size, size_t first)
+{
+	size_t	n = *cap ? *cap : first;
+
+	if (need <= *cap)
+		return v;
+	while (n < need)
+		n *= 2;
+	if ((v = realloc(v, n * size)) == NULL)
+		ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
+	*cap = n;
+	return v;
+}
+
 /* utf8_seq - length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid */
 static size_t
 utf8_seq(const unsigned char *s, size_t n)
@@ -131,14 +158,7 @@ table_add(struct table *t, const char *const *cells)
 {
 	char  **row;
 
-	if (t->nrows == t->cap) {
-		char ***grown;
-
-		t->cap = t->cap ? t->cap * 2 : 16;
-		if ((grown = realloc(t->rows, t->cap * sizeof(*t->rows))) == NULL)
-			ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
-		t->rows = grown;
-	}
+	t->rows = ctl_grow(t->rows, &t->cap, t->nrows + 1, sizeof(*t->rows), 16);
 	row = xmalloc(t->ncols * sizeof(char *));
 	for (size_t i = 0; i < t->ncols; i++)
 		row[i] = text_clean(cells[i] ? cells[i] : "", cells[i] ? strlen(cells[i]) : 0);

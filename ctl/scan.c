@@ -141,12 +141,10 @@ scan_usage_batch(struct ctl *ctl, const char **ids, const size_t *lens, size_t c
 {
 	struct scan_usage_arg *ua = arg;
 	char	account[QM_ACCOUNT_MAX + 1];
-	char  **batch = calloc(count, sizeof(char *));
+	char  **batch = xcalloc(count, sizeof(char *));
 	size_t	n = 0;
 	int	rc = 0;
 
-	if (batch == NULL)
-		ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
 	for (size_t i = 0; i < count; i++)
 		if (scan_account(ids[i], lens[i], account)
 		    && (batch[n++] = strdup(account)) == NULL)
@@ -496,17 +494,7 @@ export_batch(struct ctl *ctl, char **accounts, size_t count, void *arg, char *er
 	(void) ctl;
 	(void) err;
 	(void) errlen;
-	if (names->count + count > names->cap) {
-		size_t	cap = names->cap ? names->cap : 1024;
-		char  **grown;
-
-		while (cap < names->count + count)
-			cap *= 2;
-		if ((grown = realloc(names->v, cap * sizeof(char *))) == NULL)
-			ctl_fail(CTL_EXIT_RUNTIME, "out of memory");
-		names->v = grown;
-		names->cap = cap;
-	}
+	names->v = ctl_grow(names->v, &names->cap, names->count + count, sizeof(char *), 1024);
 	for (size_t i = 0; i < count; i++) {
 		names->v[names->count++] = accounts[i];
 		accounts[i] = NULL;
